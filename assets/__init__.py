@@ -1,0 +1,1 @@
+"""The embedded demo's trained weights and the script that trained them."""

@@ -1,0 +1,221 @@
+"""The ``secateur`` command line: inspect, eval and methods.
+
+Results go to stdout (text, or JSON with ``--json``), progress to stderr.
+Exit codes: 0 success, 1 the work failed, 2 bad usage or bad input, 130
+cancelled. A mistake of the user's prints one clear message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+import torch
+
+from secateur.core.data import DATA_FORMS, load_data
+from secateur.core.devices import DEVICE_CHOICES, resolve_device
+from secateur.core.errors import Cancelled, InputError, SecateurError
+from secateur.core.evaluate import evaluate
+from secateur.core.layer_tree import LayerTree, build_layer_tree
+from secateur.core.models import SPEC_FORMS, LoadedModel, example_input, load_model, parse_model_spec
+from secateur.core.progress import Progress
+from secateur.core.registry import load_registry
+from secateur.core.report import format_eval, format_layer_tree, format_methods
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that names the command in its errors and exits with 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must not be negative")
+    return value
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help=f"where to run: {DEVICE_CHOICES} (default auto)")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    parser.add_argument("--seed", type=_non_negative_int, default=0, help="seed of every random choice (default 0)")
+
+
+def _model_options(parser: argparse.ArgumentParser, optional: bool = False) -> None:
+    parser.add_argument("model", metavar="SPEC", nargs="?" if optional else None, help=f"the model: {SPEC_FORMS}")
+    parser.add_argument("--num-classes", type=_positive_int, help="classes of a torchvision or file model's head")
+    parser.add_argument("--weights", metavar="FILE", help="a state dict to load: .safetensors, .pt or .pth")
+    parser.add_argument("--input-size", type=_positive_int, help="input height and width in pixels")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="secateur", description="Structured pruning workbench for PyTorch models.")
+    parser.add_argument("--version", action="version", version=f"secateur {_version()}")
+    commands = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+
+    inspect = commands.add_parser("inspect", help="the layer tree: params, MACs, channels, groups, blocks")
+    _model_options(inspect, optional=True)
+    _common(inspect)
+    inspect.add_argument("--list-architectures", action="store_true", help="list torchvision's architectures and exit")
+
+    evaluate_cmd = commands.add_parser("eval", help="accuracy, loss, params, MACs and latency on a data set")
+    _model_options(evaluate_cmd)
+    evaluate_cmd.add_argument("--data", required=True, metavar="SPEC", help=f"the data: {DATA_FORMS}")
+    evaluate_cmd.add_argument("--split", default="test", choices=("test", "calibration", "train"))
+    evaluate_cmd.add_argument("--batch-size", type=_positive_int, default=256, help="evaluation batch size (256)")
+    evaluate_cmd.add_argument("--num-workers", type=_non_negative_int, default=0, help="data loader workers (0)")
+    evaluate_cmd.add_argument(
+        "--latency-batch-size", type=_positive_int, default=1, help="batch of the latency runs (1)"
+    )
+    evaluate_cmd.add_argument("--latency-runs", type=_positive_int, default=20, help="timed runs after warm-up (20)")
+    _common(evaluate_cmd)
+
+    methods = commands.add_parser("methods", help="installed pruning methods, their parameters, failed plugins")
+    methods.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+    methods.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    methods.add_argument("--device", default="auto", help=f"accepted for symmetry: {DEVICE_CHOICES}")
+    return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("secateur")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _stderr_progress(quiet: bool) -> Progress:
+    """A bar on a terminal, else a plain line per stage and at most one a second."""
+    if quiet:
+        return Progress()
+    interactive = sys.stderr.isatty()
+    last = {"stage": "", "time": 0.0}
+
+    def report(stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        finished = done >= total
+        if interactive:
+            width = 30
+            filled = int(width * done / max(total, 1))
+            sys.stderr.write(f"\r{stage:<20} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+            if finished:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+            return
+        if stage != last["stage"] or finished or now - last["time"] >= 1.0:
+            sys.stderr.write(f"{stage}: {done}/{total}\n")
+            last.update(stage=stage, time=now)
+
+    return Progress(report=report)
+
+
+def _load(args: argparse.Namespace) -> LoadedModel:
+    spec = parse_model_spec(args.model, args.num_classes, args.weights, args.input_size)
+    return load_model(spec)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    if args.list_architectures:
+        from secateur.core.models import torchvision_architectures
+
+        names = torchvision_architectures()
+        print(json.dumps({"architectures": names}) if args.json else "\n".join(names))
+        return 0
+    if args.model is None:
+        raise InputError("inspect needs a model SPEC (or --list-architectures)")
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+    loaded = _load(args)
+    tree = inspect_loaded(loaded, device)
+    print(json.dumps(tree.to_dict(), indent=2) if args.json else format_layer_tree(tree))
+    return 0
+
+
+def inspect_loaded(loaded: LoadedModel, device: torch.device) -> LayerTree:
+    """The layer tree of a loaded model, traced on ``device``."""
+    model = loaded.model.to(device)
+    return build_layer_tree(model, example_input(loaded, 1, device), loaded.spec.text())
+
+
+def _eval(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+    loaded = _load(args)
+    data = load_data(args.data, input_size=loaded.input_shape[1])
+    metrics = evaluate(
+        loaded.model,
+        data,
+        device=device,
+        split=args.split,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        latency_batch_size=args.latency_batch_size,
+        latency_runs=args.latency_runs,
+        progress=_stderr_progress(args.quiet),
+    )
+    result = {"model": loaded.spec.text(), "data": data.spec, **metrics.to_dict()}
+    print(json.dumps(result, indent=2) if args.json else format_eval(result))
+    return 0
+
+
+def _methods(args: argparse.Namespace) -> int:
+    registry = load_registry()
+    result = {
+        "methods": [method.to_dict() for method in registry.methods.values()],
+        "failed": [failure.to_dict() for failure in registry.failed],
+    }
+    print(json.dumps(result, indent=2) if args.json else format_methods(result))
+    return 0
+
+
+_COMMANDS = {"inspect": _inspect, "eval": _eval, "methods": _methods}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (also used by ``python -m``)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return _COMMANDS[args.command](args)
+    except Cancelled as error:
+        print(f"secateur {args.command}: {error}", file=sys.stderr)
+        return error.exit_code
+    except BrokenPipeError:  # stdout closed early, as by `| head`: not an error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the interpreter's final flush
+        return 0
+    except KeyboardInterrupt:
+        print(f"secateur {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except SecateurError as error:
+        print(f"secateur {args.command}: error: {error}", file=sys.stderr)
+        return error.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

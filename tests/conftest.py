@@ -1,0 +1,30 @@
+"""Shared fixtures: everything seeded, nothing downloaded, no display needed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+ARCHS = Path(__file__).parent / "archs"
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``secateur ARGS`` in a fresh interpreter, as a user's shell would."""
+    command = [sys.executable, "-m", "secateur.core.cli", *args]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env, check=False)

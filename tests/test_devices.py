@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from secateur.core.devices import resolve_device
+from secateur.core.errors import InputError
+
+
+def test_auto_and_cpu() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type in (expected, "mps")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_missing_cuda_is_refused_not_replaced() -> None:
+    with pytest.raises(InputError, match="CUDA is not available"):
+        resolve_device("cuda:0")
+
+
+def test_unknown_device_names_the_accepted_values() -> None:
+    with pytest.raises(InputError, match="expected auto, cpu, cuda, cuda:N or mps"):
+        resolve_device("gpu")
