@@ -28,11 +28,10 @@ from secateur.core.demo import demo_tensors
 from secateur.core.demo.architectures import DemoResNet, DemoVGG
 
 RECIPES = {
-    "demo": {"factory": DemoResNet, "epochs": 15, "lr": 0.1},
-    "demo-vgg": {"factory": DemoVGG, "epochs": 20, "lr": 0.05},
+    "demo": {"factory": DemoResNet, "epochs": 15, "lr": 0.1, "weight_decay": 5e-4},
+    "demo-vgg": {"factory": DemoVGG, "epochs": 20, "lr": 0.05, "weight_decay": 5e-4},
 }
 BATCH_SIZE = 128
-WEIGHT_DECAY = 5e-4
 SEED = 0
 
 
@@ -60,17 +59,16 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> fl
     return 100.0 * correct / len(images)
 
 
-def train(name: str, epochs: int | None = None) -> tuple[nn.Module, dict[str, object]]:
-    """Train the demo model ``name`` (``epochs`` overrides the recipe's); returns it with a record of the run."""
-    recipe = dict(RECIPES[name])
-    recipe["epochs"] = epochs or recipe["epochs"]
+def train(name: str, overrides: dict[str, float] | None = None) -> tuple[nn.Module, dict[str, object]]:
+    """Train the demo model ``name`` (``overrides`` replace recipe entries); returns it with a record of the run."""
+    recipe = {**RECIPES[name], **(overrides or {})}
     torch.manual_seed(SEED)
     generator = torch.Generator().manual_seed(SEED)
     model = recipe["factory"]().to(memory_format=torch.channels_last)
     images, labels = demo_tensors("train")
     steps_per_epoch = len(images) // BATCH_SIZE
     optimizer = torch.optim.SGD(
-        model.parameters(), lr=recipe["lr"], momentum=0.9, nesterov=True, weight_decay=WEIGHT_DECAY
+        model.parameters(), lr=recipe["lr"], momentum=0.9, nesterov=True, weight_decay=recipe["weight_decay"]
     )
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=recipe["lr"], epochs=recipe["epochs"], steps_per_epoch=steps_per_epoch
@@ -100,7 +98,7 @@ def train(name: str, epochs: int | None = None) -> tuple[nn.Module, dict[str, ob
         "epochs": recipe["epochs"],
         "max_lr": recipe["lr"],
         "batch_size": BATCH_SIZE,
-        "weight_decay": WEIGHT_DECAY,
+        "weight_decay": recipe["weight_decay"],
         "seed": SEED,
         "train_seconds": round(time.perf_counter() - started, 1),
         "threads": torch.get_num_threads(),
@@ -114,8 +112,10 @@ def main() -> None:
     parser.add_argument("--model", choices=sorted(RECIPES), required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--epochs", type=int, help="override the recipe's number of epochs")
+    parser.add_argument("--weight-decay", type=float, help="override the recipe's weight decay")
     args = parser.parse_args()
-    model, record = train(args.model, args.epochs)
+    overrides = {"epochs": args.epochs, "weight_decay": args.weight_decay}
+    model, record = train(args.model, {key: value for key, value in overrides.items() if value is not None})
     state = {key: value.contiguous() for key, value in model.state_dict().items()}
     temporary = args.out.with_suffix(".tmp")
     save_file(state, str(temporary), metadata={"secateur_demo": json.dumps(record)})

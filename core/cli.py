@@ -1,4 +1,4 @@
-"""The ``secateur`` command line: inspect, eval and methods.
+"""The ``secateur`` command line: inspect, eval, prune, score, export and methods.
 
 Results go to stdout (text, or JSON with ``--json``), progress to stderr.
 Exit codes: 0 success, 1 the work failed, 2 bad usage or bad input, 130
@@ -12,7 +12,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 
@@ -20,11 +21,17 @@ from secateur.core.data import DATA_FORMS, load_data
 from secateur.core.devices import DEVICE_CHOICES, resolve_device
 from secateur.core.errors import Cancelled, InputError, SecateurError
 from secateur.core.evaluate import evaluate
+from secateur.core.export import export_model
+from secateur.core.files import write_json_atomic
+from secateur.core.finetune import FinetuneConfig
+from secateur.core.jobs import PruneRequest, find_method, run_prune, run_score
 from secateur.core.layer_tree import LayerTree, build_layer_tree
 from secateur.core.models import SPEC_FORMS, LoadedModel, example_input, load_model, parse_model_spec
+from secateur.core.params import parse_param_assignments
+from secateur.core.plan import PlanOptions, Target
 from secateur.core.progress import Progress
 from secateur.core.registry import load_registry
-from secateur.core.report import format_eval, format_layer_tree, format_methods
+from secateur.core.report import format_eval, format_layer_tree, format_methods, format_prune
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,24 +42,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number no smaller than ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} must be at least {minimum}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must not be negative")
-    return value
+_positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -67,6 +73,14 @@ def _model_options(parser: argparse.ArgumentParser, optional: bool = False) -> N
     parser.add_argument("--num-classes", type=_positive_int, help="classes of a torchvision or file model's head")
     parser.add_argument("--weights", metavar="FILE", help="a state dict to load: .safetensors, .pt or .pth")
     parser.add_argument("--input-size", type=_positive_int, help="input height and width in pixels")
+
+
+def _method_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", metavar="SPEC", help=f"the data: {DATA_FORMS}")
+    parser.add_argument("--method", required=True, metavar="ID", help="a method id from `secateur methods`")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a method parameter")
+    parser.add_argument("--batch-size", type=_positive_int, default=128, help="batch size (128)")
+    parser.add_argument("--num-workers", type=_non_negative_int, default=0, help="data loader workers (0)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +104,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate_cmd.add_argument("--latency-runs", type=_positive_int, default=20, help="timed runs after warm-up (20)")
     _common(evaluate_cmd)
+
+    prune = commands.add_parser("prune", help="score, plan, apply, evaluate, fine-tune and save a pruned checkpoint")
+    _model_options(prune)
+    _method_options(prune)
+    target = prune.add_mutually_exclusive_group(required=True)
+    target.add_argument("--ratio", type=float, help="fraction of the prunable channels to remove, in (0, 1)")
+    target.add_argument("--macs-reduction", type=float, help="fraction of the MACs to remove, in (0, 1)")
+    prune.add_argument("--global-ranking", action="store_true", help="rank channels across layers, not per layer")
+    prune.add_argument("--max-layer-ratio", type=float, default=0.9, help="at most this fraction of a layer goes (0.9)")
+    prune.add_argument("--min-channels", type=_positive_int, default=1, help="keep at least this many channels (1)")
+    prune.add_argument("--round-to", type=_positive_int, default=1, help="keep a multiple of this many channels (1)")
+    prune.add_argument("--lock", action="append", default=[], metavar="LAYER", help="never prune this layer's group")
+    prune.add_argument(
+        "--override", action="append", default=[], metavar="LAYER=RATIO", help="prune this layer's group at RATIO"
+    )
+    prune.add_argument("--recalibrate-bn", action="store_true", help="re-estimate BatchNorm statistics after apply")
+    prune.add_argument("--finetune-epochs", type=_non_negative_int, default=0, help="epochs of fine-tuning (0)")
+    prune.add_argument("--finetune-lr", type=float, default=0.01, help="fine-tuning learning rate (0.01)")
+    prune.add_argument("--out", required=True, metavar="FILE", help="the pruned checkpoint (.safetensors)")
+    prune.add_argument("--report", metavar="FILE", help="write the JSON report here too")
+    prune.add_argument("--latency-runs", type=_positive_int, default=20, help="timed runs per evaluation (20)")
+    _common(prune)
+
+    score = commands.add_parser("score", help="per-group per-channel (or per-block) importance as JSON")
+    _model_options(score)
+    _method_options(score)
+    score.add_argument("--out", required=True, metavar="FILE", help="where to write the scores (.json)")
+    _common(score)
+
+    export = commands.add_parser("export", help="write a model as ONNX, TorchScript or a torch.export program")
+    _model_options(export)
+    export.add_argument("--format", required=True, choices=("onnx", "torchscript", "pt2"))
+    export.add_argument("--out", required=True, metavar="FILE")
+    _common(export)
 
     methods = commands.add_parser("methods", help="installed pruning methods, their parameters, failed plugins")
     methods.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
@@ -191,7 +239,116 @@ def _methods(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"inspect": _inspect, "eval": _eval, "methods": _methods}
+def _overrides(items: list[str]) -> dict[str, float]:
+    overrides = {}
+    for name, value in parse_param_assignments(items).items():
+        try:
+            overrides[name] = float(value)
+        except ValueError:
+            raise InputError(f"--override {name}={value}: the ratio must be a number in [0, 1)") from None
+    return overrides
+
+
+def _prune(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+    if args.data is None:
+        raise InputError("prune needs --data SPEC (to evaluate, and for methods that look at data)")
+    method = find_method(load_registry(), args.method)
+    loaded = _load(args)
+    target = Target("ratio", args.ratio) if args.ratio is not None else Target("macs", args.macs_reduction)
+    request = PruneRequest(
+        loaded=loaded,
+        data=load_data(args.data, input_size=loaded.input_shape[1]),
+        method=method,
+        params=parse_param_assignments(args.param),
+        target=target,
+        out=Path(args.out),
+        options=PlanOptions(
+            global_ranking=args.global_ranking,
+            max_layer_ratio=args.max_layer_ratio,
+            min_channels=args.min_channels,
+            round_to=args.round_to,
+            locked=tuple(args.lock),
+            overrides=_overrides(args.override),
+        ),
+        finetune=FinetuneConfig(
+            epochs=args.finetune_epochs,
+            lr=args.finetune_lr,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            seed=args.seed,
+        ),
+        recalibrate_bn=args.recalibrate_bn,
+        device=device,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        latency_runs=args.latency_runs,
+    )
+    if args.report and not Path(args.report).parent.is_dir():
+        _missing_folder("--report", args.report)
+    report = run_prune(request, _stderr_progress(args.quiet))
+    if args.report:
+        write_json_atomic(args.report, report, "--report")
+    print(json.dumps(report, indent=2) if args.json else format_prune(report))
+    return 0
+
+
+def _missing_folder(argument: str, path: str) -> None:
+    raise InputError(f"{argument} {path}: the folder {Path(path).parent} does not exist")
+
+
+def _score(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+    method = find_method(load_registry(), args.method)
+    loaded = _load(args)
+    data = load_data(args.data, input_size=loaded.input_shape[1]) if args.data else None
+    if not Path(args.out).parent.is_dir():
+        _missing_folder("--out", args.out)
+    _, document = run_score(
+        loaded,
+        data,
+        method,
+        parse_param_assignments(args.param),
+        device,
+        args.seed,
+        args.batch_size,
+        args.num_workers,
+        _stderr_progress(args.quiet),
+    )
+    write_json_atomic(args.out, document)
+    summary = {
+        "method": method.id,
+        "out": args.out,
+        "groups": len(document["groups"]),
+        "blocks": len(document["blocks"]),
+    }
+    print(
+        json.dumps(summary)
+        if args.json
+        else f"wrote {summary['groups']} group and {summary['blocks']} block scores to {args.out}"
+    )
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    torch.manual_seed(args.seed)
+    loaded = _load(args)
+    path = export_model(loaded.model, loaded.input_shape, args.format, args.out)
+    print(json.dumps({"format": args.format, "out": str(path)}) if args.json else f"wrote {args.format} to {path}")
+    return 0
+
+
+_COMMANDS = {
+    "inspect": _inspect,
+    "eval": _eval,
+    "prune": _prune,
+    "score": _score,
+    "export": _export,
+    "methods": _methods,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

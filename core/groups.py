@@ -25,6 +25,7 @@ class GroupInfo:
     layers: list[str]
     prunable: bool
     out_layers: list[str] = field(default_factory=list)  # layers whose outputs are these channels
+    handle: tp.Group | None = field(default=None, repr=False)  # Torch-Pruning's group; None when locked
 
     def to_dict(self) -> dict[str, object]:
         return {"id": self.id, "channels": self.channels, "layers": self.layers, "prunable": self.prunable}
@@ -57,7 +58,7 @@ def dependency_groups(model: nn.Module, graph: tp.DependencyGraph, locked: list[
                 members.append(name)
             if graph.is_out_channel_pruning_fn(item.dep.handler) and name not in out_layers:
                 out_layers.append(name)
-        groups.append(GroupInfo(names[root], len(group[0].idxs), members, True, out_layers))
+        groups.append(GroupInfo(names[root], len(group[0].idxs), members, True, out_layers, group))
     for name, module in zip(locked, locked_modules, strict=True):
         width = getattr(module, "out_features", None) or getattr(module, "out_channels", 0)
         groups.append(GroupInfo(name, int(width), [name], False, [name]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +43,14 @@ class ParamSpec:
 
 @dataclass(frozen=True)
 class MethodInfo:
-    """A pruning method as a plugin declares it."""
+    """A pruning method as a plugin declares it.
+
+    ``score(context, params)`` returns (or, better, yields one at a time)
+    ``Scores`` for the context's groups or blocks; ``params`` holds every
+    declared parameter, validated. ``apply``, when given, takes over the
+    apply step: ``apply(context, plan, params)`` returns the pruned model
+    and the edit records that rebuild it from the base model.
+    """
 
     id: str
     title: str
@@ -50,9 +58,13 @@ class MethodInfo:
     granularity: str
     needs: tuple[str, ...] = ()
     params: tuple[ParamSpec, ...] = field(default_factory=tuple)
+    score: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
+    apply: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
     plugin: str = ""  # filled in by the host: the entry point that provided it
 
     def __post_init__(self) -> None:
+        if not self.id or not self.id.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"method id {self.id!r} must be letters, digits, '-' or '_'")
         if self.granularity not in GRANULARITIES:
             raise ValueError(f"method {self.id!r}: granularity {self.granularity!r} is not one of {GRANULARITIES}")
         unknown = [need for need in self.needs if need not in NEEDS]

@@ -16,7 +16,7 @@ import importlib.util
 import inspect
 import sys
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
@@ -34,14 +34,14 @@ DEMO_MODELS = {
 }
 DEMO_INPUT_SHAPE = (3, 32, 32)
 DEFAULT_INPUT_SIZE = 224
-SPEC_FORMS = "demo, demo-vgg, torchvision:NAME, or path/to/file.py:factory"
+SPEC_FORMS = "demo, demo-vgg, torchvision:NAME, path/to/file.py:factory, or a checkpoint .safetensors file"
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """A parsed model SPEC with its options; plain data, stored in checkpoints."""
 
-    kind: str  # "demo", "torchvision" or "file"
+    kind: str  # "demo", "torchvision", "file" or "checkpoint"
     name: str  # demo id, torchvision architecture, or factory name
     path: str | None = None  # the .py file of a "file" spec
     num_classes: int | None = None
@@ -54,6 +54,8 @@ class ModelSpec:
             return self.name
         if self.kind == "torchvision":
             return f"torchvision:{self.name}"
+        if self.kind == "checkpoint":
+            return str(self.path)
         return f"{self.path}:{self.name}"
 
     def to_dict(self) -> dict[str, object]:
@@ -65,8 +67,10 @@ class LoadedModel:
     """A model ready for work, with what the rest of Secateur needs to know of it."""
 
     model: nn.Module
-    spec: ModelSpec
+    spec: ModelSpec  # the base architecture (for a checkpoint: the model it was pruned from)
     input_shape: tuple[int, int, int]
+    edits: list[dict] = field(default_factory=list)  # structural edits on top of the base, in order
+    source: str = ""  # what the user typed
 
 
 def parse_model_spec(
@@ -88,6 +92,10 @@ def parse_model_spec(
         if not name:
             raise InputError("model SPEC 'torchvision:' names no architecture; e.g. torchvision:resnet18")
         return ModelSpec("torchvision", name, None, num_classes, weights, input_size)
+    if text.endswith(".safetensors"):
+        if weights is not None:
+            raise InputError(f"model SPEC {text}: a checkpoint carries its own weights; drop --weights")
+        return ModelSpec("checkpoint", Path(text).name, text, num_classes, None, input_size)
     path, separator, factory = text.rpartition(":")
     if separator and path.endswith(".py") and factory.isidentifier():
         return ModelSpec("file", factory, path, num_classes, weights, input_size)
@@ -96,27 +104,36 @@ def parse_model_spec(
     raise InputError(f"model SPEC {text!r} is not recognised; expected {SPEC_FORMS}")
 
 
-def load_model(spec: ModelSpec) -> LoadedModel:
-    """Build the model a SPEC describes, load its weights, and put it in eval mode."""
+def load_model(spec: ModelSpec, with_weights: bool = True) -> LoadedModel:
+    """Build the model a SPEC describes, load its weights, and put it in eval mode.
+
+    ``with_weights=False`` builds the bare architecture (a checkpoint brings its own tensors).
+    """
+    if spec.kind == "checkpoint":
+        from secateur.core.checkpoint import load_checkpoint_model
+
+        loaded, _ = load_checkpoint_model(str(spec.path))
+        loaded.source = spec.text()
+        return loaded
     if spec.kind == "demo":
-        model, input_shape = _build_demo(spec)
+        model, input_shape = _build_demo(spec, with_weights)
     elif spec.kind == "torchvision":
         model, input_shape = _build_torchvision(spec)
     else:
         model, input_shape = _build_from_file(spec)
     if spec.weights is not None:
         load_weights_into(model, read_state_dict(spec.weights), f"--weights {spec.weights}")
-    return LoadedModel(model.eval(), spec, input_shape)
+    return LoadedModel(model.eval(), spec, input_shape, source=spec.text())
 
 
-def _build_demo(spec: ModelSpec) -> tuple[nn.Module, tuple[int, int, int]]:
+def _build_demo(spec: ModelSpec, with_weights: bool) -> tuple[nn.Module, tuple[int, int, int]]:
     factory, weight_file = DEMO_MODELS[spec.name]
     if spec.num_classes not in (None, DEMO_CLASSES):
         raise InputError(f"--num-classes {spec.num_classes}: the {spec.name} model has {DEMO_CLASSES} classes")
     if spec.input_size not in (None, DEMO_INPUT_SHAPE[1]):
         raise InputError(f"--input-size {spec.input_size}: the {spec.name} model takes 32×32 images")
     model = factory()
-    if spec.weights is None:
+    if spec.weights is None and with_weights:
         shipped = files("secateur.assets").joinpath(weight_file)
         load_weights_into(model, read_state_dict(Path(str(shipped)), "demo weights"), f"demo weights {weight_file}")
     return model, DEMO_INPUT_SHAPE

@@ -9,7 +9,7 @@ the host and the other plugins keep working.
 from __future__ import annotations
 
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import EntryPoint, entry_points
 
 import pluggy
@@ -82,5 +82,7 @@ def _methods_of(plugin: object, name: str) -> list[MethodInfo]:
         for item in items:
             if not isinstance(item, MethodInfo):
                 raise TypeError(f"plugin {name}: secateur_methods returned {type(item).__name__}, expected MethodInfo")
-            found.append(MethodInfo(**{**item.__dict__, "plugin": name}))
+            if not callable(item.score):
+                raise TypeError(f"plugin {name}: method {item.id!r} has no score function")
+            found.append(replace(item, plugin=name))
     return found

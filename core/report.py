@@ -108,3 +108,31 @@ def format_methods(result: dict) -> str:
         lines.append(f"plugin {failure['plugin']} failed to load:")
         lines.extend(f"    {line}" for line in failure["error"].rstrip().splitlines())
     return "\n".join(lines)
+
+
+def format_prune(report: dict) -> str:
+    """A prune report: before/after table, the plan's size, the checkpoint."""
+    columns = [("before", report["before"]), ("after", report["after"])]
+    if report.get("after_finetune"):
+        columns.append(("fine-tuned", report["after_finetune"]))
+    rows = [
+        ["accuracy %"] + [f"{m['accuracy']:.2f}" for _, m in columns],
+        ["loss"] + [f"{m['loss']:.4f}" for _, m in columns],
+        ["params"] + [human_count(m["params"]) for _, m in columns],
+        ["MACs"] + [human_count(m["macs"]) for _, m in columns],
+        ["latency ms"] + [f"{m['latency_ms']['median']:.2f}" for _, m in columns],
+    ]
+    target = report["target"]
+    groups = report["plan"]["groups"]
+    kept = sum(g["kept"] for g in groups.values())
+    total = sum(g["total"] for g in groups.values())
+    lines = [
+        f"method {report['method']} on {report['model']}, target {target['kind']} {target['value']}",
+        f"plan: {kept}/{total} channels kept in {len(groups)} groups",
+        "",
+        _table(["", *[name for name, _ in columns]], rows, set(range(1, len(columns) + 1))),
+        "",
+        f"checkpoint {report['checkpoint']} ({report['seconds']:.1f} s)",
+    ]
+    lines.extend(f"note: {note}" for note in report["plan"].get("notes", []))
+    return "\n".join(lines)

@@ -6,4 +6,12 @@ from secateur.core.methods import MethodInfo
 
 @hookimpl
 def secateur_methods() -> list[MethodInfo]:
-    return [MethodInfo(id="fake-good", title="Impostor", description="Same id as another.", granularity="block")]
+    return [
+        MethodInfo(
+            id="fake-good",
+            title="Impostor",
+            description="Same id as another.",
+            granularity="block",
+            score=lambda context, params: iter(()),
+        )
+    ]

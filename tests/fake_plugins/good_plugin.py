@@ -1,12 +1,20 @@
 """A well-formed plugin that declares one method."""
 
+import torch
+
 from secateur.core.hookspecs import API_VERSION, hookimpl
 from secateur.core.methods import MethodInfo, ParamSpec
+from secateur.core.scoring import Scores
 
 
 @hookimpl
 def secateur_api_version() -> int:
     return API_VERSION
+
+
+def _score(context, params):
+    for group in context.groups:
+        yield Scores(groups={group.id: torch.arange(group.channels, dtype=torch.float32) * params["strength"]})
 
 
 @hookimpl
@@ -19,5 +27,6 @@ def secateur_methods() -> list[MethodInfo]:
             granularity="channel",
             needs=("calibration-data",),
             params=(ParamSpec("strength", "float", 0.5, "how hard to prune", min=0.0, max=1.0),),
+            score=_score,
         )
     ]

@@ -1,0 +1,273 @@
+"""The pruning plan: which channels of which group go, decided from scores and a target.
+
+A plan is plain data (group id → kept channel indices, blocks to remove), so
+it can be shown, edited and stored in reports. Its predicted params and MACs
+are computed from the layer sizes, independently of the surgery, and the
+surgery must land on exactly those numbers.
+
+Targets: ``ratio`` removes that fraction of the prunable channels (per group,
+or of all channels at once with global ranking); ``macs`` removes that
+fraction of the model's MACs, found by bisection on the ratio and reached
+within ±2 points.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from secateur.core.errors import InputError
+from secateur.core.groups import GroupInfo
+from secateur.core.scoring import Scores
+
+MACS_TOLERANCE = 0.02
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to remove: a fraction of the channels (``ratio``) or of the MACs (``macs``)."""
+
+    kind: str
+    value: float
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("ratio", "macs"):
+            raise InputError(f"target kind {self.kind!r}: expected ratio or macs")
+        option = "--ratio" if self.kind == "ratio" else "--macs-reduction"
+        if not 0.0 < self.value < 1.0:
+            raise InputError(f"{option} {self.value}: must be strictly between 0 and 1")
+
+    def to_dict(self) -> dict[str, object]:
+        return {"kind": self.kind, "value": self.value}
+
+
+@dataclass
+class PlanOptions:
+    """How scores become a plan. Locks and overrides name a group id or any layer of a group."""
+
+    global_ranking: bool = False
+    max_layer_ratio: float = 0.9
+    min_channels: int = 1
+    round_to: int = 1
+    locked: tuple[str, ...] = ()
+    overrides: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.max_layer_ratio < 1.0:
+            raise InputError(f"per-layer cap {self.max_layer_ratio}: must be strictly between 0 and 1")
+        if self.min_channels < 1 or self.round_to < 1:
+            raise InputError("minimum channels and rounding must be at least 1")
+        for name, ratio in self.overrides.items():
+            if not 0.0 <= ratio < 1.0:
+                raise InputError(f"override {name}={ratio}: a ratio must be in [0, 1)")
+
+
+@dataclass
+class GroupPlan:
+    """The channels a group keeps (ascending indices) out of its total."""
+
+    kept: list[int]
+    total: int
+
+    @property
+    def removed(self) -> list[int]:
+        keep = set(self.kept)
+        return [index for index in range(self.total) if index not in keep]
+
+
+@dataclass
+class PruningPlan:
+    """What goes: channels per group and whole blocks, with the size it predicts."""
+
+    method: str
+    target: Target
+    groups: dict[str, GroupPlan]
+    blocks_removed: list[str] = field(default_factory=list)
+    predicted_params: int = 0
+    predicted_macs: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "method": self.method,
+            "target": self.target.to_dict(),
+            "groups": {
+                gid: {"kept": len(g.kept), "total": g.total, "kept_indices": g.kept} for gid, g in self.groups.items()
+            },
+            "blocks_removed": list(self.blocks_removed),
+            "predicted_params": self.predicted_params,
+            "predicted_macs": self.predicted_macs,
+            "notes": list(self.notes),
+        }
+
+
+# --- deciding kept channels ---------------------------------------------------
+
+
+def _resolve(names: list[str] | tuple[str, ...], groups: list[GroupInfo], what: str) -> dict[str, str]:
+    """Map each user-given name (group id or layer) to its group id, refusing unknown names."""
+    by_layer = {layer: group.id for group in groups for layer in group.layers}
+    by_id = {group.id: group.id for group in groups}
+    resolved = {}
+    for name in names:
+        if name in by_id:
+            resolved[name] = by_id[name]
+        elif name in by_layer:
+            resolved[name] = by_layer[name]
+        else:
+            raise InputError(f"{what} {name!r}: no layer or group of that name; see `secateur inspect` for names")
+    return resolved
+
+
+def _kept_count(total: int, ratio: float, options: PlanOptions) -> int:
+    """Channels kept when ``ratio`` of ``total`` is removed, after the cap, minimum and rounding."""
+    floor_kept = max(options.min_channels, math.ceil(total * (1.0 - options.max_layer_ratio)))
+    kept = max(total - math.floor(total * ratio), floor_kept)
+    if options.round_to > 1:
+        kept = max(options.round_to, options.round_to * round(kept / options.round_to))
+    return min(total, kept)
+
+
+def _top(scores: torch.Tensor, count: int) -> list[int]:
+    order = torch.argsort(scores, descending=True, stable=True)
+    return sorted(order[:count].tolist())
+
+
+def decide_channels(
+    groups: list[GroupInfo], scores: Scores, ratio: float, options: PlanOptions
+) -> tuple[dict[str, GroupPlan], list[str]]:
+    """Kept channels per group for a channel ratio; notes say which groups were left whole and why."""
+    notes: list[str] = []
+    locked = set(_resolve(options.locked, groups, "locked layer").values())
+    overrides = {_resolve([name], groups, "override")[name]: value for name, value in options.overrides.items()}
+    eligible = []
+    plans: dict[str, GroupPlan] = {}
+    for group in groups:
+        if not group.prunable or group.id in locked:
+            continue
+        if group.id not in scores.groups:
+            notes.append(f"group {group.id} was not scored by the method: kept whole")
+            continue
+        eligible.append(group)
+    if options.global_ranking:
+        ranked = [g for g in eligible if g.id not in overrides]
+        counts = _global_counts(ranked, scores, ratio, options)
+    else:
+        counts = {g.id: _kept_count(g.channels, ratio, options) for g in eligible if g.id not in overrides}
+    for group in eligible:
+        if group.id in overrides:
+            counts[group.id] = _kept_count(group.channels, overrides[group.id], options)
+        plans[group.id] = GroupPlan(_top(scores.groups[group.id], counts[group.id]), group.channels)
+    return plans, notes
+
+
+def _global_counts(groups: list[GroupInfo], scores: Scores, ratio: float, options: PlanOptions) -> dict[str, int]:
+    """Remove the globally least important channels, scores normalised by each group's mean."""
+    entries = []
+    for group in groups:
+        values = scores.groups[group.id]
+        mean = float(values.abs().mean()) or 1.0
+        entries.extend((float(v) / mean, group.id) for v in values)
+    entries.sort(key=lambda entry: entry[0])
+    budget = math.floor(ratio * len(entries))
+    kept = {group.id: group.channels for group in groups}
+    floor_kept = {
+        group.id: max(options.min_channels, math.ceil(group.channels * (1.0 - options.max_layer_ratio)))
+        for group in groups
+    }
+    for _, group_id in entries:
+        if budget == 0:
+            break
+        if kept[group_id] > floor_kept[group_id]:
+            kept[group_id] -= 1
+            budget -= 1
+    if options.round_to > 1:
+        totals = {group.id: group.channels for group in groups}
+        for group_id, count in kept.items():
+            kept[group_id] = min(
+                totals[group_id], max(options.round_to, options.round_to * round(count / options.round_to))
+            )
+    return kept
+
+
+# --- predicting the pruned size -----------------------------------------------
+
+
+@dataclass
+class _LayerDims:
+    out_total: int = 0
+    in_total: int = 0
+    out_removed: int = 0
+    in_removed: int = 0
+
+
+def _removed_per_layer(
+    graph: tp.DependencyGraph, groups: list[GroupInfo], plans: dict[str, GroupPlan]
+) -> dict[nn.Module, _LayerDims]:
+    """How many input and output channels each layer loses under the plan (concatenations included)."""
+    dims: dict[nn.Module, _LayerDims] = {}
+    for group in groups:
+        if group.id not in plans or group.handle is None:
+            continue
+        removed = set(plans[group.id].removed)
+        for item in group.handle:
+            module = item.dep.target.module
+            lost = sum(1 for root in item.root_idxs if root in removed)
+            entry = dims.setdefault(module, _LayerDims())
+            if graph.is_out_channel_pruning_fn(item.dep.handler):
+                entry.out_removed += lost
+            else:
+                entry.in_removed += lost
+    return dims
+
+
+def _layer_factor(module: nn.Module, dims: _LayerDims) -> tuple[float, float]:
+    """(weight scale, MACs scale) of one layer after losing channels."""
+    if isinstance(module, nn.modules.conv._ConvNd):
+        out_new = module.out_channels - dims.out_removed
+        if module.groups == module.in_channels == module.out_channels:  # depthwise: in and out are tied
+            scale = out_new / module.out_channels
+            return scale, scale
+        in_new = module.in_channels - dims.in_removed
+        scale = (out_new / module.out_channels) * (in_new / module.in_channels)
+        return scale, scale
+    if isinstance(module, nn.Linear):
+        scale = (module.out_features - dims.out_removed) / module.out_features
+        scale *= (module.in_features - dims.in_removed) / module.in_features
+        return scale, scale
+    return 1.0, 1.0
+
+
+def predict_size(
+    model: nn.Module,
+    graph: tp.DependencyGraph,
+    groups: list[GroupInfo],
+    plans: dict[str, GroupPlan],
+    layer_macs: dict[str, int],
+) -> tuple[int, int]:
+    """Params and MACs of the model once the plan is applied, from layer shapes alone.
+
+    Exact for convolutions (depthwise included), linear layers, normalisation
+    layers and other per-channel parameters; ``layer_macs`` holds each leaf's
+    MACs before pruning.
+    """
+    dims = _removed_per_layer(graph, groups, plans)
+    params = 0
+    macs = 0
+    for name, module in model.named_modules():
+        entry = dims.get(module, _LayerDims())
+        weight_scale, macs_scale = _layer_factor(module, entry)
+        for parameter_name, parameter in module.named_parameters(recurse=False):
+            if parameter_name == "weight" and isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
+                params += round(parameter.numel() * weight_scale)
+            elif parameter.dim() == 1:  # biases and per-channel vectors run along the output channels
+                params += parameter.numel() - entry.out_removed
+            else:
+                params += parameter.numel()
+        if not any(True for _ in module.children()):
+            macs += round(layer_macs.get(name, 0) * macs_scale)
+    return params, macs

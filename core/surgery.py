@@ -1,0 +1,103 @@
+"""Applying a plan: physical removal of channels with Torch-Pruning, on a copy of the model.
+
+Every structural change is also written down as an edit record (plain JSON),
+so a checkpoint can rebuild the pruned architecture from the base model by
+replaying the edits in order. Methods that take over apply add edit kinds of
+their own through ``register_edit``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from secateur.core.errors import InputError
+from secateur.core.groups import build_dependency_graph
+from secateur.core.plan import PruningPlan
+
+EditReplayer = Callable[[nn.Module, dict[str, Any], torch.Tensor], None]
+_REPLAYERS: dict[str, EditReplayer] = {}
+
+
+def register_edit(kind: str, replay: EditReplayer) -> None:
+    """Teach the host to replay an edit kind (for methods that take over apply)."""
+    _REPLAYERS[kind] = replay
+
+
+def replay_edits(model: nn.Module, edits: list[dict[str, Any]], example: torch.Tensor) -> None:
+    """Re-apply recorded edits to ``model`` in place, in order; unknown kinds are refused."""
+    for edit in edits:
+        kind = edit.get("kind")
+        if kind not in _REPLAYERS:
+            known = ", ".join(sorted(_REPLAYERS))
+            raise InputError(
+                f"edit kind {kind!r} is unknown to this Secateur (known: {known}); is its plugin installed?"
+            )
+        _REPLAYERS[kind](model, edit, example)
+
+
+def _prune_channels(model: nn.Module, edit: dict[str, Any], example: torch.Tensor) -> None:
+    """Remove channels from groups rooted at named layers (one dependency graph for all of them)."""
+    graph = build_dependency_graph(model, example)
+    modules = dict(model.named_modules())
+    for group_id, removed in edit["groups"].items():
+        if not removed:
+            continue
+        if group_id not in modules:
+            raise InputError(f"edit prune_channels names layer {group_id!r}, which the model does not have")
+        root = modules[group_id]
+        handler = graph.get_pruner_of_module(root).prune_out_channels
+        graph.get_pruning_group(root, handler, idxs=list(removed)).prune()
+
+
+register_edit("prune_channels", _prune_channels)
+
+
+def channel_edit(plan: PruningPlan) -> dict[str, Any]:
+    """The edit record of a plan's channel removals."""
+    return {"kind": "prune_channels", "groups": {gid: g.removed for gid, g in plan.groups.items() if g.removed}}
+
+
+def apply_plan(model: nn.Module, plan: PruningPlan, example: torch.Tensor) -> tuple[nn.Module, list[dict[str, Any]]]:
+    """A pruned copy of ``model`` and the edits that made it; ``model`` itself is left untouched."""
+    pruned = copy.deepcopy(model).eval()
+    edits = [channel_edit(plan)]
+    replay_edits(pruned, edits, example.to(next(pruned.parameters()).device))
+    return pruned, edits
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: nn.Module, batches: list[torch.Tensor] | Any, device: torch.device, max_batches: int = 50
+) -> int:
+    """Re-estimate BatchNorm running statistics on data (cumulative average), without training.
+
+    Pruning shifts the statistics that downstream BatchNorm layers expect;
+    recomputing them on calibration data often recovers much of the accuracy.
+    Returns the number of batches used.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return 0
+    saved = {m: m.momentum for m in norms}
+    for module in norms:
+        module.reset_running_stats()
+        module.momentum = None
+    was_training = model.training
+    model.train()
+    used = 0
+    try:
+        for images, *_ in batches:
+            if used >= max_batches:
+                break
+            model(images.to(device))
+            used += 1
+    finally:
+        for module, momentum in saved.items():
+            module.momentum = momentum
+        model.train(was_training)
+    return used

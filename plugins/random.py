@@ -1,0 +1,26 @@
+"""``random``: uniform random channel importance, the floor every method must beat."""
+
+from __future__ import annotations
+
+from secateur.core.hookspecs import API_VERSION, hookimpl
+from secateur.core.importance import random_scores
+from secateur.core.methods import MethodInfo
+
+
+@hookimpl
+def secateur_api_version() -> int:
+    return API_VERSION
+
+
+@hookimpl
+def secateur_methods() -> list[MethodInfo]:
+    return [
+        MethodInfo(
+            id="random",
+            title="Random",
+            description="Scores every channel uniformly at random (seeded). A baseline: any criterion "
+            "worth its cost should prune better than chance.",
+            granularity="channel",
+            score=lambda context, params: random_scores(context),
+        )
+    ]
