@@ -4,6 +4,7 @@ Nothing here imports Qt, ``secateur.app`` or ``secateur.plugins``; the import
 contracts in pyproject.toml check it.
 """
 
+from secateur.core.checkpoint import load_checkpoint, save_checkpoint
 from secateur.core.data import DataBundle, load_data
 from secateur.core.errors import Cancelled, InputError, SecateurError, WorkError
 from secateur.core.evaluate import Metrics, evaluate
@@ -22,7 +23,9 @@ __all__ = [
     "WorkError",
     "build_layer_tree",
     "evaluate",
+    "load_checkpoint",
     "load_data",
     "load_model",
     "parse_model_spec",
+    "save_checkpoint",
 ]

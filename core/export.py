@@ -23,7 +23,9 @@ FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2"}
 def _onnx(model: nn.Module, example: torch.Tensor, path: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(model, (example,), dynamo=True, input_names=["input"], output_names=["logits"])
+        program = torch.onnx.export(
+            model, (example,), dynamo=True, input_names=["input"], output_names=["logits"], verbose=False
+        )
     program.save(path)
 
 

@@ -32,8 +32,11 @@ class GroupInfo:
 
 
 def build_dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
-    """Torch-Pruning's graph of ``model`` traced on ``example`` (the model is not changed)."""
-    with warnings.catch_warnings():
+    """Torch-Pruning's graph of ``model`` traced on ``example`` (the model is not changed).
+
+    Tracing needs autograd, so it is enabled here even when the caller runs under ``torch.no_grad()``.
+    """
+    with warnings.catch_warnings(), torch.enable_grad():
         warnings.simplefilter("ignore")  # tp warns about unwrapped parameters such as ViT's class token
         return tp.DependencyGraph().build_dependency(model, example_inputs=example)
 

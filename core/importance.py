@@ -8,14 +8,15 @@ way Torch-Pruning's group importances do (``group_reduction="mean"``,
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
+from secateur.core.groups import GroupInfo
 from secateur.core.scoring import Scores, ScoringContext
 
 
@@ -52,24 +53,87 @@ def random_scores(context: ScoringContext) -> Iterator[Scores]:
 def taylor_scores(context: ScoringContext, batches: int) -> Iterator[Scores]:
     """First-order Taylor importance |Σ g·w| per channel, gradients summed over labelled batches.
 
-    Works on a copy of the model (with its graph's groups copied alongside), so
-    the model the user holds never sees a gradient.
+    Gradients come from ``torch.autograd.grad`` in eval mode, so neither the
+    BatchNorm statistics nor the parameters' ``.grad`` of the user's model are
+    touched; Torch-Pruning's criterion reads them through ``_gradients_attached``.
     """
-    model, handles = copy.deepcopy((context.model, [group.handle for group in context.groups]))
-    model.eval()
-    model.zero_grad(set_to_none=True)
+    model = context.model
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    sums = [torch.zeros_like(p) for p in parameters]
     loader = context.loader("calibration")
     total = min(batches, len(loader))
     for step, (images, labels) in enumerate(loader):
         if step >= total:
             break
-        logits = model(images.to(context.device))
-        F.cross_entropy(logits, labels.to(context.device), reduction="sum").backward()
+        loss = F.cross_entropy(model(images.to(context.device)), labels.to(context.device), reduction="sum")
+        for accumulated, gradient in zip(sums, torch.autograd.grad(loss, parameters), strict=True):
+            accumulated.add_(gradient)
         context.progress("gradients", step + 1, total)
-    importance = tp.importance.GroupTaylorImportance(group_reduction="mean", normalizer=None, multivariable=True)
-    for index, (group, handle) in enumerate(zip(context.groups, handles, strict=True)):
-        with torch.no_grad():
-            values = importance(handle)
+    gradients = {id(p): g for p, g in zip(parameters, sums, strict=True)}
+    for index, group in enumerate(context.groups):
+        values = _taylor_group(context, group, gradients)
         context.progress("Taylor scores", index + 1, len(context.groups))
         if values is not None:
-            yield Scores(groups={group.id: values.detach().float().cpu()})
+            yield Scores(groups={group.id: values})
+
+
+def _signed_products(module: nn.Module, is_out: bool, gradients: dict[int, torch.Tensor]) -> torch.Tensor | None:
+    """Σ w·g per channel of one layer, along its output (or input) channel dimension."""
+    if not isinstance(module, (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._NormBase, nn.LayerNorm)):
+        return None
+    if is_out:
+        total = None
+        for parameter in module.parameters(recurse=False):
+            if id(parameter) not in gradients:
+                continue
+            product = (parameter * gradients[id(parameter)]).detach()
+            if isinstance(module, nn.modules.conv._ConvNd) and module.transposed and product.dim() > 1:
+                product = product.transpose(0, 1)
+            per_channel = product.reshape(product.shape[0], -1).sum(1)
+            total = per_channel if total is None else total + per_channel
+        return total
+    if isinstance(module, nn.modules.conv._ConvNd) and module.groups == module.in_channels and module.groups > 1:
+        return None  # depthwise: its channels are counted once, as outputs
+    weight = module.weight
+    if weight is None or id(weight) not in gradients:
+        return None
+    product = (weight * gradients[id(weight)]).detach()
+    if isinstance(module, nn.modules.conv._ConvNd) and not module.transposed:
+        per_input = product.transpose(0, 1).reshape(product.shape[1], -1).sum(1)
+        return per_input.repeat(module.groups)  # grouped conv: each group sees its own slice of inputs
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return product.reshape(product.shape[0], -1).sum(1)
+    return product.sum(0)
+
+
+def _taylor_group(context: ScoringContext, group: GroupInfo, gradients: dict[int, torch.Tensor]) -> torch.Tensor | None:
+    """Mean over the group's layers of |Σ w·g| per channel, mapped to the group's own channel order."""
+    total = torch.zeros(group.channels, dtype=torch.float64)
+    layers = torch.zeros(group.channels, dtype=torch.float64)
+    for item in group.handle:
+        products = _signed_products(
+            item.dep.target.module, context.graph.is_out_channel_pruning_fn(item.dep.handler), gradients
+        )
+        if products is None:
+            continue
+        roots = torch.as_tensor(item.root_idxs, dtype=torch.long)
+        local = products.double().cpu()[torch.as_tensor(item.idxs, dtype=torch.long)]
+        member = torch.zeros(group.channels, dtype=torch.float64).index_add_(0, roots, local)
+        total += member.abs()
+        layers[roots.unique()] += 1
+    if not layers.any():
+        return None
+    return (total / layers.clamp(min=1)).float()
+
+
+@contextmanager
+def _gradients_attached(parameters: list[nn.Parameter], gradients: list[torch.Tensor]) -> Iterator[None]:
+    """Expose ``gradients`` as ``.grad`` for the duration of a block, then put the old ones back."""
+    saved = [p.grad for p in parameters]
+    try:
+        for parameter, gradient in zip(parameters, gradients, strict=True):
+            parameter.grad = gradient
+        yield
+    finally:
+        for parameter, old in zip(parameters, saved, strict=True):
+            parameter.grad = old

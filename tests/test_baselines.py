@@ -1,0 +1,113 @@
+"""Each baseline's scores against an independent computation on a small network."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from secateur.core.data import load_data
+from secateur.core.registry import load_registry
+from secateur.core.workspace import Workspace
+
+
+class Chain(nn.Module):
+    """conv1 → bn1 → relu → conv2 → bn2 → relu → pool → fc: two groups, easy to compute by hand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(6)
+        self.conv2 = nn.Conv2d(6, 5, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(5)
+        self.fc = nn.Linear(5, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = torch.relu(self.bn2(self.conv2(x)))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+@pytest.fixture(scope="module")
+def methods():
+    return load_registry().methods
+
+
+@pytest.fixture
+def chain() -> Chain:
+    torch.manual_seed(0)
+    model = Chain()
+    for bn in (model.bn1, model.bn2):
+        nn.init.uniform_(bn.weight, -1, 1)
+    return model.eval()
+
+
+def _workspace(model: nn.Module, data=None) -> Workspace:
+    return Workspace(model, (3, 32, 32), data)
+
+
+def _by_hand(model: Chain, p: int, g1: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Mean over the group's layers of each channel's summed |w|^p: producer rows, BN γ, consumer columns."""
+    w1, w2, w3 = model.conv1.weight, model.conv2.weight, model.fc.weight
+    first = (w1.abs().pow(p).sum((1, 2, 3)) + model.bn1.weight.abs().pow(p) + w2.abs().pow(p).sum((0, 2, 3))) / 3
+    second = (w2.abs().pow(p).sum((1, 2, 3)) + model.bn2.weight.abs().pow(p) + w3.abs().pow(p).sum(0)) / 3
+    return {"conv1": first.detach(), "conv2": second.detach()}
+
+
+@pytest.mark.parametrize(("method", "p"), [("l1", 1), ("l2", 2)])
+def test_magnitude_scores(methods, chain: Chain, method: str, p: int) -> None:
+    scores = _workspace(chain).score(methods[method])
+    expected = _by_hand(chain, p)
+    assert set(scores.groups) == {"conv1", "conv2"}
+    for group, values in expected.items():
+        assert torch.allclose(scores.groups[group], values, rtol=1e-5), group
+
+
+def test_bn_scale_scores(methods, chain: Chain) -> None:
+    scores = _workspace(chain).score(methods["bn-scale"])
+    assert torch.allclose(scores.groups["conv1"], chain.bn1.weight.abs().detach())
+    assert torch.allclose(scores.groups["conv2"], chain.bn2.weight.abs().detach())
+
+
+def test_random_scores_follow_the_seed(methods, chain: Chain) -> None:
+    first = _workspace(chain).score(methods["random"]).groups["conv1"]
+    again = _workspace(chain).score(methods["random"]).groups["conv1"]
+    other = Workspace(chain, (3, 32, 32), seed=1).score(methods["random"]).groups["conv1"]
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    assert ((first >= 0) & (first < 1)).all()
+
+
+def test_taylor_scores_against_autograd(methods, chain: Chain) -> None:
+    """|Σ g·w| over each layer's parameters of a channel (weights, biases, γ and β), mean over layers."""
+    data = load_data("demo")
+    workspace = Workspace(chain, (3, 32, 32), data, batch_size=50)
+    before = {k: v.clone() for k, v in chain.state_dict().items()}
+    scores = workspace.score(methods["taylor"], {"batches": "2"})
+    images = torch.stack([data.calibration[i][0] for i in range(100)])
+    labels = torch.tensor([data.calibration[i][1] for i in range(100)])
+    params = [chain.conv1.weight, chain.conv1.bias, chain.bn1.weight, chain.bn1.bias, chain.conv2.weight]
+    loss = F.cross_entropy(chain(images), labels, reduction="sum")
+    g = dict(zip(["w1", "b1", "gamma", "beta", "w2"], torch.autograd.grad(loss, params), strict=True))
+    producer = ((chain.conv1.weight * g["w1"]).sum((1, 2, 3)) + chain.conv1.bias * g["b1"]).abs()
+    norm = (chain.bn1.weight * g["gamma"] + chain.bn1.bias * g["beta"]).abs()
+    consumer = (chain.conv2.weight * g["w2"]).sum((0, 2, 3)).abs()
+    expected = ((producer + norm + consumer) / 3).detach()
+    assert torch.allclose(scores.groups["conv1"], expected, rtol=1e-3, atol=1e-6)
+    assert all(torch.equal(v, chain.state_dict()[k]) for k, v in before.items())
+    assert all(p.grad is None for p in chain.parameters())
+
+
+def test_every_baseline_scores_every_demo_group(methods) -> None:
+    from secateur.core.models import load_model, parse_model_spec
+
+    loaded = load_model(parse_model_spec("demo"))
+    workspace = Workspace(loaded.model, loaded.input_shape, load_data("demo"))
+    prunable = {g.id: g.channels for g in workspace.groups if g.prunable}
+    partials = []
+    for method in ("random", "l1", "l2", "bn-scale", "taylor"):
+        scores = workspace.score(
+            methods[method], {"batches": "1"} if method == "taylor" else {}, on_partial=partials.append
+        )
+        assert {gid: len(v) for gid, v in scores.groups.items()} == prunable, method
+    assert len(partials) == 5 * len(prunable)  # one partial result per group, streamed
