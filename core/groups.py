@@ -15,6 +15,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from secateur.core.attention import ATTENTION_TYPES, HEADS_SUFFIX
+
 
 @dataclass
 class GroupInfo:
@@ -26,9 +28,30 @@ class GroupInfo:
     prunable: bool
     out_layers: list[str] = field(default_factory=list)  # layers whose outputs are these channels
     handle: tp.Group | None = field(default=None, repr=False)  # Torch-Pruning's group; None when locked
+    locked_because: str = ""
+    kind: str = "channels"  # or "heads": the units are an attention layer's heads
 
     def to_dict(self) -> dict[str, object]:
-        return {"id": self.id, "channels": self.channels, "layers": self.layers, "prunable": self.prunable}
+        result = {
+            "id": self.id,
+            "channels": self.channels,
+            "layers": self.layers,
+            "prunable": self.prunable,
+            "kind": self.kind,
+        }
+        if self.locked_because:
+            result["locked_because"] = self.locked_because
+        return result
+
+
+def _attention_member(model: nn.Module, name: str | None) -> str | None:
+    """The attention layer that ``name`` is, or whose projection it is; else None."""
+    if name is None:
+        return None
+    for candidate in (name, name.rpartition(".")[0]):
+        if candidate and isinstance(model.get_submodule(candidate), ATTENTION_TYPES):
+            return candidate
+    return None
 
 
 def build_dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
@@ -61,8 +84,18 @@ def dependency_groups(model: nn.Module, graph: tp.DependencyGraph, locked: list[
                 members.append(name)
             if graph.is_out_channel_pruning_fn(item.dep.handler) and name not in out_layers:
                 out_layers.append(name)
+        attention = [a for a in (_attention_member(model, names.get(item.dep.target.module)) for item in group) if a]
+        if attention:
+            reason = f"the attention embedding of {attention[0]} (its channels go by whole heads)"
+            groups.append(GroupInfo(names[root], len(group[0].idxs), members, False, out_layers, None, reason))
+            continue
         groups.append(GroupInfo(names[root], len(group[0].idxs), members, True, out_layers, group))
+    for name, module in model.named_modules():
+        if isinstance(module, ATTENTION_TYPES):
+            groups.append(
+                GroupInfo(f"{name}{HEADS_SUFFIX}", int(module.num_heads), [name], True, [], None, "", "heads")
+            )
     for name, module in zip(locked, locked_modules, strict=True):
         width = getattr(module, "out_features", None) or getattr(module, "out_channels", 0)
-        groups.append(GroupInfo(name, int(width), [name], False, [name]))
+        groups.append(GroupInfo(name, int(width), [name], False, [name], None, "the classifier's outputs"))
     return groups

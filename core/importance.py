@@ -8,21 +8,27 @@ way Torch-Pruning's group importances do (``group_reduction="mean"``,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
+from secateur.core.attention import per_head, projection_weights
 from secateur.core.groups import GroupInfo
 from secateur.core.scoring import Scores, ScoringContext
 
 
-def _per_group(context: ScoringContext, importance: tp.importance.Importance, stage: str) -> Iterator[Scores]:
+def _per_group(
+    context: ScoringContext, importance: tp.importance.Importance, stage: str, heads: Callable | None = None
+) -> Iterator[Scores]:
+    """Score each group with a Torch-Pruning criterion, and attention heads with ``heads(module)``."""
     for index, group in enumerate(context.groups):
-        values = importance(group.handle)
+        if group.kind == "heads":
+            values = None if heads is None else heads(context.model.get_submodule(group.layers[0]))
+        else:
+            values = importance(group.handle)
         context.progress(stage, index + 1, len(context.groups))
         if values is not None:  # None: the criterion has nothing to measure in this group
             yield Scores(groups={group.id: values.detach().float().cpu()})
@@ -31,7 +37,12 @@ def _per_group(context: ScoringContext, importance: tp.importance.Importance, st
 def magnitude_scores(context: ScoringContext, p: int) -> Iterator[Scores]:
     """Lp norm of each channel's weights, averaged over the group's layers."""
     importance = tp.importance.GroupMagnitudeImportance(p=p, group_reduction="mean", normalizer=None)
-    yield from _per_group(context, importance, f"L{p} norms")
+
+    def heads(module: nn.Module) -> torch.Tensor:
+        parts = per_head(module, [w.detach() for w in projection_weights(module)])
+        return torch.stack([part.abs().pow(p).sum(1) for part in parts]).mean(0)
+
+    yield from _per_group(context, importance, f"L{p} norms", heads)
 
 
 def batchnorm_scale_scores(context: ScoringContext) -> Iterator[Scores]:
@@ -55,7 +66,8 @@ def taylor_scores(context: ScoringContext, batches: int) -> Iterator[Scores]:
 
     Gradients come from ``torch.autograd.grad`` in eval mode, so neither the
     BatchNorm statistics nor the parameters' ``.grad`` of the user's model are
-    touched; Torch-Pruning's criterion reads them through ``_gradients_attached``.
+    touched. A channel's parameters in a layer are its weight slice and, for
+    producers and normalisation layers, its bias (γ and β).
     """
     model = context.model
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -71,7 +83,10 @@ def taylor_scores(context: ScoringContext, batches: int) -> Iterator[Scores]:
         context.progress("gradients", step + 1, total)
     gradients = {id(p): g for p, g in zip(parameters, sums, strict=True)}
     for index, group in enumerate(context.groups):
-        values = _taylor_group(context, group, gradients)
+        if group.kind == "heads":
+            values = _taylor_heads(context.model.get_submodule(group.layers[0]), gradients)
+        else:
+            values = _taylor_group(context, group, gradients)
         context.progress("Taylor scores", index + 1, len(context.groups))
         if values is not None:
             yield Scores(groups={group.id: values})
@@ -126,14 +141,8 @@ def _taylor_group(context: ScoringContext, group: GroupInfo, gradients: dict[int
     return (total / layers.clamp(min=1)).float()
 
 
-@contextmanager
-def _gradients_attached(parameters: list[nn.Parameter], gradients: list[torch.Tensor]) -> Iterator[None]:
-    """Expose ``gradients`` as ``.grad`` for the duration of a block, then put the old ones back."""
-    saved = [p.grad for p in parameters]
-    try:
-        for parameter, gradient in zip(parameters, gradients, strict=True):
-            parameter.grad = gradient
-        yield
-    finally:
-        for parameter, old in zip(parameters, saved, strict=True):
-            parameter.grad = old
+def _taylor_heads(module: nn.Module, gradients: dict[int, torch.Tensor]) -> torch.Tensor:
+    """Mean over q, k, v and the output projection of |Σ w·g| per head."""
+    weights = projection_weights(module)
+    products = [(w * gradients[id(w)]).detach() for w in weights]
+    return torch.stack([part.sum(1).abs() for part in per_head(module, products)]).mean(0).float().cpu()

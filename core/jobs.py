@@ -85,7 +85,7 @@ def run_prune(request: PruneRequest, progress: Progress = SILENT) -> dict[str, A
     before = _metrics(workspace.model, request, progress)
     scores = workspace.score(request.method, params, progress)
     plan = workspace.plan(scores, request.target, request.options, request.method.id)
-    pruned, edits = workspace.apply(plan)
+    pruned, edits = workspace.apply(plan, request.method, params)
     if request.recalibrate_bn:
         recalibrate_batchnorm(pruned, request.data.loader("calibration", request.batch_size), request.device)
     after = _metrics(pruned, request, progress)

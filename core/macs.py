@@ -21,7 +21,8 @@ class ModuleRecord:
     """What one forward pass saw of one module: its first output shape and its MACs."""
 
     output_shape: tuple[int, ...] | None = None
-    macs: int = 0
+    macs: int = 0  # this module and its descendants
+    own_macs: int = 0  # this module's own work (its children's not included)
     calls: int = 0
     order: int = -1  # position of the first call in the forward pass
 
@@ -98,7 +99,9 @@ def trace_modules(model: nn.Module, example: torch.Tensor) -> dict[str, ModuleRe
                 tensor = _first_tensor(output)
                 record.output_shape = None if tensor is None else tuple(tensor.shape)
             if leaf:
-                record.macs += module_macs(module, inputs, output)
+                record.own_macs += module_macs(module, inputs, output)
+            elif hasattr(module, "product_macs"):  # attention that counts its matrix products itself
+                record.own_macs += module.product_macs(inputs)
 
         return hook
 
@@ -113,18 +116,15 @@ def trace_modules(model: nn.Module, example: torch.Tensor) -> dict[str, ModuleRe
             handle.remove()
     batch = example.shape[0]
     for record in records.values():
-        record.macs //= batch
+        record.own_macs //= batch
     _add_up_containers(model, records)
     return records
 
 
 def _add_up_containers(model: nn.Module, records: dict[str, ModuleRecord]) -> None:
-    """Set each container's MACs to the sum over its counted leaves (deepest first)."""
+    """Set each module's MACs to its own plus its children's (deepest first)."""
     names = [name for name, _ in model.named_modules()]
     for name in sorted(names, key=lambda n: n.count(".") if n else -1, reverse=True):
         module = model.get_submodule(name) if name else model
-        if isinstance(module, nn.MultiheadAttention):
-            continue
         children = [f"{name}.{child}" if name else child for child, _ in module.named_children()]
-        if children:
-            records[name].macs = sum(records[child].macs for child in children if child in records)
+        records[name].macs = records[name].own_macs + sum(records[c].macs for c in children if c in records)

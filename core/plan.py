@@ -123,11 +123,11 @@ def _resolve(names: list[str] | tuple[str, ...], groups: list[GroupInfo], what: 
     return resolved
 
 
-def _kept_count(total: int, ratio: float, options: PlanOptions) -> int:
-    """Channels kept when ``ratio`` of ``total`` is removed, after the cap, minimum and rounding."""
+def _kept_count(total: int, ratio: float, options: PlanOptions, kind: str = "channels") -> int:
+    """Units kept when ``ratio`` of ``total`` is removed, after the cap, minimum and (for channels) rounding."""
     floor_kept = max(options.min_channels, math.ceil(total * (1.0 - options.max_layer_ratio)))
     kept = max(total - math.floor(total * ratio), floor_kept)
-    if options.round_to > 1:
+    if options.round_to > 1 and kind == "channels":
         kept = max(options.round_to, options.round_to * round(kept / options.round_to))
     return min(total, kept)
 
@@ -157,10 +157,10 @@ def decide_channels(
         ranked = [g for g in eligible if g.id not in overrides]
         counts = _global_counts(ranked, scores, ratio, options)
     else:
-        counts = {g.id: _kept_count(g.channels, ratio, options) for g in eligible if g.id not in overrides}
+        counts = {g.id: _kept_count(g.channels, ratio, options, g.kind) for g in eligible if g.id not in overrides}
     for group in eligible:
         if group.id in overrides:
-            counts[group.id] = _kept_count(group.channels, overrides[group.id], options)
+            counts[group.id] = _kept_count(group.channels, overrides[group.id], options, group.kind)
         plans[group.id] = GroupPlan(_top(scores.groups[group.id], counts[group.id]), group.channels)
     return plans, notes
 
@@ -242,32 +242,51 @@ def _layer_factor(module: nn.Module, dims: _LayerDims) -> tuple[float, float]:
     return 1.0, 1.0
 
 
+def _head_fractions(model: nn.Module, groups: list[GroupInfo], plans: dict[str, GroupPlan]) -> dict[nn.Module, float]:
+    """Scale factor of every tensor and product that shrinks with an attention layer's kept heads."""
+    factors: dict[nn.Module, float] = {}
+    for group in groups:
+        if group.kind != "heads" or group.id not in plans:
+            continue
+        attention = model.get_submodule(group.layers[0])
+        fraction = len(plans[group.id].kept) / group.channels
+        factors[attention] = fraction
+        for child in attention.children():
+            factors[child] = fraction
+    return factors
+
+
 def predict_size(
     model: nn.Module,
     graph: tp.DependencyGraph,
     groups: list[GroupInfo],
     plans: dict[str, GroupPlan],
-    layer_macs: dict[str, int],
+    own_macs: dict[str, int],
 ) -> tuple[int, int]:
     """Params and MACs of the model once the plan is applied, from layer shapes alone.
 
     Exact for convolutions (depthwise included), linear layers, normalisation
-    layers and other per-channel parameters; ``layer_macs`` holds each leaf's
-    MACs before pruning.
+    layers, other per-channel parameters and attention heads; ``own_macs``
+    holds each module's own MACs before pruning. Removing heads scales every
+    q/k/v projection output, the output projection's inputs and the
+    attention products by the fraction of heads kept; the output
+    projection's bias stays.
     """
     dims = _removed_per_layer(graph, groups, plans)
+    heads = _head_fractions(model, groups, plans)
     params = 0
     macs = 0
     for name, module in model.named_modules():
         entry = dims.get(module, _LayerDims())
         weight_scale, macs_scale = _layer_factor(module, entry)
+        head = heads.get(module, 1.0)
+        keeps_bias = name.endswith("out_proj")
         for parameter_name, parameter in module.named_parameters(recurse=False):
             if parameter_name == "weight" and isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
-                params += round(parameter.numel() * weight_scale)
+                params += round(parameter.numel() * weight_scale * head)
             elif parameter.dim() == 1:  # biases and per-channel vectors run along the output channels
-                params += parameter.numel() - entry.out_removed
+                params += round((parameter.numel() - entry.out_removed) * (1.0 if keeps_bias else head))
             else:
-                params += parameter.numel()
-        if not any(True for _ in module.children()):
-            macs += round(layer_macs.get(name, 0) * macs_scale)
+                params += round(parameter.numel() * head)
+        macs += round(own_macs.get(name, 0) * macs_scale * head)
     return params, macs

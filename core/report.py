@@ -56,7 +56,12 @@ def format_layer_tree(tree: LayerTree) -> str:
     prunable = [group for group in tree.groups if group.prunable]
     lines.append(f"dependency groups: {len(prunable)} prunable, {len(tree.groups) - len(prunable)} locked")
     group_rows = [
-        [group.id, str(group.channels), str(len(group.layers)), "yes" if group.prunable else "locked (classifier)"]
+        [
+            group.id,
+            str(group.channels),
+            str(len(group.layers)),
+            "yes" if group.prunable else f"locked: {group.locked_because}",
+        ]
         for group in tree.groups
     ]
     lines.append(_table(["group", "channels", "layers", "prunable"], group_rows, {1, 2}))

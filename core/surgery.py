@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from secateur.core.attention import HEADS_SUFFIX, head_edit_replay
 from secateur.core.errors import InputError
 from secateur.core.groups import build_dependency_graph
 from secateur.core.plan import PruningPlan
@@ -55,17 +56,27 @@ def _prune_channels(model: nn.Module, edit: dict[str, Any], example: torch.Tenso
 
 
 register_edit("prune_channels", _prune_channels)
+register_edit("prune_heads", head_edit_replay)
 
 
-def channel_edit(plan: PruningPlan) -> dict[str, Any]:
-    """The edit record of a plan's channel removals."""
-    return {"kind": "prune_channels", "groups": {gid: g.removed for gid, g in plan.groups.items() if g.removed}}
+def plan_edits(plan: PruningPlan) -> list[dict[str, Any]]:
+    """The edit records of a plan: channel removals, then attention heads (by layer name)."""
+    channels = {gid: g.removed for gid, g in plan.groups.items() if g.removed and not gid.endswith(HEADS_SUFFIX)}
+    heads = {
+        gid.removesuffix(HEADS_SUFFIX): g.kept
+        for gid, g in plan.groups.items()
+        if g.removed and gid.endswith(HEADS_SUFFIX)
+    }
+    edits: list[dict[str, Any]] = [{"kind": "prune_channels", "groups": channels}]
+    if heads:
+        edits.append({"kind": "prune_heads", "layers": heads})
+    return edits
 
 
 def apply_plan(model: nn.Module, plan: PruningPlan, example: torch.Tensor) -> tuple[nn.Module, list[dict[str, Any]]]:
     """A pruned copy of ``model`` and the edits that made it; ``model`` itself is left untouched."""
     pruned = copy.deepcopy(model).eval()
-    edits = [channel_edit(plan)]
+    edits = plan_edits(plan)
     replay_edits(pruned, edits, example.to(next(pruned.parameters()).device))
     return pruned, edits
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from secateur.core.blocks import residual_blocks
 from secateur.core.data import DataBundle
-from secateur.core.errors import InputError
+from secateur.core.errors import InputError, WorkError
 from secateur.core.groups import GroupInfo, build_dependency_graph, dependency_groups
 from secateur.core.layer_tree import find_classifier
 from secateur.core.macs import trace_modules
@@ -44,7 +44,7 @@ class Workspace:
         self.model = self.model.eval().to(self.device)
         self.example = torch.zeros((1, *self.input_shape), device=self.device)
         records = trace_modules(self.model, self.example)
-        self.layer_macs = {name: record.macs for name, record in records.items()}
+        self.layer_macs = {name: record.own_macs for name, record in records.items()}
         self.macs = records[""].macs
         self.params = sum(p.numel() for p in self.model.parameters())
         self.classifier = find_classifier(self.model, records)
@@ -133,6 +133,17 @@ class Workspace:
 
     # --- applying -------------------------------------------------------------------
 
-    def apply(self, plan: PruningPlan) -> tuple[nn.Module, list[dict[str, Any]]]:
-        """A pruned copy of the model and the edit records that rebuild it."""
-        return apply_plan(self.model, plan, self.example)
+    def apply(
+        self, plan: PruningPlan, method: MethodInfo | None = None, params: dict[str, Any] | None = None
+    ) -> tuple[nn.Module, list[dict[str, Any]]]:
+        """A pruned copy of the model and the edit records that rebuild it.
+
+        A method that takes over apply (fusion, implants, block removal) builds
+        the result itself; its edit kinds must be registered with ``register_edit``.
+        """
+        if method is None or method.apply is None:
+            return apply_plan(self.model, plan, self.example)
+        result = method.apply(self.context(), plan, validate_params(method.params, params or {}, method.id))
+        if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], nn.Module)):
+            raise WorkError(f"method {method.id}: apply must return (model, edits), got {type(result).__name__}")
+        return result[0], list(result[1])

@@ -40,7 +40,17 @@ with torch.no_grad():
 """
 
 
-@pytest.mark.parametrize("spec", ["demo", "demo-vgg", "torchvision:resnet18", "torchvision:mobilenet_v2"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "demo",
+        "demo-vgg",
+        "torchvision:resnet18",
+        "torchvision:resnet50",
+        "torchvision:mobilenet_v2",
+        "torchvision:vit_b_16",
+    ],
+)
 def test_round_trip_in_a_fresh_process(tmp_path: Path, spec: str) -> None:
     pruned, example = _prune_and_save(spec, tmp_path / "pruned.safetensors")
     torch.save(example, tmp_path / "example.pt")

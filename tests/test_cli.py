@@ -36,7 +36,7 @@ def test_inspect_text_is_a_readable_table() -> None:
     result = run_cli("inspect", f"{ARCHS / 'user_models.py'}:TinyTransformer")
     assert result.returncode == 0, result.stderr
     assert "residual blocks: 2, removable: 2" in result.stdout
-    assert "MultiheadAttention" in result.stdout and "locked (classifier)" in result.stdout
+    assert "MultiheadAttention" in result.stdout and "locked: the classifier's outputs" in result.stdout
 
 
 def test_eval_json_contract_and_accuracy_against_a_direct_computation() -> None:

@@ -103,3 +103,19 @@ def test_apply_lands_on_the_predicted_size_and_leaves_the_original_alone(spec: s
     assert edits == [{"kind": "prune_channels", "groups": {k: g.removed for k, g in plan.groups.items() if g.removed}}]
     with torch.no_grad():
         assert pruned(workspace.example).shape == workspace.model(workspace.example).shape
+
+
+def test_vit_prunes_heads_and_mlp_neurons_and_keeps_the_residual_width() -> None:
+    workspace = Workspace(torchvision.models.vit_b_16(weights=None), (3, 224, 224))
+    locked = [group for group in workspace.groups if not group.prunable]
+    assert any("attention embedding" in group.locked_because for group in locked)
+    plan = workspace.plan(workspace.score(load_registry().methods["l1"]), Target("ratio", 0.5))
+    layers = [f"encoder.layers.encoder_layer_{i}" for i in range(12)]
+    assert set(plan.groups) == {f"{x}.mlp.0" for x in layers} | {f"{x}.self_attention:heads" for x in layers}
+    pruned, edits = workspace.apply(plan)
+    assert [edit["kind"] for edit in edits] == ["prune_channels", "prune_heads"]
+    block = pruned.encoder.layers[0]
+    assert block.mlp[0].out_features == 1536 and block.self_attention.num_heads == 6
+    assert block.self_attention.q_proj.in_features == 768  # the residual stream keeps its width
+    assert sum(p.numel() for p in pruned.parameters()) == plan.predicted_params
+    assert trace_modules(pruned, workspace.example)[""].macs == plan.predicted_macs
