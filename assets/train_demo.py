@@ -28,7 +28,7 @@ from secateur.core.demo import demo_tensors
 from secateur.core.demo.architectures import DemoResNet, DemoVGG
 
 RECIPES = {
-    "demo": {"factory": DemoResNet, "epochs": 15, "lr": 0.1, "weight_decay": 5e-4},
+    "demo": {"factory": DemoResNet, "epochs": 15, "lr": 0.1, "weight_decay": 1e-3},
     "demo-vgg": {"factory": DemoVGG, "epochs": 20, "lr": 0.05, "weight_decay": 5e-4},
 }
 BATCH_SIZE = 128
