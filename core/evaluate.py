@@ -87,7 +87,7 @@ def accuracy_and_loss(
     for step, (images, labels) in enumerate(loader):
         images, labels = images.to(device), labels.to(device)
         logits = _run_model(model, images)
-        if logits.dim() != 2 or logits.shape[1] < data.num_classes:
+        if logits.dim() != 2 or logits.shape[1] != data.num_classes:
             raise InputError(
                 f"the model outputs shape {tuple(logits.shape[1:])} per sample but the data has "
                 f"{data.num_classes} classes; give --num-classes {data.num_classes}"
@@ -156,7 +156,7 @@ def evaluate(
     latency = measure_latency(model, data.input_shape, device, latency_batch_size, runs=latency_runs, progress=progress)
     return Metrics(
         accuracy=round(accuracy, 4),
-        loss=round(loss, 6),
+        loss=loss,
         params=count_params(model),
         macs=model_macs(model, data.input_shape, device),
         latency=latency,

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from secateur.core.hookspecs import API_VERSION, hookimpl
+from secateur.core.hookspecs import hookimpl
 from secateur.core.importance import magnitude_scores
 from secateur.core.methods import MethodInfo
-
-
-@hookimpl
-def secateur_api_version() -> int:
-    return API_VERSION
 
 
 @hookimpl
