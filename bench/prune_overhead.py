@@ -37,7 +37,7 @@ def direct(model: torch.nn.Module, name: str) -> float:
         ignored.append(model.conv_proj)
     pruner = tp.pruner.MetaPruner(
         model,
-        example,
+        (example,),  # a tuple: one traced forward pass (a bare tensor makes Torch-Pruning try model(*x) first)
         importance=tp.importance.GroupMagnitudeImportance(p=1, group_reduction="mean", normalizer=None),
         pruning_ratio=0.5,
         ignored_layers=ignored,

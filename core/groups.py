@@ -61,7 +61,8 @@ def build_dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.Depend
     """
     with warnings.catch_warnings(), torch.enable_grad():
         warnings.simplefilter("ignore")  # tp warns about unwrapped parameters such as ViT's class token
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example)
+        # a tuple, so Torch-Pruning calls model(example) once instead of first trying model(*example)
+        return tp.DependencyGraph().build_dependency(model, example_inputs=(example,))
 
 
 def dependency_groups(model: nn.Module, graph: tp.DependencyGraph, locked: list[str]) -> list[GroupInfo]:

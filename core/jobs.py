@@ -82,9 +82,9 @@ def run_prune(request: PruneRequest, progress: Progress = SILENT) -> dict[str, A
         request.batch_size,
         request.num_workers,
     )
-    before = _metrics(workspace.model, request, progress)
     scores = workspace.score(request.method, params, progress)
     plan = workspace.plan(scores, request.target, request.options, request.method.id)
+    before = _metrics(workspace.model, request, progress)  # after planning, so bad input fails fast
     pruned, edits = workspace.apply(plan, request.method, params)
     if request.recalibrate_bn:
         recalibrate_batchnorm(pruned, request.data.loader("calibration", request.batch_size), request.device)

@@ -10,6 +10,8 @@ which is the convention of fvcore and of published MACs figures
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -77,12 +79,13 @@ def _attention_macs(module: nn.MultiheadAttention, inputs: tuple) -> int:
     return batch * (projections + products + out_projection)
 
 
-def trace_modules(model: nn.Module, example: torch.Tensor) -> dict[str, ModuleRecord]:
-    """Output shape (batch dimension included) and per-sample MACs of every named module.
+@contextmanager
+def recording_modules(model: nn.Module) -> Iterator[dict[str, ModuleRecord]]:
+    """Record what every named module sees during the forward passes made inside the block.
 
-    A module called more than once (a shared ReLU, a weight-tied layer) adds
-    up its MACs; its shape is that of its first call. Containers get the sum of
-    their descendants' MACs.
+    Lets a caller count MACs during a forward pass it makes anyway (Torch-Pruning's
+    graph tracing), instead of running the model once more; call
+    ``finish_records`` after the block.
     """
     records = {name: ModuleRecord() for name, _ in model.named_modules()}
     handles = []
@@ -109,16 +112,30 @@ def trace_modules(model: nn.Module, example: torch.Tensor) -> dict[str, ModuleRe
         is_leaf = not any(True for _ in module.children()) or isinstance(module, nn.MultiheadAttention)
         handles.append(module.register_forward_hook(make_hook(name, is_leaf)))
     try:
-        with torch.no_grad():
-            model(example)
+        yield records
     finally:
         for handle in handles:
             handle.remove()
-    batch = example.shape[0]
+
+
+def finish_records(model: nn.Module, records: dict[str, ModuleRecord], batch: int) -> dict[str, ModuleRecord]:
+    """Per-sample MACs, with each container's MACs the sum of its own and its children's."""
     for record in records.values():
         record.own_macs //= batch
     _add_up_containers(model, records)
     return records
+
+
+def trace_modules(model: nn.Module, example: torch.Tensor) -> dict[str, ModuleRecord]:
+    """Output shape (batch dimension included) and per-sample MACs of every named module.
+
+    A module called more than once (a shared ReLU, a weight-tied layer) adds
+    up its MACs; its shape is that of its first call. Containers get the sum of
+    their descendants' MACs.
+    """
+    with recording_modules(model) as records, torch.no_grad():
+        model(example)
+    return finish_records(model, records, example.shape[0])
 
 
 def _add_up_containers(model: nn.Module, records: dict[str, ModuleRecord]) -> None:

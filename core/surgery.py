@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch_pruning as tp
 from torch import nn
 
 from secateur.core.attention import HEADS_SUFFIX, head_edit_replay
@@ -42,10 +43,14 @@ def replay_edits(model: nn.Module, edits: list[dict[str, Any]], example: torch.T
 
 
 def _prune_channels(model: nn.Module, edit: dict[str, Any], example: torch.Tensor) -> None:
-    """Remove channels from groups rooted at named layers (one dependency graph for all of them)."""
-    graph = build_dependency_graph(model, example)
+    """Replay channel removals: one dependency graph for all the groups of the edit."""
+    prune_channel_groups(model, build_dependency_graph(model, example), edit["groups"])
+
+
+def prune_channel_groups(model: nn.Module, graph: tp.DependencyGraph, removed_by_group: dict[str, list[int]]) -> None:
+    """Remove channels from the groups rooted at the named layers, in place, through ``graph``."""
     modules = dict(model.named_modules())
-    for group_id, removed in edit["groups"].items():
+    for group_id, removed in removed_by_group.items():
         if not removed:
             continue
         if group_id not in modules:
@@ -71,6 +76,14 @@ def plan_edits(plan: PruningPlan) -> list[dict[str, Any]]:
     if heads:
         edits.append({"kind": "prune_heads", "layers": heads})
     return edits
+
+
+def prune_in_place(model: nn.Module, graph: tp.DependencyGraph, plan: PruningPlan, example: torch.Tensor) -> nn.Module:
+    """Apply a plan to ``model`` itself, through a graph already traced on it; returns the model."""
+    first, *rest = plan_edits(plan)
+    prune_channel_groups(model, graph, first["groups"])
+    replay_edits(model, rest, example)
+    return model.eval()
 
 
 def apply_plan(model: nn.Module, plan: PruningPlan, example: torch.Tensor) -> tuple[nn.Module, list[dict[str, Any]]]:

@@ -7,30 +7,50 @@ it, apply works on a copy.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import torch
+import torch_pruning as tp
 from torch import nn
 
-from secateur.core.blocks import residual_blocks
+from secateur.core.blocks import BlockInfo, residual_blocks
 from secateur.core.data import DataBundle
 from secateur.core.errors import InputError, WorkError
 from secateur.core.groups import GroupInfo, build_dependency_graph, dependency_groups
 from secateur.core.layer_tree import find_classifier
-from secateur.core.macs import trace_modules
+from secateur.core.macs import finish_records, recording_modules
 from secateur.core.methods import MethodInfo
 from secateur.core.params import validate_params
 from secateur.core.plan import MACS_TOLERANCE, PlanOptions, PruningPlan, Target, decide_channels, predict_size
 from secateur.core.progress import SILENT, Progress
 from secateur.core.scoring import Scores, ScoringContext, collect_scores
-from secateur.core.surgery import apply_plan
+from secateur.core.surgery import plan_edits, prune_in_place
+
+
+@dataclass
+class _Prepared:
+    """A working copy of the model with its dependency graph, groups and per-module MACs."""
+
+    model: nn.Module
+    graph: tp.DependencyGraph
+    groups: list[GroupInfo]
+    own_macs: dict[str, int]
 
 
 @dataclass
 class Workspace:
-    """A model ready to prune: its graph, groups and per-layer MACs are computed once."""
+    """A model ready to prune.
+
+    The user's model is never modified: the workspace prepares a working copy
+    and traces it once (Torch-Pruning's graph and the MACs count share one
+    forward pass). Methods score the working copy; ``apply`` prunes it in
+    place with that same graph and hands it over, and the next step prepares a
+    fresh copy.
+    """
 
     model: nn.Module
     input_shape: tuple[int, ...]
@@ -43,27 +63,46 @@ class Workspace:
     def __post_init__(self) -> None:
         self.model = self.model.eval().to(self.device)
         self.example = torch.zeros((1, *self.input_shape), device=self.device)
-        records = trace_modules(self.model, self.example)
-        self.layer_macs = {name: record.own_macs for name, record in records.items()}
-        self.macs = records[""].macs
         self.params = sum(p.numel() for p in self.model.parameters())
-        self.classifier = find_classifier(self.model, records)
-        self.graph = build_dependency_graph(self.model, self.example)
-        self.groups: list[GroupInfo] = dependency_groups(
-            self.model, self.graph, [self.classifier] if self.classifier else []
-        )
-        self.blocks = residual_blocks(self.model)
+        self._prepared: _Prepared | None = None
+        self._prepare()
+
+    def _prepare(self) -> _Prepared:
+        if self._prepared is None:
+            work = copy.deepcopy(self.model)
+            with recording_modules(work) as records:
+                graph = build_dependency_graph(work, self.example)
+            records = finish_records(work, records, self.example.shape[0])
+            self.macs = records[""].macs
+            self.classifier = find_classifier(work, records)
+            groups = dependency_groups(work, graph, [self.classifier] if self.classifier else [])
+            own = {name: record.own_macs for name, record in records.items()}
+            self._prepared = _Prepared(work, graph, groups, own)
+        return self._prepared
+
+    @property
+    def groups(self) -> list[GroupInfo]:
+        return self._prepare().groups
+
+    @property
+    def graph(self) -> tp.DependencyGraph:
+        return self._prepare().graph
+
+    @cached_property
+    def blocks(self) -> list[BlockInfo]:
+        return residual_blocks(self.model)
 
     # --- scoring ----------------------------------------------------------------
 
     def context(
         self, progress: Progress = SILENT, on_partial: Callable[[Scores], None] | None = None
     ) -> ScoringContext:
+        prepared = self._prepare()
         return ScoringContext(
-            model=self.model,
+            model=prepared.model,
             example=self.example,
-            graph=self.graph,
-            groups=[group for group in self.groups if group.prunable],
+            graph=prepared.graph,
+            groups=[group for group in prepared.groups if group.prunable],
             blocks=self.blocks,
             data=self.data,
             device=self.device,
@@ -127,8 +166,9 @@ class Workspace:
         return best
 
     def _plan_at(self, scores: Scores, target: Target, options: PlanOptions, method: str, ratio: float) -> PruningPlan:
-        plans, notes = decide_channels(self.groups, scores, ratio, options)
-        params, macs = predict_size(self.model, self.graph, self.groups, plans, self.layer_macs)
+        prepared = self._prepare()
+        plans, notes = decide_channels(prepared.groups, scores, ratio, options)
+        params, macs = predict_size(prepared.model, prepared.graph, prepared.groups, plans, prepared.own_macs)
         return PruningPlan(method, target, plans, [], params, macs, notes)
 
     # --- applying -------------------------------------------------------------------
@@ -142,7 +182,9 @@ class Workspace:
         the result itself; its edit kinds must be registered with ``register_edit``.
         """
         if method is None or method.apply is None:
-            return apply_plan(self.model, plan, self.example)
+            prepared = self._prepare()
+            self._prepared = None  # the working copy becomes the result; the next step prepares another
+            return prune_in_place(prepared.model, prepared.graph, plan, self.example), plan_edits(plan)
         result = method.apply(self.context(), plan, validate_params(method.params, params or {}, method.id))
         if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], nn.Module)):
             raise WorkError(f"method {method.id}: apply must return (model, edits), got {type(result).__name__}")
