@@ -11,8 +11,10 @@ yields. A method never modifies ``context.model``; whatever it needs to change
 from __future__ import annotations
 
 import copy
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch_pruning as tp
@@ -21,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from secateur.core.blocks import BlockInfo
 from secateur.core.data import DataBundle
-from secateur.core.errors import InputError, WorkError
+from secateur.core.errors import InputError, SecateurError, WorkError
 from secateur.core.groups import GroupInfo
 from secateur.core.progress import Progress
 
@@ -44,6 +46,20 @@ class Scores:
         }
 
 
+class Member(NamedTuple):
+    """One layer of a dependency group.
+
+    ``indices[i]`` is a position in the layer's output dimension (``is_output``)
+    or input dimension, and ``group_indices[i]`` the group channel it belongs
+    to (a layer after a flatten sees each channel at several positions).
+    """
+
+    module: nn.Module
+    is_output: bool
+    indices: list[int]
+    group_indices: list[int]
+
+
 @dataclass
 class ScoringContext:
     """Everything a method may use while it scores."""
@@ -61,10 +77,18 @@ class ScoringContext:
     progress: Progress = field(default_factory=Progress)
     on_partial: Callable[[Scores], None] | None = None
 
-    def members(self, group: GroupInfo) -> Iterator[tuple[nn.Module, bool, list[int]]]:
-        """``(module, is_output_dimension, channel indices)`` for every member layer of a group."""
+    def members(self, group: GroupInfo) -> Iterator[Member]:
+        """Every layer of a channel group, with the dimension and positions the group's channels occupy in it."""
+        layers = set(self.model.modules())
         for item in group.handle:
-            yield item.dep.target.module, self.graph.is_out_channel_pruning_fn(item.dep.handler), list(item.idxs)
+            if item.dep.target.module not in layers:  # Torch-Pruning's own nodes (additions, concatenations)
+                continue
+            yield Member(
+                module=item.dep.target.module,
+                is_output=self.graph.is_out_channel_pruning_fn(item.dep.handler),
+                indices=list(item.idxs),
+                group_indices=list(item.root_idxs),
+            )
 
     def publish(self, scores: Scores) -> None:
         """Hand partial scores to whoever watches (the window's heatmaps)."""
@@ -94,9 +118,17 @@ def collect_scores(stream: Iterator[Scores] | Scores, context: ScoringContext, m
     widths = {group.id: group.channels for group in context.groups}
     removable = {block.name for block in context.blocks if block.removable}
     merged = Scores()
-    partials = [stream] if isinstance(stream, Scores) else stream
-    for partial in partials:
+    partials = iter([stream] if isinstance(stream, Scores) else stream)
+    while True:
         context.progress.check()
+        try:
+            partial = next(partials)
+        except StopIteration:
+            break
+        except SecateurError:
+            raise
+        except Exception:  # a plugin's bug: report it with its traceback, never crash the host
+            raise WorkError(f"method {method_id} failed while scoring:\n{traceback.format_exc()}") from None
         if not isinstance(partial, Scores):
             raise WorkError(f"method {method_id} yielded {type(partial).__name__}, expected Scores")
         clean = Scores()

@@ -8,6 +8,7 @@ it, apply works on a copy.
 from __future__ import annotations
 
 import copy
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -19,7 +20,7 @@ from torch import nn
 
 from secateur.core.blocks import BlockInfo, residual_blocks
 from secateur.core.data import DataBundle
-from secateur.core.errors import InputError, WorkError
+from secateur.core.errors import InputError, SecateurError, WorkError
 from secateur.core.groups import GroupInfo, build_dependency_graph, dependency_groups
 from secateur.core.layer_tree import find_classifier
 from secateur.core.macs import finish_records, recording_modules
@@ -127,7 +128,13 @@ class Workspace:
         torch.manual_seed(self.seed)
         context = self.context(progress, on_partial)
         assert method.score is not None
-        return collect_scores(method.score(context, values), context, method.id)
+        try:
+            stream = method.score(context, values)
+        except SecateurError:
+            raise
+        except Exception:  # a plugin's bug: report it with its traceback, never crash the host
+            raise WorkError(f"method {method.id} failed while scoring:\n{traceback.format_exc()}") from None
+        return collect_scores(stream, context, method.id)
 
     # --- planning -----------------------------------------------------------------
 
@@ -185,7 +192,12 @@ class Workspace:
             prepared = self._prepare()
             self._prepared = None  # the working copy becomes the result; the next step prepares another
             return prune_in_place(prepared.model, prepared.graph, plan, self.example), plan_edits(plan)
-        result = method.apply(self.context(), plan, validate_params(method.params, params or {}, method.id))
+        try:
+            result = method.apply(self.context(), plan, validate_params(method.params, params or {}, method.id))
+        except SecateurError:
+            raise
+        except Exception:  # a plugin's bug: report it with its traceback, never crash the host
+            raise WorkError(f"method {method.id} failed while applying:\n{traceback.format_exc()}") from None
         if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], nn.Module)):
             raise WorkError(f"method {method.id}: apply must return (model, edits), got {type(result).__name__}")
         return result[0], list(result[1])

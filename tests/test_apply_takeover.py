@@ -47,3 +47,16 @@ def test_a_takeover_returning_the_wrong_type_is_reported() -> None:
         workspace.apply(plan, method, {})
     good = replace(method, apply=None)
     assert workspace.apply(plan, good, {})[0].features[0].out_channels == 24
+
+
+def test_a_method_that_raises_is_reported_with_its_traceback() -> None:
+    def broken(context, params):
+        yield from ()
+        raise ValueError("division by the wrong thing")
+
+    method = MethodInfo(id="buggy", title="t", description="d", granularity="channel", score=broken)
+    workspace = Workspace(DemoVGG(), (3, 32, 32))
+    with pytest.raises(WorkError, match=r"(?s)method buggy failed while scoring:.*ValueError: division by the wrong"):
+        workspace.score(method)
+    again = replace(method, id="ok", score=_score)
+    assert workspace.score(again).groups  # the host keeps working
