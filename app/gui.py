@@ -1,0 +1,57 @@
+"""Starting the window, and the scripted run behind ``--screenshot``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+
+from secateur.app.window import MainWindow, grab_png
+from secateur.core.errors import InputError
+from secateur.core.params import parse_param_assignments
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise InputError(f"--size {text!r}: expected WIDTHxHEIGHT, e.g. 1280x800") from None
+    return width, height
+
+
+def run_gui(options: argparse.Namespace) -> int:
+    """Open the window on the given model and data; with --screenshot, run, render, and exit."""
+    try:
+        width, height = _size(options.size)
+        params = parse_param_assignments(options.param)
+    except InputError as error:
+        print(f"secateur gui: error: {error}", file=sys.stderr)
+        return 2
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("Secateur")
+    window = MainWindow()
+    window.device_picker.setCurrentText(options.device)
+    window.resize(width, height)
+    window.show()
+    if options.method and options.method not in window.registry.methods:
+        print(f"secateur gui: error: --method {options.method!r}: no such method", file=sys.stderr)
+        return 2
+
+    def next_step(finished: str) -> None:
+        if finished == "open" and options.method:
+            window.panel.picker.setCurrentText(options.method)
+            for name, value in params.items():
+                window.panel.set_param(name, value)
+            window.run_method()
+            return
+        if options.select:
+            window.select_layer(options.select)
+        if options.screenshot:
+            QTimer.singleShot(300, lambda: (grab_png(window, options.screenshot), app.quit()))
+
+    if options.screenshot or options.method:
+        window.job_done.connect(next_step)
+    window.open(options.model, options.data)
+    return app.exec()

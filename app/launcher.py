@@ -1,0 +1,37 @@
+"""The ``secateur`` command: the window with no arguments or ``gui``, the core CLI otherwise."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from secateur.core import cli
+
+
+def _gui_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="secateur gui", description="Open Secateur's window.")
+    parser.add_argument("--model", default="demo", metavar="SPEC", help="the model to open (demo)")
+    parser.add_argument("--data", default="demo", metavar="SPEC", help="the data to open (demo)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--method", metavar="ID", help="run this method once the model is open")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a method parameter")
+    parser.add_argument("--select", metavar="LAYER", help="select this layer in the tree (for screenshots)")
+    parser.add_argument("--screenshot", metavar="FILE", help="render the window to a PNG and exit")
+    parser.add_argument("--size", default="1280x800", help="window size for --screenshot, WIDTHxHEIGHT (1280x800)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``secateur`` with no arguments, or ``secateur gui ...``, opens the window; anything else is the CLI."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] != "gui":
+        return cli.main(arguments)
+    options = _gui_parser().parse_args(arguments[1:])
+    from secateur.app.gui import run_gui
+
+    return run_gui(options)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

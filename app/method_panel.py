@@ -1,0 +1,169 @@
+"""The method panel: pick a method, fill its parameters, set the target, run and cancel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from secateur.core.errors import InputError
+from secateur.core.methods import MethodInfo, ParamSpec
+from secateur.core.params import validate_params
+from secateur.core.plan import PlanOptions, Target
+
+
+def _editor(spec: ParamSpec) -> QWidget:
+    """A form field for one parameter; text fields, so the core's validation judges every value."""
+    if spec.type == "bool":
+        box = QCheckBox()
+        box.setChecked(bool(spec.default))
+        return box
+    if spec.type == "choice":
+        combo = QComboBox()
+        combo.addItems(list(spec.choices or ()))
+        combo.setCurrentText(str(spec.default))
+        return combo
+    field = QLineEdit(str(spec.default))
+    field.setPlaceholderText(spec.type)
+    return field
+
+
+def _value(widget: QWidget) -> Any:
+    if isinstance(widget, QCheckBox):
+        return widget.isChecked()
+    if isinstance(widget, QComboBox):
+        return widget.currentText()
+    return widget.text()  # type: ignore[attr-defined]
+
+
+class MethodPanel(QWidget):
+    """Emits ``run_requested`` with validated parameters; shows parameter errors inline."""
+
+    run_requested = Signal()
+    cancel_requested = Signal()
+    apply_requested = Signal()
+    undo_requested = Signal()
+    sweep_requested = Signal()
+
+    def __init__(self, methods: dict[str, MethodInfo], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.methods = methods
+        self.picker = QComboBox()
+        self.picker.addItems(sorted(methods))
+        self.description = QLabel()
+        self.description.setWordWrap(True)
+        self.form_box = QGroupBox("Parameters")
+        self.form = QFormLayout(self.form_box)
+        self.error = QLabel()
+        self.error.setWordWrap(True)
+        self.error.setStyleSheet("color: #c0392b")
+        self.target_kind = QComboBox()
+        self.target_kind.addItems(["channel ratio", "MACs reduction"])
+        self.target_value = QDoubleSpinBox()
+        self.target_value.setRange(0.01, 0.99)
+        self.target_value.setSingleStep(0.05)
+        self.target_value.setValue(0.3)
+        self.global_ranking = QCheckBox("rank channels globally")
+        self.run_button = QPushButton("Run")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.apply_button = QPushButton("Apply plan")
+        self.apply_button.setEnabled(False)
+        self.undo_button = QPushButton("Undo")
+        self.undo_button.setEnabled(False)
+        self.sweep_button = QPushButton("Sweep")
+        self.sweep_button.setToolTip("accuracy at several ratios, no fine-tuning")
+        self.sweep_button.setEnabled(False)
+        self._editors: dict[str, QWidget] = {}
+
+        target = QGroupBox("Target")
+        target_form = QFormLayout(target)
+        target_form.addRow("remove", self.target_kind)
+        target_form.addRow("fraction", self.target_value)
+        target_form.addRow(self.global_ranking)
+        buttons = QHBoxLayout()
+        for button in (self.run_button, self.cancel_button):
+            buttons.addWidget(button)
+        actions = QHBoxLayout()
+        for button in (self.apply_button, self.undo_button, self.sweep_button):
+            actions.addWidget(button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel("Method"))
+        layout.addWidget(self.picker)
+        layout.addWidget(self.description)
+        layout.addWidget(self.form_box)
+        layout.addWidget(self.error)
+        layout.addWidget(target)
+        layout.addLayout(buttons)
+        layout.addLayout(actions)
+        layout.addStretch(1)
+
+        self.picker.currentTextChanged.connect(self._show_method)
+        self.run_button.clicked.connect(self._on_run)
+        self.cancel_button.clicked.connect(self.cancel_requested)
+        self.apply_button.clicked.connect(self.apply_requested)
+        self.undo_button.clicked.connect(self.undo_requested)
+        self.sweep_button.clicked.connect(self.sweep_requested)
+        if methods:
+            self._show_method(self.picker.currentText())
+
+    def method(self) -> MethodInfo:
+        return self.methods[self.picker.currentText()]
+
+    def _show_method(self, method_id: str) -> None:
+        method = self.methods[method_id]
+        self.description.setText(f"<b>{method.title}</b> ({method.granularity})<br>{method.description}")
+        while self.form.rowCount():
+            self.form.removeRow(0)
+        self._editors = {}
+        for spec in method.params:
+            editor = _editor(spec)
+            editor.setToolTip(spec.help)
+            self.form.addRow(spec.name, editor)
+            self._editors[spec.name] = editor
+        self.form_box.setVisible(bool(method.params))
+        self.error.clear()
+
+    def params(self) -> dict[str, Any]:
+        """The form's values, validated by the core (the same check as ``--param``); raises InputError."""
+        method = self.method()
+        return validate_params(method.params, {name: _value(w) for name, w in self._editors.items()}, method.id)
+
+    def set_param(self, name: str, value: str) -> None:
+        editor = self._editors[name]
+        if isinstance(editor, QLineEdit):
+            editor.setText(value)
+
+    def target(self) -> Target:
+        kind = "ratio" if self.target_kind.currentIndex() == 0 else "macs"
+        return Target(kind, round(self.target_value.value(), 4))
+
+    def options(self) -> PlanOptions:
+        return PlanOptions(global_ranking=self.global_ranking.isChecked())
+
+    def _on_run(self) -> None:
+        try:
+            self.params()
+        except InputError as error:
+            self.error.setText(str(error))
+            return
+        self.error.clear()
+        self.run_requested.emit()
+
+    def set_running(self, running: bool) -> None:
+        self.run_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        self.picker.setEnabled(not running)

@@ -1,0 +1,106 @@
+"""The layer tree as a Qt item model: one row per module, sortable columns, an importance bar."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QModelIndex, QRect, QSortFilterProxyModel, Qt
+from PySide6.QtGui import QColor, QPainter, QStandardItem, QStandardItemModel
+from PySide6.QtWidgets import QStyledItemDelegate, QStyleOptionViewItem
+
+from secateur.core.layer_tree import LayerTree
+from secateur.core.report import human_count
+
+COLUMNS = ("layer", "type", "output", "params", "MACs", "kept / total", "importance")
+NAME_ROLE = Qt.ItemDataRole.UserRole + 1  # the full module path of a row
+SORT_ROLE = Qt.ItemDataRole.UserRole + 2  # the number a column sorts by
+BAR_ROLE = Qt.ItemDataRole.UserRole + 3  # importance in [0, 1], or None
+
+
+def _item(text: str, sort_value: object = None) -> QStandardItem:
+    item = QStandardItem(text)
+    item.setEditable(False)
+    item.setData(sort_value if sort_value is not None else text, SORT_ROLE)
+    return item
+
+
+class LayerTreeModel(QStandardItemModel):
+    """Rows mirror ``LayerTree.layers`` (hierarchy kept); kept/total and importance come from the plan and scores."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setHorizontalHeaderLabels(list(COLUMNS))
+        self._rows: dict[str, list[QStandardItem]] = {}
+        self._group_of: dict[str, str] = {}
+        self._channels: dict[str, int] = {}
+
+    def set_tree(self, tree: LayerTree) -> None:
+        self.removeRows(0, self.rowCount())
+        self._rows.clear()
+        self._group_of = {layer.name: layer.group for layer in tree.layers if layer.group}
+        self._channels = {group.id: group.channels for group in tree.groups}
+        parents: dict[str, QStandardItem] = {}
+        for layer in tree.layers:
+            shape = "×".join(str(v) for v in layer.output_shape[1:]) if layer.output_shape else ""
+            channels = self._channels.get(layer.group or "", 0)
+            row = [
+                _item(layer.name.rsplit(".", 1)[-1], layer.name),
+                _item(layer.type),
+                _item(shape),
+                _item(human_count(layer.params), layer.params),
+                _item(human_count(layer.macs), layer.macs),
+                _item(f"{channels} / {channels}" if channels else "", channels),
+                _item("", -1.0),
+            ]
+            row[0].setData(layer.name, NAME_ROLE)
+            row[0].setToolTip(layer.name + (f"\ngroup {layer.group}" if layer.group else ""))
+            parent = parents.get(layer.parent)
+            (parent or self.invisibleRootItem()).appendRow(row)
+            parents[layer.name] = row[0]
+            self._rows[layer.name] = row
+
+    def group_of(self, layer: str) -> str | None:
+        return self._group_of.get(layer)
+
+    def show_importance(self, group_means: dict[str, float]) -> None:
+        """Fill the importance bar of every layer whose group has scores (values already in [0, 1])."""
+        for name, row in self._rows.items():
+            group = self._group_of.get(name)
+            if group in group_means:
+                row[6].setData(group_means[group], BAR_ROLE)
+                row[6].setData(group_means[group], SORT_ROLE)
+                row[6].setToolTip(f"mean normalised importance {group_means[group]:.3f}")
+
+    def show_plan(self, kept: dict[str, tuple[int, int]]) -> None:
+        """Show kept / total channels per layer from a plan (groups the plan leaves alone show total / total)."""
+        for name, row in self._rows.items():
+            group = self._group_of.get(name)
+            if group is None:
+                continue
+            total = self._channels.get(group, 0)
+            count = kept.get(group, (total, total))[0]
+            row[5].setText(f"{count} / {total}")
+            row[5].setData(count / total if total else 1.0, SORT_ROLE)
+            row[5].setForeground(QColor("#c0392b") if count < total else QColor("#2c3e50"))
+
+
+class SortProxy(QSortFilterProxyModel):
+    """Sorts by each column's number (params, MACs...) rather than its text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setSortRole(SORT_ROLE)
+
+
+class ImportanceBarDelegate(QStyledItemDelegate):
+    """Draws the importance column as a small horizontal bar."""
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
+        super().paint(painter, option, index)
+        value = index.data(BAR_ROLE)
+        if value is None:
+            return
+        rect: QRect = option.rect.adjusted(4, 5, -4, -5)
+        painter.save()
+        painter.fillRect(rect, QColor("#e8e8e8"))
+        filled = QRect(rect.left(), rect.top(), int(rect.width() * max(0.0, min(1.0, float(value)))), rect.height())
+        painter.fillRect(filled, QColor("#e67e22"))
+        painter.restore()

@@ -1,0 +1,155 @@
+"""A pruning session: the state behind the window, as plain core calls.
+
+The window holds one ``Session``; every button runs one of its methods on the
+worker thread. The session keeps the loaded model, the data, the latest
+scores and plan, and the history of applied prunes, so undo returns to the
+model before the last apply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from secateur.core.checkpoint import CheckpointInfo, save_checkpoint
+from secateur.core.data import DataBundle, load_data
+from secateur.core.errors import InputError
+from secateur.core.evaluate import Metrics, accuracy_and_loss, evaluate
+from secateur.core.export import export_model
+from secateur.core.finetune import FinetuneConfig, FinetuneResult, finetune
+from secateur.core.layer_tree import LayerTree, build_layer_tree
+from secateur.core.methods import MethodInfo
+from secateur.core.models import LoadedModel, load_model, parse_model_spec
+from secateur.core.plan import PlanOptions, PruningPlan, Target
+from secateur.core.progress import SILENT, Progress
+from secateur.core.scoring import Scores
+from secateur.core.workspace import Workspace
+
+
+@dataclass
+class _Step:
+    """One applied prune: the model before it, and what was done."""
+
+    model: nn.Module
+    edits: list[dict[str, Any]]
+    method: str
+
+
+@dataclass
+class Session:
+    """The model being pruned and everything computed about it so far."""
+
+    loaded: LoadedModel
+    data: DataBundle | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    seed: int = 0
+    batch_size: int = 128
+    scores: Scores | None = None
+    plan: PruningPlan | None = None
+    metrics_before: Metrics | None = None
+    metrics_after: Metrics | None = None
+    history: list[_Step] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, model_spec: str, data_spec: str | None = None, device: torch.device | None = None) -> Session:
+        """Load a model SPEC (and a data SPEC) as the CLI would."""
+        loaded = load_model(parse_model_spec(model_spec))
+        data = load_data(data_spec, input_size=loaded.input_shape[1]) if data_spec else None
+        return cls(loaded, data, device or torch.device("cpu"))
+
+    @property
+    def model(self) -> nn.Module:
+        return self.loaded.model
+
+    def tree(self) -> LayerTree:
+        example = torch.zeros((1, *self.loaded.input_shape), device=self.device)
+        return build_layer_tree(self.model.to(self.device), example, self.loaded.source or self.loaded.spec.text())
+
+    def workspace(self) -> Workspace:
+        return Workspace(self.model, self.loaded.input_shape, self.data, self.device, self.seed, self.batch_size)
+
+    def score(self, method: MethodInfo, params: dict[str, Any], progress: Progress = SILENT, on_partial=None) -> Scores:
+        """Score with a method; the scores are kept for planning."""
+        self.scores = self.workspace().score(method, params, progress, on_partial)
+        self.plan = None
+        return self.scores
+
+    def make_plan(self, target: Target, options: PlanOptions, method: str = "") -> PruningPlan:
+        if self.scores is None:
+            raise InputError("run a method first: there are no scores to plan from")
+        self.plan = self.workspace().plan(self.scores, target, options, method)
+        return self.plan
+
+    def evaluate(self, model: nn.Module | None = None, progress: Progress = SILENT) -> Metrics:
+        if self.data is None:
+            raise InputError("open a data set first: evaluation needs one")
+        return evaluate(model or self.model, self.data, self.device, latency_runs=10, progress=progress)
+
+    def apply(
+        self, method: MethodInfo | None, params: dict[str, Any], progress: Progress = SILENT
+    ) -> tuple[Metrics | None, Metrics | None]:
+        """Apply the current plan; the model before it goes on the undo stack."""
+        if self.plan is None:
+            raise InputError("make a plan first (run a method, then preview the plan)")
+        before = self.evaluate(progress=progress) if self.data else None
+        pruned, edits = self.workspace().apply(self.plan, method, params)
+        after = self.evaluate(pruned, progress) if self.data else None
+        self.history.append(_Step(self.model, list(self.loaded.edits), self.plan.method))
+        self.loaded = replace(self.loaded, model=pruned, edits=[*self.loaded.edits, *edits])
+        self.metrics_before, self.metrics_after = before, after
+        self.scores, self.plan = None, None
+        return before, after
+
+    def finetune(self, config: FinetuneConfig, progress: Progress = SILENT, on_epoch=None) -> FinetuneResult:
+        """Fine-tune the current model (undoable like an apply)."""
+        if self.data is None:
+            raise InputError("open a data set first: fine-tuning needs one")
+        result = finetune(self.model, self.data, config, self.device, progress, on_epoch=on_epoch)
+        self.history.append(_Step(self.model, list(self.loaded.edits), "finetune"))
+        self.loaded = replace(self.loaded, model=result.model)
+        return result
+
+    def sweep(
+        self,
+        scores: Scores,
+        ratios: tuple[float, ...],
+        options: PlanOptions,
+        progress: Progress = SILENT,
+        on_point=None,
+    ) -> list[tuple[float, float]]:
+        """Test accuracy after pruning at each ratio by ``scores`` (no fine-tuning): the accuracy-sparsity curve."""
+        if self.data is None:
+            raise InputError("open a data set first: the sweep evaluates accuracy")
+        workspace = self.workspace()
+        points: list[tuple[float, float]] = []
+        for index, ratio in enumerate(ratios):
+            pruned, _ = workspace.apply(workspace.plan(scores, Target("ratio", ratio), options))
+            accuracy, _, _ = accuracy_and_loss(pruned, self.data, "test", self.device)
+            points.append((ratio, accuracy))
+            progress("sweep", index + 1, len(ratios))
+            if on_point is not None:
+                on_point(list(points))
+        return points
+
+    def undo(self) -> bool:
+        """Return to the model before the last apply; False when there is nothing to undo."""
+        if not self.history:
+            return False
+        step = self.history.pop()
+        self.loaded = replace(self.loaded, model=step.model, edits=step.edits)
+        self.scores, self.plan, self.metrics_before, self.metrics_after = None, None, None, None
+        return True
+
+    def save(self, path: str | Path) -> Path:
+        extra = {"method": self.history[-1].method if self.history else None}
+        if self.metrics_after is not None:
+            extra["after"] = self.metrics_after.to_dict()
+        info = CheckpointInfo(self.loaded.spec, self.loaded.input_shape, self.loaded.edits, extra)
+        return save_checkpoint(path, self.model, info)
+
+    def export(self, file_format: str, path: str | Path) -> Path:
+        return export_model(self.model, self.loaded.input_shape, file_format, path)

@@ -1,0 +1,131 @@
+"""The window, driven with pytest-qt offscreen: loading, scoring, cancelling, bad input, saving."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import QMessageBox
+
+from secateur.app.tree_model import NAME_ROLE
+from secateur.app.window import MainWindow
+from secateur.core.layer_tree import build_layer_tree
+from secateur.core.models import load_model, parse_model_spec
+from secateur.core.registry import FailedPlugin, load_registry
+
+TIMEOUT_MS = 120_000
+
+
+def _state_hash(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        digest.update(key.encode() + value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture
+def window(qtbot, tmp_path: Path) -> MainWindow:
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    registry = load_registry()
+    registry.failed.append(FailedPlugin("broken (secateur_broken)", "Traceback ...\nImportError: no module named x"))
+    window = MainWindow(registry, settings)
+    qtbot.addWidget(window)
+    window.resize(1280, 800)
+    window.show()
+    return window
+
+
+def _open(qtbot, window: MainWindow, spec: str = "demo") -> None:
+    with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
+        window.open(spec, "demo")
+
+
+def _rows(model, parent=None) -> list[str]:
+    from PySide6.QtCore import QModelIndex
+
+    parent = parent or QModelIndex()
+    names = []
+    for row in range(model.rowCount(parent)):
+        index = model.index(row, 0, parent)
+        names.append(index.data(NAME_ROLE))
+        names.extend(_rows(model, index))
+    return names
+
+
+def test_tree_rows_match_inspect(qtbot, window: MainWindow) -> None:
+    _open(qtbot, window)
+    loaded = load_model(parse_model_spec("demo"))
+    tree = build_layer_tree(loaded.model, torch.zeros(1, 3, 32, 32), "demo")
+    assert _rows(window.tree_model) == [layer.name for layer in tree.layers]
+    assert window.select_layer("layer2.0.conv1")
+
+
+def test_plugins_that_failed_are_listed_with_their_tracebacks(qtbot, window: MainWindow) -> None:
+    window.show_failed_plugins()
+    dialog = next(box for box in window.findChildren(QMessageBox) if box.windowTitle() == "Plugins")
+    assert "1 plugin(s) failed to load" in dialog.text() and "broken (secateur_broken)" in dialog.informativeText()
+    assert "ImportError: no module named x" in dialog.detailedText()
+
+
+def test_scoring_fills_heatmaps_and_tree_then_apply_and_undo(qtbot, window: MainWindow, tmp_path: Path) -> None:
+    _open(qtbot, window, "demo-vgg")
+    window.panel.picker.setCurrentText("l1")
+    with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
+        window.run_method()
+    prunable = {g.id for g in window.session.workspace().groups if g.prunable}
+    assert set(window.scores.groups) == prunable
+    assert window.select_layer("features.3")
+    assert window.heatmap.image.image is not None and "features.3" in window.heatmap.title.text()
+    assert window.panel.apply_button.isEnabled()  # the plan preview is ready
+    before = window.session.model
+    with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
+        window.apply_plan()
+    assert window.results.rowCount() == 5 and window.session.model is not before
+    path = tmp_path / "pruned.safetensors"
+    with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
+        window.save(str(path))
+    probe = (
+        "import sys; from secateur.core import load_checkpoint;"
+        "print(load_checkpoint(sys.argv[1]).features[0].out_channels)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) == window.session.model.features[0].out_channels < 32
+    with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
+        window.undo()
+    assert window.session.model is before
+
+
+def test_cancel_midway_leaves_the_model_unchanged(qtbot, window: MainWindow) -> None:
+    _open(qtbot, window)
+    before = _state_hash(window.session.model)
+    window.panel.picker.setCurrentText("taylor")
+    with qtbot.waitSignal(window.worker.cancelled, timeout=TIMEOUT_MS):
+        window.run_method()
+        window.worker.cancel()
+    assert _state_hash(window.session.model) == before
+    assert "cancelled" in window.statusBar().currentMessage()
+
+
+def test_a_bad_parameter_is_refused_in_the_form(qtbot, window: MainWindow) -> None:
+    _open(qtbot, window)
+    window.panel.picker.setCurrentText("taylor")
+    window.panel.set_param("batches", "0")
+    window.panel.run_button.click()
+    assert "parameter batches='0' is out of range" in window.panel.error.text()
+    assert not window.worker.busy()
+
+
+def test_a_bad_model_file_shows_an_error_dialog(qtbot, window: MainWindow, tmp_path: Path) -> None:
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
+        window.open(str(bad), "demo")
+    dialog = window.findChild(QMessageBox, "error-dialog")
+    assert dialog is not None and "not a readable .safetensors file" in dialog.text()
+    assert window.isVisible() and window.session is None
