@@ -20,8 +20,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 run: install
-	$(BIN)/secateur inspect demo
-	$(BIN)/secateur eval demo --data demo
+	$(BIN)/secateur gui --model demo --data demo
 
 lint: install
 	$(BIN)/ruff check .

@@ -46,6 +46,7 @@ class HeatmapPanel(QWidget):
         self.plot.setLabel("bottom", f"channel (mod {ROW_WIDTH})")
         self.plot.setLabel("left", f"channel ÷ {ROW_WIDTH}")
         self.plot.invertY(True)
+        self.plot.getAxis("left").setTickSpacing(major=1, minor=1)  # whole rows of channels
         self.image = pg.ImageItem()
         self.plot.addItem(self.image)
         self.colorbar = pg.ColorBarItem(values=(0, 1), colorMap=pg.colormap.get("viridis"), label="importance")

@@ -9,7 +9,7 @@ from PySide6.QtWidgets import QStyledItemDelegate, QStyleOptionViewItem
 from secateur.core.layer_tree import LayerTree
 from secateur.core.report import human_count
 
-COLUMNS = ("layer", "type", "output", "params", "MACs", "kept / total", "importance")
+COLUMNS = ("layer", "type", "output", "params", "MACs", "kept", "importance")
 NAME_ROLE = Qt.ItemDataRole.UserRole + 1  # the full module path of a row
 SORT_ROLE = Qt.ItemDataRole.UserRole + 2  # the number a column sorts by
 BAR_ROLE = Qt.ItemDataRole.UserRole + 3  # importance in [0, 1], or None

@@ -9,6 +9,7 @@ from typing import Any
 
 import pyqtgraph as pg
 import torch
+import torchvision  # noqa: F401 - imported here, on the Qt thread: a first import in the worker would hold the GIL
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
@@ -68,10 +69,14 @@ class MainWindow(QMainWindow):
         self.tree = QTreeView()
         self.tree.setModel(self.proxy)
         self.tree.setSortingEnabled(True)
+        self.tree.setIndentation(12)
         self.tree.header().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)  # module order until a header is clicked
         self.proxy.sort(-1)
         self.tree.setItemDelegateForColumn(6, ImportanceBarDelegate(self.tree))
         self.tree.header().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.tree.header().setSectionResizeMode(6, QHeaderView.ResizeMode.Fixed)
+        self.tree.header().resizeSection(6, 74)
+        self.tree.header().setStretchLastSection(False)
         self.tree.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
         self.heatmap = HeatmapPanel()
         self.panel = MethodPanel(self.registry.methods)
@@ -381,6 +386,8 @@ class MainWindow(QMainWindow):
         if self.session is None or not self.scores.groups or self.worker.busy():
             return
         self.session.scores = self.scores
+        if not self.session.planning_ready():  # tracing belongs to the worker; scoring prepares it
+            return
         options = self.panel.options()
         options.locked = tuple(self._locked)
         options.overrides = dict(self._overrides)
@@ -560,10 +567,10 @@ class MainWindow(QMainWindow):
         box.open()
 
     def resizeEvent(self, event) -> None:
-        """Keep the three panes at 40/32/28% of the width as the window is resized."""
+        """Keep the three panes at 50/26/24% of the width as the window is resized."""
         super().resizeEvent(event)
         width = self.width()
-        self.splitter.setSizes([int(width * 0.40), int(width * 0.32), int(width * 0.28)])
+        self.splitter.setSizes([int(width * 0.50), int(width * 0.26), int(width * 0.24)])
 
     def closeEvent(self, event) -> None:
         self.worker.cancel()

@@ -53,6 +53,7 @@ class Session:
     metrics_before: Metrics | None = None
     metrics_after: Metrics | None = None
     history: list[_Step] = field(default_factory=list)
+    _workspace: Workspace | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, model_spec: str, data_spec: str | None = None, device: torch.device | None = None) -> Session:
@@ -70,7 +71,17 @@ class Session:
         return build_layer_tree(self.model.to(self.device), example, self.loaded.source or self.loaded.spec.text())
 
     def workspace(self) -> Workspace:
-        return Workspace(self.model, self.loaded.input_shape, self.data, self.device, self.seed, self.batch_size)
+        """The workspace of the current model, built once per model (tracing it is the costly part)."""
+        cached = self._workspace
+        if cached is None or cached.model is not self.model or cached.device != self.device:
+            cached = Workspace(self.model, self.loaded.input_shape, self.data, self.device, self.seed, self.batch_size)
+            self._workspace = cached
+        return cached
+
+    def planning_ready(self) -> bool:
+        """Whether a plan can be made without tracing the model again (cheap enough for the window's thread)."""
+        cached = self._workspace
+        return self.scores is not None and cached is not None and cached.model is self.model and cached.prepared()
 
     def score(self, method: MethodInfo, params: dict[str, Any], progress: Progress = SILENT, on_partial=None) -> Scores:
         """Score with a method; the scores are kept for planning."""
@@ -124,7 +135,7 @@ class Session:
         """Test accuracy after pruning at each ratio by ``scores`` (no fine-tuning): the accuracy-sparsity curve."""
         if self.data is None:
             raise InputError("open a data set first: the sweep evaluates accuracy")
-        workspace = self.workspace()
+        workspace = Workspace(self.model, self.loaded.input_shape, self.data, self.device, self.seed, self.batch_size)
         points: list[tuple[float, float]] = []
         for index, ratio in enumerate(ratios):
             pruned, _ = workspace.apply(workspace.plan(scores, Target("ratio", ratio), options))

@@ -81,6 +81,10 @@ class Workspace:
             self._prepared = _Prepared(work, graph, groups, own)
         return self._prepared
 
+    def prepared(self) -> bool:
+        """Whether the working copy is traced and ready (it is handed over by ``apply``)."""
+        return self._prepared is not None
+
     @property
     def groups(self) -> list[GroupInfo]:
         return self._prepare().groups

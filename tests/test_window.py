@@ -129,3 +129,18 @@ def test_a_bad_model_file_shows_an_error_dialog(qtbot, window: MainWindow, tmp_p
     dialog = window.findChild(QMessageBox, "error-dialog")
     assert dialog is not None and "not a readable .safetensors file" in dialog.text()
     assert window.isVisible() and window.session is None
+
+
+def test_screenshot_option_renders_the_window_after_running_a_method(tmp_path: Path) -> None:
+    import os
+
+    from PySide6.QtGui import QImage
+
+    path = tmp_path / "window.png"
+    command = [sys.executable, "-m", "secateur.app.launcher", "gui", "--model", "demo-vgg", "--method", "l2"]
+    command += ["--select", "features.0", "--size", "1024x700", "--screenshot", str(path)]
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    image = QImage(str(path))
+    assert (image.width(), image.height()) == (1024, 700)
