@@ -61,7 +61,7 @@ class MainWindow(QMainWindow):
         self.worker = Worker(self)
         self._job_name = ""
         self._started = 0.0
-        self._epochs: list[float] = []
+        self._epochs: list[EpochRecord] = []
 
         self.tree_model = LayerTreeModel()
         self.proxy = SortProxy()
@@ -86,8 +86,9 @@ class MainWindow(QMainWindow):
         self.curve = pg.PlotWidget(title="accuracy against ratio (no fine-tuning)")
         self.curve.setLabel("bottom", "channel ratio removed")
         self.curve.setLabel("left", "accuracy %")
-        self.training = pg.PlotWidget(title="fine-tuning: validation accuracy per epoch")
+        self.training = pg.PlotWidget(title="fine-tuning, per epoch")
         self.training.setLabel("bottom", "epoch")
+        self.training.addLegend()
         tabs = QTabWidget()
         tabs.addTab(self.results, "Before / after")
         tabs.addTab(self.curve, "Sweep")
@@ -348,8 +349,13 @@ class MainWindow(QMainWindow):
             self.scores.update(value)
             self._draw_scores()
         elif isinstance(value, EpochRecord):
-            self._epochs.append(value.val_accuracy)
-            self.training.plot(list(range(1, len(self._epochs) + 1)), self._epochs, symbol="o", clear=True)
+            self._epochs.append(value)
+            epochs = [record.epoch for record in self._epochs]
+            self.training.clear()
+            self.training.plot(epochs, [r.val_accuracy for r in self._epochs], symbol="o", name="validation accuracy %")
+            self.training.plot(
+                epochs, [100 * r.train_loss for r in self._epochs], symbol="t", pen="r", name="training loss × 100"
+            )
         elif isinstance(value, list):
             self._draw_sweep(value)
 
@@ -521,7 +527,7 @@ class MainWindow(QMainWindow):
         session = self.session
         assert session is not None
         self.training.clear()
-        self._epochs: list[float] = []
+        self._epochs: list[EpochRecord] = []
 
         def job(progress, on_partial):
             return session.finetune(FinetuneConfig(epochs=epochs), progress, on_epoch=on_partial)

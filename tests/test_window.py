@@ -144,3 +144,15 @@ def test_screenshot_option_renders_the_window_after_running_a_method(tmp_path: P
     assert result.returncode == 0, result.stderr
     image = QImage(str(path))
     assert (image.width(), image.height()) == (1024, 700)
+
+
+def test_finetuning_plots_each_epoch_and_can_be_undone(qtbot, window: MainWindow) -> None:
+    _open(qtbot, window, "demo-vgg")
+    before = window.session.model
+    with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
+        window.finetune(1)
+    assert len(window._epochs) == 1 and len(window.training.getPlotItem().listDataItems()) == 2
+    assert window.session.model is not before and window.panel.undo_button.isEnabled()
+    with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
+        window.undo()
+    assert window.session.model is before
