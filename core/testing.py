@@ -53,7 +53,8 @@ class ConformanceReport:
     checks: list[str] = field(default_factory=list)
 
 
-def _state_hash(model: torch.nn.Module) -> str:
+def state_hash(model: torch.nn.Module) -> str:
+    """SHA-256 of every tensor of the model's state dict: equal hashes, bit-identical models."""
     digest = hashlib.sha256()
     for key, value in sorted(model.state_dict().items()):
         digest.update(key.encode())
@@ -127,7 +128,7 @@ def check_method(
     checks = check_params(method)
     loaded = load_model(parse_model_spec(model))
     bundle = load_data(data, input_size=loaded.input_shape[1])
-    before = _state_hash(loaded.model)
+    before = state_hash(loaded.model)
     workspace = Workspace(loaded.model, loaded.input_shape, bundle, seed=seed, batch_size=100)
 
     scores, partials = _score(workspace, method, params)
@@ -137,7 +138,7 @@ def check_method(
     for partial in partials:
         published.update(partial)
     assert set(published.groups) == set(scores.groups) and set(published.blocks) == set(scores.blocks)
-    assert _state_hash(loaded.model) == before, f"method {method.id}: scoring changed the model it was given"
+    assert state_hash(loaded.model) == before, f"method {method.id}: scoring changed the model it was given"
     checks.append(f"scoring streamed {len(partials)} partial results and left the model unchanged")
 
     again, _ = _score(Workspace(loaded.model, loaded.input_shape, bundle, seed=seed, batch_size=100), method, params)
@@ -157,7 +158,7 @@ def check_method(
         pass
     else:
         raise AssertionError(f"method {method.id}: scoring ignored cancellation (report progress, let the host stop)")
-    assert _state_hash(loaded.model) == before, f"method {method.id}: cancelling changed the model"
+    assert state_hash(loaded.model) == before, f"method {method.id}: cancelling changed the model"
     checks.append("cancellation stops scoring and leaves the model unchanged")
 
     report = ConformanceReport(method.id, len(partials), len(scores.groups), len(scores.blocks), checks=checks)

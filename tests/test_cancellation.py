@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 import torch
 
@@ -13,15 +11,8 @@ from secateur.core.finetune import FinetuneConfig, finetune
 from secateur.core.models import load_model, parse_model_spec
 from secateur.core.progress import Progress
 from secateur.core.registry import load_registry
+from secateur.core.testing import state_hash
 from secateur.core.workspace import Workspace
-
-
-def _state_hash(model: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for key, value in sorted(model.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _cancel_after(calls: int) -> Progress:
@@ -36,19 +27,19 @@ def _cancel_after(calls: int) -> Progress:
 @pytest.mark.parametrize("method", ["l1", "taylor"])
 def test_cancelled_scoring_leaves_the_model_unchanged(method: str) -> None:
     loaded = load_model(parse_model_spec("demo"))
-    before = _state_hash(loaded.model)
+    before = state_hash(loaded.model)
     workspace = Workspace(loaded.model, loaded.input_shape, load_data("demo"))
     partials = []
     with pytest.raises(Cancelled):
         workspace.score(load_registry().methods[method], progress=_cancel_after(3), on_partial=partials.append)
-    assert _state_hash(loaded.model) == before
+    assert state_hash(loaded.model) == before
     assert all(p.grad is None for p in loaded.model.parameters())
     assert len(partials) < len(workspace.groups)
 
 
 def test_cancelled_finetuning_leaves_the_model_unchanged() -> None:
     loaded = load_model(parse_model_spec("demo-vgg"))
-    before = _state_hash(loaded.model)
+    before = state_hash(loaded.model)
     with pytest.raises(Cancelled):
         finetune(loaded.model, load_data("demo"), FinetuneConfig(epochs=1), torch.device("cpu"), _cancel_after(5))
-    assert _state_hash(loaded.model) == before
+    assert state_hash(loaded.model) == before

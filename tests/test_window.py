@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -17,15 +16,9 @@ from secateur.app.window import MainWindow
 from secateur.core.layer_tree import build_layer_tree
 from secateur.core.models import load_model, parse_model_spec
 from secateur.core.registry import FailedPlugin, load_registry
+from secateur.core.testing import state_hash
 
 TIMEOUT_MS = 120_000
-
-
-def _state_hash(model: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for key, value in sorted(model.state_dict().items()):
-        digest.update(key.encode() + value.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 @pytest.fixture
@@ -103,12 +96,12 @@ def test_scoring_fills_heatmaps_and_tree_then_apply_and_undo(qtbot, window: Main
 
 def test_cancel_midway_leaves_the_model_unchanged(qtbot, window: MainWindow) -> None:
     _open(qtbot, window)
-    before = _state_hash(window.session.model)
+    before = state_hash(window.session.model)
     window.panel.picker.setCurrentText("taylor")
     with qtbot.waitSignal(window.worker.cancelled, timeout=TIMEOUT_MS):
         window.run_method()
         window.worker.cancel()
-    assert _state_hash(window.session.model) == before
+    assert state_hash(window.session.model) == before
     assert "cancelled" in window.statusBar().currentMessage()
 
 
