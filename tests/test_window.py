@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import torch
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QMessageBox
 
-from secateur.app.tree_model import NAME_ROLE
+from conftest import run_cli
+from secateur.app.tree_model import NAME_ROLE, SORT_ROLE
 from secateur.app.window import MainWindow
-from secateur.core.layer_tree import build_layer_tree
-from secateur.core.models import load_model, parse_model_spec
 from secateur.core.registry import FailedPlugin, load_registry
 from secateur.core.testing import state_hash
 
@@ -52,9 +51,11 @@ def _rows(model, parent=None) -> list[str]:
 
 def test_tree_rows_match_inspect(qtbot, window: MainWindow) -> None:
     _open(qtbot, window)
-    loaded = load_model(parse_model_spec("demo"))
-    tree = build_layer_tree(loaded.model, torch.zeros(1, 3, 32, 32), "demo")
-    assert _rows(window.tree_model) == [layer.name for layer in tree.layers]
+    inspected = json.loads(run_cli("inspect", "demo", "--json").stdout)
+    assert _rows(window.tree_model) == [layer["name"] for layer in inspected["layers"]]
+    params = {layer["name"]: layer["params"] for layer in inspected["layers"]}
+    first = window.tree_model.index(0, 0)
+    assert first.data(NAME_ROLE) == "conv1" and first.siblingAtColumn(3).data(SORT_ROLE) == params["conv1"]
     assert window.select_layer("layer2.0.conv1")
 
 
