@@ -62,6 +62,7 @@ class MainWindow(QMainWindow):
         self._job_name = ""
         self._started = 0.0
         self._epochs: list[EpochRecord] = []
+        self._pending_success = None  # the success handler of the running job, dropped if it fails
 
         self.tree_model = LayerTreeModel()
         self.proxy = SortProxy()
@@ -247,7 +248,7 @@ class MainWindow(QMainWindow):
         self.job_done.emit(self._job_name)
 
     def _disconnect_pending(self) -> None:
-        pending = getattr(self, "_pending_success", None)
+        pending = self._pending_success
         if pending is not None:
             with contextlib.suppress(RuntimeError, TypeError):
                 self.worker.succeeded.disconnect(pending)
