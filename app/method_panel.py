@@ -132,6 +132,8 @@ class MethodPanel(QWidget):
         for spec in method.params:
             editor = _editor(spec)
             editor.setToolTip(spec.help)
+            if isinstance(editor, QLineEdit):
+                editor.textEdited.connect(lambda _text: self.check_params())
             self.form.addRow(spec.name, editor)
             self._editors[spec.name] = editor
         self.form_box.setVisible(bool(method.params))
@@ -146,6 +148,7 @@ class MethodPanel(QWidget):
         editor = self._editors[name]
         if isinstance(editor, QLineEdit):
             editor.setText(value)
+            self.check_params()
 
     def target(self) -> Target:
         kind = "ratio" if self.target_kind.currentIndex() == 0 else "macs"
@@ -154,14 +157,21 @@ class MethodPanel(QWidget):
     def options(self) -> PlanOptions:
         return PlanOptions(global_ranking=self.global_ranking.isChecked())
 
-    def _on_run(self) -> None:
+    def check_params(self) -> bool:
+        """Validate the form as it is typed in, showing the core's message under it."""
         try:
             self.params()
         except InputError as error:
             self.error.setText(str(error))
-            return
+            self.run_button.setEnabled(False)
+            return False
         self.error.clear()
-        self.run_requested.emit()
+        self.run_button.setEnabled(True)
+        return True
+
+    def _on_run(self) -> None:
+        if self.check_params():
+            self.run_requested.emit()
 
     def set_running(self, running: bool) -> None:
         self.run_button.setEnabled(not running)

@@ -110,9 +110,12 @@ def test_a_bad_parameter_is_refused_in_the_form(qtbot, window: MainWindow) -> No
     _open(qtbot, window)
     window.panel.picker.setCurrentText("taylor")
     window.panel.set_param("batches", "0")
-    window.panel.run_button.click()
     assert "parameter batches='0' is out of range" in window.panel.error.text()
+    assert not window.panel.run_button.isEnabled()  # refused as typed, before any run
+    window.panel.run_button.click()
     assert not window.worker.busy()
+    window.panel.set_param("batches", "2")
+    assert window.panel.error.text() == "" and window.panel.run_button.isEnabled()
 
 
 def test_a_bad_model_file_shows_an_error_dialog(qtbot, window: MainWindow, tmp_path: Path) -> None:
