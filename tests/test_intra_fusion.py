@@ -1,0 +1,111 @@
+"""Intra-Fusion: exact on duplicated channels, transport marginals, folding, groups, conformance."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from secateur.core.models import load_model, parse_model_spec
+from secateur.core.plan import GroupPlan, PruningPlan, Target
+from secateur.core.registry import load_registry
+from secateur.core.testing import check_method
+from secateur.core.workspace import Workspace
+from secateur.plugins.intra_fusion import batchnorm_pairs, fold_batchnorm, transport
+
+DEFAULTS = {"importance": "l1", "batches": 1, "marginals": "uniform", "solver": "emd", "sinkhorn_reg": 0.01}
+
+
+class Pair(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv2(torch.relu(self.conv1(x)))).mean(dim=(2, 3)))
+
+
+@pytest.fixture(scope="module")
+def method():
+    return load_registry().methods["intra-fusion"]
+
+
+def test_exact_duplicates_are_fused_without_changing_the_function(method) -> None:
+    torch.manual_seed(0)
+    model = Pair().eval()
+    with torch.no_grad():  # channels 4..7 copy 0..3; the consumer's columns are split in halves between copies
+        model.conv1.weight[4:] = model.conv1.weight[:4]
+        model.conv1.bias[4:] = model.conv1.bias[:4]
+        model.conv2.weight[:, :4] /= 2
+        model.conv2.weight[:, 4:] = model.conv2.weight[:, :4]
+    workspace = Workspace(model, (3, 16, 16))
+    plan = PruningPlan("intra-fusion", Target("ratio", 0.5), {"conv1": GroupPlan([0, 1, 2, 3], 8)})
+    x = torch.randn(5, 3, 16, 16)
+    fused, edits = workspace.apply(plan, method, {**DEFAULTS, "normalization": "average"})
+    dropped, _ = Workspace(model, (3, 16, 16)).apply(plan)
+    with torch.no_grad():
+        expected = model(x)
+        assert fused.conv1.out_channels == 4 and edits[0]["kind"] == "prune_channels"
+        assert (fused(x) - expected).abs().max() < 1e-5
+        assert (dropped(x) - expected).abs().max() > 1e-2
+
+
+def test_transport_maps_have_the_declared_marginals() -> None:
+    rng = torch.Generator().manual_seed(0)
+    features = torch.randn(12, 7, generator=rng)
+    kept = [1, 4, 6, 9]
+    for importance in (None, torch.rand(12, generator=rng) + 0.1):
+        plan, t_out, t_in = transport(features, kept, importance, "emd", 0.0)
+        a = np.full(12, 1 / 12) if importance is None else (importance / importance.sum()).double().numpy()
+        b = np.full(4, 1 / 4) if importance is None else (importance[kept] / importance[kept].sum()).double().numpy()
+        assert np.allclose(plan.sum(axis=1), a) and np.allclose(plan.sum(axis=0), b)
+        assert torch.allclose(t_out.sum(dim=1), torch.ones(4, dtype=torch.float64))  # rows of T_out average
+        assert torch.allclose(t_in.sum(dim=0), torch.ones(12, dtype=torch.float64))  # columns of T_in sum
+    _, t_out, _ = transport(features, list(range(12)), None, "emd", 0.0)
+    assert torch.allclose(t_out, torch.eye(12, dtype=torch.float64))  # keeping everything is the identity
+
+
+@pytest.mark.parametrize("spec", ["demo", "demo-vgg"])
+def test_batchnorm_folding_keeps_the_logits(spec: str) -> None:
+    loaded = load_model(parse_model_spec(spec))
+    workspace = Workspace(loaded.model, loaded.input_shape)
+    folded = copy.deepcopy(loaded.model)
+    pairs = batchnorm_pairs(workspace._prepare().model, workspace.graph)
+    fold_batchnorm(folded, pairs)
+    x = torch.randn(4, *loaded.input_shape)
+    with torch.no_grad():
+        assert len(pairs) >= 8 and (folded(x) - loaded.model(x)).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("name", ["demo", "resnet18", "mobilenet_v2"])
+def test_residual_and_depthwise_groups_stay_consistent(method, name: str) -> None:
+    if name == "demo":
+        model, shape = load_model(parse_model_spec("demo")).model, (3, 32, 32)
+    else:
+        model, shape = torchvision.models.get_model(name, weights=None).eval(), (3, 64, 64)
+    workspace = Workspace(model, shape)
+    plan = workspace.plan(workspace.score(method, {"batches": "1"}), Target("ratio", 0.4))
+    fused, _ = workspace.apply(plan, method, {})
+    assert sum(p.numel() for p in fused.parameters()) == plan.predicted_params
+    with torch.no_grad():
+        assert torch.isfinite(fused(torch.randn(2, *shape))).all()
+    depthwise_notes = [note for note in plan.notes if "depthwise" in note]
+    assert bool(depthwise_notes) == (name == "mobilenet_v2")  # reported to the user, plain selection there
+
+
+def test_conforms_and_refuses_bad_parameters() -> None:
+    check_method("intra-fusion", {"batches": 1}, model="demo-vgg")
+    from secateur.core.errors import InputError
+    from secateur.core.params import validate_params
+
+    spec = load_registry().methods["intra-fusion"].params
+    with pytest.raises(InputError, match="parameter importance='magic' is not one of l1, l2"):
+        validate_params(spec, {"importance": "magic"}, "intra-fusion")
+    with pytest.raises(InputError, match="parameter sinkhorn_reg='0' is out of range"):
+        validate_params(spec, {"sinkhorn_reg": "0"}, "intra-fusion")
