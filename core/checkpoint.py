@@ -11,8 +11,6 @@ half-written file in place of a good one.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from secateur.core.errors import InputError
+from secateur.core.files import atomic_target
 from secateur.core.models import LoadedModel, ModelSpec, load_model
 from secateur.core.surgery import replay_edits
 from secateur.core.weights import load_weights_into
@@ -56,18 +55,10 @@ def save_checkpoint(path: str | Path, model: nn.Module, info: CheckpointInfo) ->
     path = Path(path)
     if path.suffix != ".safetensors":
         raise InputError(f"--out {path}: a checkpoint is a .safetensors file; name it something.safetensors")
-    if not path.parent.is_dir():
-        raise InputError(f"--out {path}: the folder {path.parent} does not exist")
     tensors = {name: value.detach().cpu().contiguous().clone() for name, value in model.state_dict().items()}
     metadata = {"format": FORMAT, "version": str(VERSION), "secateur": info.to_json()}
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_target(path) as temporary:
         save_file(tensors, temporary, metadata=metadata)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -6,8 +6,6 @@ into place, so a failed export never leaves a half-written file behind.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +14,7 @@ import torch
 from torch import nn
 
 from secateur.core.errors import InputError, WorkError
+from secateur.core.files import atomic_target
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2"}
 
@@ -51,18 +50,13 @@ def export_model(model: nn.Module, input_shape: tuple[int, ...], file_format: st
     """Write ``model`` (traced on a batch of one) as ``file_format`` to ``out``, atomically."""
     if file_format not in _WRITERS:
         raise InputError(f"--format {file_format!r}: expected one of {', '.join(FORMATS)}")
-    out = Path(out)
-    if not out.parent.is_dir():
-        raise InputError(f"--out {out}: the folder {out.parent} does not exist")
     model = model.eval().cpu()
     example = torch.zeros((1, *input_shape))
-    handle, temporary = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(handle)
     try:
-        with torch.no_grad():
+        with atomic_target(out) as temporary, torch.no_grad():
             _WRITERS[file_format](model, example, temporary)
-        os.replace(temporary, out)
+    except InputError:
+        raise
     except Exception as error:
-        Path(temporary).unlink(missing_ok=True)
         raise WorkError(f"export to {file_format} failed: {type(error).__name__}: {error}") from None
-    return out
+    return Path(out)
