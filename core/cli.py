@@ -25,8 +25,8 @@ from secateur.core.export import export_model
 from secateur.core.files import write_json_atomic
 from secateur.core.finetune import FinetuneConfig
 from secateur.core.jobs import PruneRequest, find_method, run_prune, run_score
-from secateur.core.layer_tree import LayerTree, build_layer_tree
-from secateur.core.models import SPEC_FORMS, LoadedModel, example_input, load_model, parse_model_spec
+from secateur.core.layer_tree import tree_of
+from secateur.core.models import SPEC_FORMS, LoadedModel, load_model, parse_model_spec
 from secateur.core.params import parse_param_assignments
 from secateur.core.plan import PlanOptions, Target
 from secateur.core.progress import Progress
@@ -197,15 +197,9 @@ def _inspect(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
     loaded = _load(args)
-    tree = inspect_loaded(loaded, device)
+    tree = tree_of(loaded, device)
     print(json.dumps(tree.to_dict(), indent=2) if args.json else format_layer_tree(tree))
     return 0
-
-
-def inspect_loaded(loaded: LoadedModel, device: torch.device) -> LayerTree:
-    """The layer tree of a loaded model, traced on ``device``."""
-    model = loaded.model.to(device)
-    return build_layer_tree(model, example_input(loaded, 1, device), loaded.spec.text())
 
 
 def _eval(args: argparse.Namespace) -> int:

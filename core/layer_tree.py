@@ -14,7 +14,8 @@ from torch import nn
 
 from secateur.core.blocks import BlockInfo, residual_blocks
 from secateur.core.groups import GroupInfo, build_dependency_graph, dependency_groups
-from secateur.core.macs import trace_modules
+from secateur.core.macs import finish_records, recording_modules
+from secateur.core.models import LoadedModel, example_input
 
 
 @dataclass
@@ -119,9 +120,10 @@ def find_classifier(model: nn.Module, records: dict) -> str | None:
 def build_layer_tree(model: nn.Module, example: torch.Tensor, model_name: str) -> LayerTree:
     """The layer tree of ``model`` for inputs shaped like ``example`` (batch of 1 is enough)."""
     model.eval()
-    records = trace_modules(model, example)
+    with recording_modules(model) as records:  # the graph's traced forward pass also counts the MACs
+        graph = build_dependency_graph(model, example)
+    records = finish_records(model, records, example.shape[0])
     classifier = find_classifier(model, records)
-    graph = build_dependency_graph(model, example)
     groups = dependency_groups(model, graph, [classifier] if classifier else [])
     group_of = {name: group.id for group in groups for name in group.out_layers}
     layers = []
@@ -154,3 +156,9 @@ def build_layer_tree(model: nn.Module, example: torch.Tensor, model_name: str) -
         groups=groups,
         blocks=residual_blocks(model),
     )
+
+
+def tree_of(loaded: LoadedModel, device: torch.device) -> LayerTree:
+    """The layer tree of a loaded model, traced on ``device`` (what ``inspect`` and the window show)."""
+    model = loaded.model.to(device)
+    return build_layer_tree(model, example_input(loaded, 1, device), loaded.source or loaded.spec.text())

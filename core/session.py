@@ -21,7 +21,7 @@ from secateur.core.errors import InputError
 from secateur.core.evaluate import Metrics, accuracy_and_loss, evaluate
 from secateur.core.export import export_model
 from secateur.core.finetune import FinetuneConfig, FinetuneResult, finetune
-from secateur.core.layer_tree import LayerTree, build_layer_tree
+from secateur.core.layer_tree import LayerTree, tree_of
 from secateur.core.methods import MethodInfo
 from secateur.core.models import LoadedModel, load_model, parse_model_spec
 from secateur.core.plan import PlanOptions, PruningPlan, Target
@@ -67,8 +67,7 @@ class Session:
         return self.loaded.model
 
     def tree(self) -> LayerTree:
-        example = torch.zeros((1, *self.loaded.input_shape), device=self.device)
-        return build_layer_tree(self.model.to(self.device), example, self.loaded.source or self.loaded.spec.text())
+        return tree_of(self.loaded, self.device)
 
     def workspace(self) -> Workspace:
         """The workspace of the current model, built once per model (tracing it is the costly part)."""

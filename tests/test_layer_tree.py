@@ -8,13 +8,12 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 from conftest import ARCHS
-from secateur.core.cli import inspect_loaded
-from secateur.core.layer_tree import LayerTree, build_layer_tree
+from secateur.core.layer_tree import LayerTree, build_layer_tree, tree_of
 from secateur.core.models import load_model, parse_model_spec
 
 
 def _tree(spec: str, **options: object) -> LayerTree:
-    return inspect_loaded(load_model(parse_model_spec(spec, **options)), torch.device("cpu"))
+    return tree_of(load_model(parse_model_spec(spec, **options)), torch.device("cpu"))
 
 
 def _flop_counter_macs(model: torch.nn.Module, shape: tuple[int, ...]) -> dict[str, int]:
