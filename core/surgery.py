@@ -30,10 +30,23 @@ def register_edit(kind: str, replay: EditReplayer) -> None:
     _REPLAYERS[kind] = replay
 
 
+def _load_plugin_edits() -> None:
+    """Import the installed plugins: a plugin registers its edit kinds when its module is imported."""
+    from secateur.core.registry import load_registry
+
+    load_registry()
+
+
 def replay_edits(model: nn.Module, edits: list[dict[str, Any]], example: torch.Tensor) -> None:
-    """Re-apply recorded edits to ``model`` in place, in order; unknown kinds are refused."""
+    """Re-apply recorded edits to ``model`` in place, in order; unknown kinds are refused.
+
+    A kind not yet known (a fresh process that has not imported the plugins)
+    makes the host load the installed plugins once before refusing it.
+    """
     for edit in edits:
         kind = edit.get("kind")
+        if kind not in _REPLAYERS:
+            _load_plugin_edits()
         if kind not in _REPLAYERS:
             known = ", ".join(sorted(_REPLAYERS))
             raise InputError(
