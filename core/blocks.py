@@ -14,6 +14,7 @@ dependency tracer: channel dependencies stay Torch-Pruning's job.
 
 from __future__ import annotations
 
+import copy
 import operator
 from dataclasses import dataclass
 
@@ -25,6 +26,12 @@ _ADD_METHODS = {"add", "add_"}
 _ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.Identity, nn.Dropout)
 _ACTIVATION_FUNCTIONS = {torch.relu, torch.nn.functional.relu, torch.nn.functional.gelu, torch.nn.functional.silu}
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+_FUNCTION_MODULES = {
+    torch.relu: nn.ReLU,
+    torch.nn.functional.relu: nn.ReLU,
+    torch.nn.functional.gelu: nn.GELU,
+    torch.nn.functional.silu: nn.SiLU,
+}
 
 
 @dataclass
@@ -113,6 +120,42 @@ def classify_block(module: nn.Module) -> tuple[bool, str] | None:
     if residual and result in adds:
         return False, "shortcut through a layer (downsampling or channel change)"
     return None
+
+
+def _trailing_activations(module: nn.Module) -> list[nn.Module]:
+    """The activations applied after the block's last addition, first applied first."""
+    graph = _ShallowTracer().trace(module)
+    result = next(node for node in graph.nodes if node.op == "output").args[0]
+    chain: list[nn.Module] = []
+    while isinstance(result, fx.Node) and _is_activation(result, module) and len(result.all_input_nodes) == 1:
+        if result.op == "call_module":
+            chain.append(copy.deepcopy(module.get_submodule(str(result.target))))
+        else:
+            chain.append(_FUNCTION_MODULES[result.target]())
+        result = result.all_input_nodes[0]
+    return chain[::-1]
+
+
+def block_bypass(module: nn.Module) -> nn.Module:
+    """What replaces a removable block: its output with the residual branch at zero.
+
+    ``y = act(x + F(x))`` becomes ``act(x)``: exactly the block with its
+    branch forced to zero, and the identity when the block ends on the
+    addition (a transformer layer) or when ``x`` already passed the same
+    activation (ReLU after ReLU). The bypass holds no parameters.
+    """
+    verdict = classify_block(module)
+    if verdict is None or not verdict[0]:
+        raise ValueError(f"{type(module).__name__} is not a residual block with an identity shortcut")
+    chain = _trailing_activations(module)
+    if not chain:
+        return nn.Identity()
+    return chain[0] if len(chain) == 1 else nn.Sequential(*chain)
+
+
+def stage_of(block_name: str) -> str:
+    """The container a block sits in (``layer2`` for ``layer2.1``): blocks of one stage share it."""
+    return block_name.rpartition(".")[0]
 
 
 def residual_blocks(model: nn.Module) -> list[BlockInfo]:

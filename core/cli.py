@@ -111,10 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     target = prune.add_mutually_exclusive_group(required=True)
     target.add_argument("--ratio", type=float, help="fraction of the prunable channels to remove, in (0, 1)")
     target.add_argument("--macs-reduction", type=float, help="fraction of the MACs to remove, in (0, 1)")
+    target.add_argument("--blocks", type=_positive_int, help="residual blocks to remove (block methods)")
     prune.add_argument("--global-ranking", action="store_true", help="rank channels across layers, not per layer")
     prune.add_argument("--max-layer-ratio", type=float, default=0.9, help="at most this fraction of a layer goes (0.9)")
     prune.add_argument("--min-channels", type=_positive_int, default=1, help="keep at least this many channels (1)")
     prune.add_argument("--round-to", type=_positive_int, default=1, help="keep a multiple of this many channels (1)")
+    prune.add_argument(
+        "--min-stage-blocks", type=_positive_int, default=2, help="block methods: a stage keeps this many blocks (2)"
+    )
     prune.add_argument("--lock", action="append", default=[], metavar="LAYER", help="never prune this layer's group")
     prune.add_argument(
         "--override", action="append", default=[], metavar="LAYER=RATIO", help="prune this layer's group at RATIO"
@@ -250,7 +254,12 @@ def _prune(args: argparse.Namespace) -> int:
         raise InputError("prune needs --data SPEC (to evaluate, and for methods that look at data)")
     method = find_method(load_registry(), args.method)
     loaded = _load(args)
-    target = Target("ratio", args.ratio) if args.ratio is not None else Target("macs", args.macs_reduction)
+    if args.ratio is not None:
+        target = Target("ratio", args.ratio)
+    elif args.blocks is not None:
+        target = Target("blocks", args.blocks)
+    else:
+        target = Target("macs", args.macs_reduction)
     request = PruneRequest(
         loaded=loaded,
         data=load_data(args.data, input_size=loaded.input_shape[1]),
@@ -265,6 +274,7 @@ def _prune(args: argparse.Namespace) -> int:
             round_to=args.round_to,
             locked=tuple(args.lock),
             overrides=_overrides(args.override),
+            min_stage_blocks=args.min_stage_blocks,
         ),
         finetune=FinetuneConfig(
             epochs=args.finetune_epochs,

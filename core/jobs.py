@@ -17,7 +17,7 @@ from secateur.core.finetune import FinetuneConfig, finetune
 from secateur.core.methods import MethodInfo
 from secateur.core.models import LoadedModel
 from secateur.core.params import validate_params
-from secateur.core.plan import PlanOptions, PruningPlan, Target
+from secateur.core.plan import PlanOptions, PruningPlan, Target, record_removed_blocks
 from secateur.core.progress import SILENT, Progress
 from secateur.core.registry import Registry
 from secateur.core.scoring import Scores
@@ -86,6 +86,7 @@ def run_prune(request: PruneRequest, progress: Progress = SILENT) -> dict[str, A
     plan = workspace.plan(scores, request.target, request.options, request.method.id)
     before = _metrics(workspace.model, request, progress)  # after planning, so bad input fails fast
     pruned, edits = workspace.apply(plan, request.method, params)
+    record_removed_blocks(plan, edits)
     if request.recalibrate_bn:
         recalibrate_batchnorm(pruned, request.data.loader("calibration", request.batch_size), request.device)
     after = _metrics(pruned, request, progress)

@@ -8,18 +8,22 @@ surgery must land on exactly those numbers.
 Targets: ``ratio`` removes that fraction of the prunable channels (per group,
 or of all channels at once with global ranking); ``macs`` removes that
 fraction of the model's MACs, found by bisection on the ratio and reached
-within ±2 points.
+within ±2 points. For block methods, ``ratio`` is the fraction of the scored
+removable blocks, ``blocks`` a number of blocks, and ``macs`` takes the
+least important blocks until the reduction is reached.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
+from secateur.core.blocks import BlockInfo, stage_of
 from secateur.core.errors import InputError
 from secateur.core.groups import GroupInfo
 from secateur.core.scoring import Scores
@@ -35,8 +39,12 @@ class Target:
     value: float
 
     def __post_init__(self) -> None:
-        if self.kind not in ("ratio", "macs"):
-            raise InputError(f"target kind {self.kind!r}: expected ratio or macs")
+        if self.kind not in ("ratio", "macs", "blocks"):
+            raise InputError(f"target kind {self.kind!r}: expected ratio, macs or blocks")
+        if self.kind == "blocks":
+            if self.value != int(self.value) or self.value < 1:
+                raise InputError(f"--blocks {self.value}: must be a whole number of blocks, at least 1")
+            return
         option = "--ratio" if self.kind == "ratio" else "--macs-reduction"
         if not 0.0 < self.value < 1.0:
             raise InputError(f"{option} {self.value}: must be strictly between 0 and 1")
@@ -55,8 +63,11 @@ class PlanOptions:
     round_to: int = 1
     locked: tuple[str, ...] = ()
     overrides: dict[str, float] = field(default_factory=dict)
+    min_stage_blocks: int = 2  # a stage keeps at least this many residual blocks (the CKA paper's code)
 
     def __post_init__(self) -> None:
+        if self.min_stage_blocks < 1:
+            raise InputError(f"--min-stage-blocks {self.min_stage_blocks}: a stage keeps at least 1 block")
         if not 0.0 < self.max_layer_ratio < 1.0:
             raise InputError(f"per-layer cap {self.max_layer_ratio}: must be strictly between 0 and 1")
         if self.min_channels < 1 or self.round_to < 1:
@@ -90,6 +101,7 @@ class PruningPlan:
     predicted_params: int = 0
     predicted_macs: int = 0
     notes: list[str] = field(default_factory=list)
+    options: PlanOptions = field(default_factory=PlanOptions)  # how it was decided; iterative methods re-rank with it
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -192,6 +204,73 @@ def _global_counts(groups: list[GroupInfo], scores: Scores, ratio: float, option
                 totals[group_id], max(options.round_to, options.round_to * round(count / options.round_to))
             )
     return kept
+
+
+# --- deciding removed blocks ---------------------------------------------------
+
+
+def rank_blocks(blocks: list[BlockInfo], scores: Scores, options: PlanOptions) -> tuple[list[str], list[str]]:
+    """Blocks in the order they may go (least important first), and notes on those that may not.
+
+    A block may go when it is removable, scored, not locked, and its stage
+    (the container it sits in) still holds more than ``min_stage_blocks``
+    residual blocks after the blocks before it in the order are gone.
+    """
+    notes = []
+    left_in_stage: dict[str, int] = {}
+    for block in blocks:
+        left_in_stage[stage_of(block.name)] = left_in_stage.get(stage_of(block.name), 0) + 1
+    locked = set(options.locked)
+    candidates = []
+    for block in blocks:
+        if not block.removable:
+            continue
+        if block.name in locked:
+            notes.append(f"block {block.name} is locked: kept")
+        elif block.name not in scores.blocks:
+            notes.append(f"block {block.name} was not scored by the method: kept")
+        else:
+            candidates.append(block.name)
+    candidates.sort(key=lambda name: scores.blocks[name])
+    order = []
+    for name in candidates:
+        stage = stage_of(name)
+        if left_in_stage[stage] > options.min_stage_blocks:
+            left_in_stage[stage] -= 1
+            order.append(name)
+    return order, notes
+
+
+def block_count(target: Target, order: list[str], scored: int, options: PlanOptions) -> int:
+    """How many blocks a ``blocks`` or ``ratio`` target removes; refused when the order is too short."""
+    wanted = int(target.value) if target.kind == "blocks" else max(1, round(target.value * scored))
+    if wanted > len(order):
+        option = f"--blocks {wanted}" if target.kind == "blocks" else f"--ratio {target.value} ({wanted} blocks)"
+        raise InputError(
+            f"{option}: only {len(order)} blocks can be removed (scored, removable, and each stage keeping "
+            f"{options.min_stage_blocks} blocks); ask for fewer or lower --min-stage-blocks"
+        )
+    return wanted
+
+
+def predict_without_blocks(
+    model: nn.Module, removed: list[str], own_macs: dict[str, int], total_macs: int
+) -> tuple[int, int]:
+    """Params and MACs once ``removed`` blocks are replaced by their parameter-free, MAC-free bypass."""
+    params = sum(p.numel() for p in model.parameters())
+    macs = total_macs
+    for name in removed:
+        params -= sum(p.numel() for p in model.get_submodule(name).parameters())
+        macs -= sum(value for module, value in own_macs.items() if module == name or module.startswith(name + "."))
+    return params, macs
+
+
+def record_removed_blocks(plan: PruningPlan, edits: list[dict[str, Any]]) -> None:
+    """Make the plan name the blocks apply removed: an iterative method re-scores and may choose others."""
+    removed = [name for edit in edits if edit.get("kind") == "remove_blocks" for name in edit["blocks"]]
+    if removed and removed != plan.blocks_removed:
+        plan.notes.append(f"planned blocks {plan.blocks_removed}; re-scoring between removals chose {removed}")
+        plan.blocks_removed = removed
 
 
 # --- predicting the pruned size -----------------------------------------------

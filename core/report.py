@@ -133,7 +133,12 @@ def format_prune(report: dict) -> str:
     total = sum(g["total"] for g in groups.values())
     lines = [
         f"method {report['method']} on {report['model']}, target {target['kind']} {target['value']}",
-        f"plan: {kept}/{total} channels kept in {len(groups)} groups",
+        f"plan: {kept}/{total} channels kept in {len(groups)} groups"
+        + (
+            f", blocks removed: {', '.join(report['plan']['blocks_removed'])}"
+            if report["plan"]["blocks_removed"]
+            else ""
+        ),
         "",
         _table(["", *[name for name, _ in columns]], rows, set(range(1, len(columns) + 1))),
         "",

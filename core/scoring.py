@@ -76,6 +76,7 @@ class ScoringContext:
     num_workers: int = 0
     progress: Progress = field(default_factory=Progress)
     on_partial: Callable[[Scores], None] | None = None
+    classifier: str | None = None  # the final classifier's module path, when the model has one
 
     def members(self, group: GroupInfo) -> Iterator[Member]:
         """Every layer of a channel group, with the dimension and positions the group's channels occupy in it."""

@@ -24,7 +24,7 @@ from secateur.core.finetune import FinetuneConfig, FinetuneResult, finetune
 from secateur.core.layer_tree import LayerTree, tree_of
 from secateur.core.methods import MethodInfo
 from secateur.core.models import LoadedModel, load_model, parse_model_spec
-from secateur.core.plan import PlanOptions, PruningPlan, Target
+from secateur.core.plan import PlanOptions, PruningPlan, Target, record_removed_blocks
 from secateur.core.progress import SILENT, Progress
 from secateur.core.scoring import Scores
 from secateur.core.workspace import Workspace
@@ -107,6 +107,7 @@ class Session:
             raise InputError("make a plan first (run a method, then preview the plan)")
         before = self.evaluate(progress=progress) if self.data else None
         pruned, edits = self.workspace().apply(self.plan, method, params)
+        record_removed_blocks(self.plan, edits)
         after = self.evaluate(pruned, progress) if self.data else None
         self.history.append(_Step(self.model, list(self.loaded.edits), self.plan.method))
         self.loaded = replace(self.loaded, model=pruned, edits=[*self.loaded.edits, *edits])

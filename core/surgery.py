@@ -17,6 +17,7 @@ import torch_pruning as tp
 from torch import nn
 
 from secateur.core.attention import HEADS_SUFFIX, head_edit_replay
+from secateur.core.blocks import block_bypass
 from secateur.core.errors import InputError
 from secateur.core.groups import build_dependency_graph
 from secateur.core.plan import PruningPlan
@@ -73,7 +74,33 @@ def prune_channel_groups(model: nn.Module, graph: tp.DependencyGraph, removed_by
         graph.get_pruning_group(root, handler, idxs=list(removed)).prune()
 
 
+def block_edit(blocks: list[str]) -> dict[str, Any]:
+    """The edit record of removing residual blocks, by module path, in the order they went."""
+    return {"kind": "remove_blocks", "blocks": list(blocks)}
+
+
+def remove_blocks(model: nn.Module, blocks: list[str]) -> None:
+    """Replace each named block by its parameter-free bypass, in place (module paths stay stable)."""
+    for name in blocks:
+        try:
+            block = model.get_submodule(name)
+        except AttributeError:
+            raise InputError(f"edit remove_blocks names {name!r}, which the model does not have") from None
+        try:
+            bypass = block_bypass(block)
+        except ValueError as error:
+            raise InputError(f"edit remove_blocks: {name!r}: {error}") from None
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, bypass.to(next(block.parameters(), torch.empty(0)).device))
+
+
+def _remove_blocks(model: nn.Module, edit: dict[str, Any], example: torch.Tensor) -> None:
+    remove_blocks(model, list(edit["blocks"]))
+
+
 register_edit("prune_channels", _prune_channels)
+register_edit("remove_blocks", _remove_blocks)
 register_edit("prune_heads", head_edit_replay)
 
 

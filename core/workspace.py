@@ -26,10 +26,20 @@ from secateur.core.layer_tree import find_classifier
 from secateur.core.macs import finish_records, recording_modules
 from secateur.core.methods import MethodInfo
 from secateur.core.params import validate_params
-from secateur.core.plan import MACS_TOLERANCE, PlanOptions, PruningPlan, Target, decide_channels, predict_size
+from secateur.core.plan import (
+    MACS_TOLERANCE,
+    PlanOptions,
+    PruningPlan,
+    Target,
+    block_count,
+    decide_channels,
+    predict_size,
+    predict_without_blocks,
+    rank_blocks,
+)
 from secateur.core.progress import SILENT, Progress
 from secateur.core.scoring import Scores, ScoringContext, collect_scores
-from secateur.core.surgery import plan_edits, prune_in_place
+from secateur.core.surgery import block_edit, plan_edits, prune_in_place, replay_edits
 
 
 @dataclass
@@ -109,6 +119,7 @@ class Workspace:
             graph=prepared.graph,
             groups=[group for group in prepared.groups if group.prunable],
             blocks=self.blocks,
+            classifier=self.classifier,
             data=self.data,
             device=self.device,
             seed=self.seed,
@@ -145,6 +156,8 @@ class Workspace:
     def plan(self, scores: Scores, target: Target, options: PlanOptions | None = None, method: str = "") -> PruningPlan:
         """The plan that meets ``target``; a MACs target is found by bisection on the channel ratio."""
         options = options or PlanOptions()
+        if target.kind == "blocks" or (scores.blocks and not scores.groups):
+            return self._plan_blocks(scores, target, options, method)
         if target.kind == "ratio":
             return self._plan_at(scores, target, options, method, target.value)
         goal = target.value
@@ -176,11 +189,34 @@ class Workspace:
             )
         return best
 
+    def _plan_blocks(self, scores: Scores, target: Target, options: PlanOptions, method: str) -> PruningPlan:
+        """Remove the least important blocks: a count, a fraction of the scored ones, or until a MACs reduction."""
+        if not scores.blocks:
+            raise InputError(f"--blocks: method {method or '(unnamed)'} scores channels, not residual blocks")
+        prepared = self._prepare()
+        order, notes = rank_blocks(self.blocks, scores, options)
+
+        def plan_of(count: int) -> PruningPlan:
+            removed = order[:count]
+            params, macs = predict_without_blocks(prepared.model, removed, prepared.own_macs, self.macs)
+            return PruningPlan(method, target, {}, removed, params, macs, notes, options)
+
+        if target.kind != "macs":
+            return plan_of(block_count(target, order, len(scores.blocks), options))
+        for count in range(1, len(order) + 1):
+            candidate = plan_of(count)
+            if 1.0 - candidate.predicted_macs / self.macs >= target.value - MACS_TOLERANCE:
+                return candidate
+        reachable = 1.0 - plan_of(len(order)).predicted_macs / self.macs
+        raise InputError(
+            f"--macs-reduction {target.value}: removing every removable block saves only {reachable:.3f} of the MACs"
+        )
+
     def _plan_at(self, scores: Scores, target: Target, options: PlanOptions, method: str, ratio: float) -> PruningPlan:
         prepared = self._prepare()
         plans, notes = decide_channels(prepared.groups, scores, ratio, options)
         params, macs = predict_size(prepared.model, prepared.graph, prepared.groups, plans, prepared.own_macs)
-        return PruningPlan(method, target, plans, [], params, macs, notes)
+        return PruningPlan(method, target, plans, [], params, macs, notes, options)
 
     # --- applying -------------------------------------------------------------------
 
@@ -193,6 +229,11 @@ class Workspace:
         the result itself; its edit kinds must be registered with ``register_edit``.
         """
         if method is None or method.apply is None:
+            if plan.blocks_removed:
+                pruned = copy.deepcopy(self.model)
+                edits = [block_edit(plan.blocks_removed)]
+                replay_edits(pruned, edits, self.example)
+                return pruned.eval(), edits
             prepared = self._prepare()
             self._prepared = None  # the working copy becomes the result; the next step prepares another
             return prune_in_place(prepared.model, prepared.graph, plan, self.example), plan_edits(plan)
