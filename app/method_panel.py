@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -76,6 +77,9 @@ class MethodPanel(QWidget):
         self.target_value.setRange(0.01, 0.99)
         self.target_value.setSingleStep(0.05)
         self.target_value.setValue(0.3)
+        self.target_blocks = QSpinBox()
+        self.target_blocks.setRange(1, 1000)
+        self.target_blocks.setToolTip("residual blocks to remove")
         self.global_ranking = QCheckBox("rank channels globally")
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
@@ -90,10 +94,13 @@ class MethodPanel(QWidget):
         self._editors: dict[str, QWidget] = {}
 
         target = QGroupBox("Target")
-        target_form = QFormLayout(target)
-        target_form.addRow("remove", self.target_kind)
-        target_form.addRow("fraction", self.target_value)
-        target_form.addRow(self.global_ranking)
+        self.target_form = QFormLayout(target)
+        self.target_form.addRow("remove", self.target_kind)
+        self.target_form.addRow("fraction", self.target_value)
+        self.target_form.addRow("blocks", self.target_blocks)
+        self.target_form.addRow(self.global_ranking)
+        self.target_form.setRowVisible(self.target_blocks, False)
+        self.target_kind.currentIndexChanged.connect(self._show_target_kind)
         buttons = QHBoxLayout()
         for button in (self.run_button, self.cancel_button):
             buttons.addWidget(button)
@@ -138,6 +145,18 @@ class MethodPanel(QWidget):
             self._editors[spec.name] = editor
         self.form_box.setVisible(bool(method.params))
         self.error.clear()
+        blocks = method.granularity == "block"
+        self.target_kind.setItemText(0, "block fraction" if blocks else "channel ratio")
+        if blocks and self.target_kind.count() == 2:
+            self.target_kind.addItem("blocks")
+        elif not blocks and self.target_kind.count() == 3:
+            self.target_kind.removeItem(2)
+        self.global_ranking.setVisible(not blocks)
+
+    def _show_target_kind(self, index: int) -> None:
+        """A count of blocks is a whole number; fractions are for the other kinds."""
+        self.target_form.setRowVisible(self.target_value, index != 2)
+        self.target_form.setRowVisible(self.target_blocks, index == 2)
 
     def params(self) -> dict[str, Any]:
         """The form's values, validated by the core (the same check as ``--param``); raises InputError."""
@@ -151,8 +170,10 @@ class MethodPanel(QWidget):
             self.check_params()
 
     def target(self) -> Target:
-        kind = "ratio" if self.target_kind.currentIndex() == 0 else "macs"
-        return Target(kind, round(self.target_value.value(), 4))
+        index = self.target_kind.currentIndex()
+        if index == 2:
+            return Target("blocks", self.target_blocks.value())
+        return Target("ratio" if index == 0 else "macs", round(self.target_value.value(), 4))
 
     def options(self) -> PlanOptions:
         return PlanOptions(global_ranking=self.global_ranking.isChecked())

@@ -69,6 +69,26 @@ class LayerTreeModel(QStandardItemModel):
                 row[6].setData(group_means[group], SORT_ROLE)
                 row[6].setToolTip(f"mean normalised importance {group_means[group]:.3f}")
 
+    def show_block_scores(self, block_scores: dict[str, float]) -> None:
+        """Fill the importance bar of each scored residual block's own row (scaled to the highest score)."""
+        top = max(block_scores.values(), default=1.0) or 1.0
+        for name, value in block_scores.items():
+            row = self._rows.get(name)
+            if row is None:
+                continue
+            row[6].setData(max(0.0, value / top), BAR_ROLE)
+            row[6].setData(value, SORT_ROLE)
+            row[6].setToolTip(f"block score {value:.4g} (higher: removing the block changes more)")
+
+    def show_removed_blocks(self, removed: list[str]) -> None:
+        """Mark the blocks a plan removes in the kept column."""
+        for name in removed:
+            row = self._rows.get(name)
+            if row is not None:
+                row[5].setText("removed")
+                row[5].setData(0.0, SORT_ROLE)
+                row[5].setForeground(QColor("#c0392b"))
+
     def show_plan(self, kept: dict[str, tuple[int, int]]) -> None:
         """Show kept / total channels per layer from a plan (groups the plan leaves alone show total / total)."""
         for name, row in self._rows.items():
@@ -80,6 +100,10 @@ class LayerTreeModel(QStandardItemModel):
             row[5].setText(f"{count} / {total}")
             row[5].setData(count / total if total else 1.0, SORT_ROLE)
             row[5].setForeground(QColor("#c0392b") if count < total else QColor("#2c3e50"))
+        for row in self._rows.values():  # a block row holds no group: clear an earlier plan's mark
+            if row[5].text() == "removed":
+                row[5].setText("")
+                row[5].setForeground(QColor("#2c3e50"))
 
 
 class SortProxy(QSortFilterProxyModel):

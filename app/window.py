@@ -177,6 +177,7 @@ class MainWindow(QMainWindow):
         self.panel.sweep_requested.connect(self.sweep)
         self.panel.target_value.valueChanged.connect(lambda _: self._preview_plan())
         self.panel.target_kind.currentIndexChanged.connect(lambda _: self._preview_plan())
+        self.panel.target_blocks.valueChanged.connect(lambda _: self._preview_plan())
         self.panel.global_ranking.toggled.connect(lambda _: self._preview_plan())
         self.device_picker.currentTextChanged.connect(self._set_device)
         self.worker.progressed.connect(self._on_progress)
@@ -373,6 +374,7 @@ class MainWindow(QMainWindow):
             means[gid] = float(values.mean())
         top = max(means.values(), default=1.0) or 1.0
         self.tree_model.show_importance({gid: mean / top for gid, mean in means.items()})
+        self.tree_model.show_block_scores(self.scores.blocks)
         current = self.tree.currentIndex()
         if current.isValid():
             self._show_selected(current)
@@ -390,7 +392,7 @@ class MainWindow(QMainWindow):
         self.heatmap.show_group(group, None if values is None else values.numpy())
 
     def _preview_plan(self) -> None:
-        if self.session is None or not self.scores.groups or self.worker.busy():
+        if self.session is None or not (self.scores.groups or self.scores.blocks) or self.worker.busy():
             return
         self.session.scores = self.scores
         if not self.session.planning_ready():  # tracing belongs to the worker; scoring prepares it
@@ -406,6 +408,7 @@ class MainWindow(QMainWindow):
             return
         self.panel.error.clear()
         self.tree_model.show_plan({gid: (len(g.kept), g.total) for gid, g in plan.groups.items()})
+        self.tree_model.show_removed_blocks(plan.blocks_removed)
         self.panel.apply_button.setEnabled(True)
         self.statusBar().showMessage(
             f"plan: {human_count(plan.predicted_params)} params, {human_count(plan.predicted_macs)} MACs after pruning",

@@ -12,7 +12,7 @@ from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QMessageBox
 
 from conftest import run_cli
-from secateur.app.tree_model import NAME_ROLE, SORT_ROLE
+from secateur.app.tree_model import BAR_ROLE, NAME_ROLE, SORT_ROLE
 from secateur.app.window import MainWindow
 from secateur.core.registry import FailedPlugin, load_registry
 from secateur.core.testing import state_hash
@@ -153,3 +153,36 @@ def test_finetuning_plots_each_epoch_and_can_be_undone(qtbot, window: MainWindow
     with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
         window.undo()
     assert window.session.model is before
+
+
+def test_block_method_fills_block_bars_live_and_removes_blocks(qtbot, window: MainWindow) -> None:
+    _open(qtbot, window)
+    window.panel.picker.setCurrentText("cka-layer")
+    for name, value in (("samples", "64"), ("finetune_epochs", "0")):
+        window.panel.set_param(name, value)
+    partial_blocks: list[str] = []
+    window.worker.partial.connect(lambda value: partial_blocks.extend(getattr(value, "blocks", {})))
+    with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
+        window.run_method()
+    assert len(partial_blocks) == 6  # one partial result per candidate block, as each was scored
+    bars = {name: _row_of(window, name).siblingAtColumn(6).data(BAR_ROLE) for name in window.scores.blocks}
+    assert max(bars.values()) == pytest.approx(1.0) and all(0.0 <= value <= 1.0 for value in bars.values())
+    assert _row_of(window, "layer2.0").siblingAtColumn(6).data(BAR_ROLE) is None  # not removable: no bar
+    window.panel.target_kind.setCurrentIndex(2)  # "blocks", offered to block methods only
+    window.panel.target_blocks.setValue(2)
+    removed = window.session.plan.blocks_removed
+    assert len(removed) == 2 and all(_row_of(window, n).siblingAtColumn(5).data() == "removed" for n in removed)
+    with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
+        window.apply_plan()
+    assert window.session.loaded.edits[-1] == {"kind": "remove_blocks", "blocks": removed}
+    assert not any(name.startswith(removed[0] + ".") for name in _rows(window.tree_model))
+
+
+def _row_of(window: MainWindow, name: str):
+    from PySide6.QtCore import Qt
+
+    matches = window.tree_model.match(
+        window.tree_model.index(0, 0), NAME_ROLE, name, 1, Qt.MatchFlag.MatchExactly | Qt.MatchFlag.MatchRecursive
+    )
+    assert matches, name
+    return matches[0]
