@@ -109,6 +109,19 @@ def test_bias_free_relevance_at_the_pixels_adds_up_to_the_logit(vit, batch) -> N
     assert leak.max() > 1e-2  # biases, class token and position embedding keep relevance: the check can fail
 
 
+def test_vit_b_16_conserves_relevance_without_biases() -> None:
+    """The same budget on the full-size torchvision:vit_b_16 (random weights), one 224×224 image."""
+    torch.manual_seed(0)
+    model = torchvision.models.vit_b_16(weights=None).eval()
+    nn.init.normal_(model.heads.head.weight, std=0.02)  # torchvision zeroes it: the logits would all be 0
+    image, label = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(2)), torch.tensor([7])
+    explained = _TransformerLRP(without_biases(model), CPU, 1e-9).explain(image, label)
+    assert explained.logits[0, 7].abs() > 0.05 and len(explained.attention) == 12
+    torch.testing.assert_close(explained.pixels.sum() + explained.absorbed[0], torch.tensor(1.0), rtol=0, atol=1e-3)
+    for name, at_output in explained.attention.items():
+        torch.testing.assert_close(explained.units[f"{name}:heads"].sum(1), at_output, rtol=1e-3, atol=1e-4)
+
+
 def test_head_relevance_sums_to_the_relevance_at_the_attention_output(vit, batch) -> None:
     explained = _TransformerLRP(without_biases(vit), CPU, 1e-9).explain(*batch)
     for layer in ("encoder_layer_0", "encoder_layer_1"):
