@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torchvision.models import VisionTransformer, vit_b_16
 
-from secateur.plugins.lrp_vit import _TransformerLRP, without_biases
+from secateur.plugins.lrp_vit import TransformerLRP, without_biases
 
 MODELS = {
     "small": lambda: VisionTransformer(
@@ -43,7 +43,7 @@ def main() -> None:
         torch.manual_seed(args.seed)
         model = MODELS[name]().eval()
         nn.init.normal_(model.heads[-1].weight, std=0.02)
-        lrp = _TransformerLRP(without_biases(model), torch.device("cpu"), args.epsilon)
+        lrp = TransformerLRP(without_biases(model), torch.device("cpu"), args.epsilon)
         size, classes = model.image_size, model.heads[-1].out_features
         generator = torch.Generator().manual_seed(args.seed)
         for index in range(args.images):

@@ -94,9 +94,8 @@ class _Homogeneous(torch.autograd.Function):
         with torch.enable_grad():
             output = ctx.fn(*inputs)
         scaled = relevance / _stabilise(output.detach(), ctx.epsilon)
-        grads = torch.autograd.grad(output, inputs, scaled, allow_unused=True)
-        shares = [None if g is None else x.detach() * g / ctx.degree for x, g in zip(inputs, grads, strict=True)]
-        return (None, None, None, *shares)
+        grads = torch.autograd.grad(output, inputs, scaled)
+        return (None, None, None, *(x.detach() * g / ctx.degree for x, g in zip(inputs, grads, strict=True)))
 
 
 class _Softmax(torch.autograd.Function):
@@ -153,10 +152,10 @@ def _check(name: str, module: nn.Module, types: tuple[type, ...]) -> None:
         raise _refuse(name, module)
 
 
-class _TransformerLRP:
+class TransformerLRP:
     """AttnLRP over a deep copy of a torchvision VisionTransformer (the caller's model is never touched)."""
 
-    def __init__(self, model: nn.Module, device: torch.device, epsilon: float):
+    def __init__(self, model: nn.Module, device: torch.device, epsilon: float = DEFAULT_EPSILON):
         if not isinstance(model, VisionTransformer):
             attention = next((n for n, m in model.named_modules() if isinstance(m, ATTENTION_TYPES)), None)
             if attention is None:
@@ -342,7 +341,7 @@ def vit_relevance(
     summed over tokens. ``batches`` holds ``(images, labels)``; each image
     starts with relevance 1 on its label.
     """
-    lrp = _TransformerLRP(model, device, epsilon)
+    lrp = TransformerLRP(model, device, epsilon)
     total = len(batches) if isinstance(batches, Sized) else 0
     totals: dict[str, torch.Tensor] = {}
     progress("LRP relevance of heads and neurons", 0, total)

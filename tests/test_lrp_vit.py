@@ -13,12 +13,14 @@ from torchvision.models.vision_transformer import ConvStemConfig
 
 from secateur.core.attention import prune_heads, replace_module
 from secateur.core.errors import Cancelled, InputError
+from secateur.core.plan import Target
 from secateur.core.progress import SILENT, Progress
+from secateur.core.scoring import Scores
 from secateur.core.workspace import Workspace
 from secateur.plugins.lrp_vit import (
+    TransformerLRP,
     _Homogeneous,
     _Softmax,
-    _TransformerLRP,
     is_vit,
     vit_relevance,
     without_biases,
@@ -82,7 +84,7 @@ def test_softmax_rule_is_the_linearisation_with_its_value_as_bias() -> None:
 
 
 def test_layer_norm_rule_conserves_and_holds_the_deviation_constant(vit) -> None:
-    lrp = _TransformerLRP(without_biases(vit), CPU, 1e-9)
+    lrp = TransformerLRP(without_biases(vit), CPU, 1e-9)
     norm = lrp.model.encoder.layers[0].ln_1
     x = torch.randn(2, 5, 64, requires_grad=True)
     relevance = torch.randn(2, 5, 64)
@@ -99,12 +101,12 @@ def test_layer_norm_rule_conserves_and_holds_the_deviation_constant(vit) -> None
 def test_bias_free_relevance_at_the_pixels_adds_up_to_the_logit(vit, batch) -> None:
     """Σ pixels + what the softmax biases keep = the explained logit; every other rule conserves."""
     images, labels = batch
-    explained = _TransformerLRP(without_biases(vit), CPU, 1e-9).explain(images, labels)
+    explained = TransformerLRP(without_biases(vit), CPU, 1e-9).explain(images, labels)
     logit = explained.logits.gather(1, labels[:, None])[:, 0]
     total = (explained.pixels.flatten(1).sum(1) + explained.absorbed) * logit  # relevance started at 1 = logit/logit
     torch.testing.assert_close(total, logit, rtol=1e-3, atol=1e-5)
     assert (explained.absorbed.abs() > 1e-3).all()  # AttnLRP's softmax does keep a share: the ledger is needed
-    with_biases = _TransformerLRP(vit, CPU, 1e-9).explain(images, labels)
+    with_biases = TransformerLRP(vit, CPU, 1e-9).explain(images, labels)
     leak = (with_biases.pixels.flatten(1).sum(1) + with_biases.absorbed - 1).abs()
     assert leak.max() > 1e-2  # biases, class token and position embedding keep relevance: the check can fail
 
@@ -115,7 +117,7 @@ def test_vit_b_16_conserves_relevance_without_biases() -> None:
     model = torchvision.models.vit_b_16(weights=None).eval()
     nn.init.normal_(model.heads.head.weight, std=0.02)  # torchvision zeroes it: the logits would all be 0
     image, label = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(2)), torch.tensor([7])
-    explained = _TransformerLRP(without_biases(model), CPU, 1e-9).explain(image, label)
+    explained = TransformerLRP(without_biases(model), CPU, 1e-9).explain(image, label)
     assert explained.logits[0, 7].abs() > 0.05 and len(explained.attention) == 12
     torch.testing.assert_close(explained.pixels.sum() + explained.absorbed[0], torch.tensor(1.0), rtol=0, atol=1e-3)
     for name, at_output in explained.attention.items():
@@ -123,7 +125,7 @@ def test_vit_b_16_conserves_relevance_without_biases() -> None:
 
 
 def test_head_relevance_sums_to_the_relevance_at_the_attention_output(vit, batch) -> None:
-    explained = _TransformerLRP(without_biases(vit), CPU, 1e-9).explain(*batch)
+    explained = TransformerLRP(without_biases(vit), CPU, 1e-9).explain(*batch)
     for layer in ("encoder_layer_0", "encoder_layer_1"):
         name = f"encoder.layers.{layer}.self_attention"
         heads = explained.units[f"{name}:heads"]
@@ -145,7 +147,7 @@ def test_relevance_sums_absolute_values_over_images_and_batches(vit, batch) -> N
     images, labels = batch
     whole = vit_relevance(vit, [batch], CPU, SILENT)
     split = vit_relevance(vit, [(images[:1], labels[:1]), (images[1:], labels[1:])], CPU, SILENT)
-    per_image = _TransformerLRP(vit, CPU, 1e-6).explain(images, labels).units
+    per_image = TransformerLRP(vit, CPU, 1e-6).explain(images, labels).units
     for key, values in whole.items():
         torch.testing.assert_close(split[key], values, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(values, per_image[key].abs().sum(0))
@@ -165,6 +167,19 @@ def test_head_indices_follow_the_head_pruning_of_core(vit, batch) -> None:
     after = vit_relevance(pruned, [batch], CPU, SILENT)
     torch.testing.assert_close(after[f"{LAYER0}.self_attention:heads"], heads[[0, 2, 3]], rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(after[f"{LAYER0}.mlp.0"], scores[f"{LAYER0}.mlp.0"], rtol=1e-4, atol=1e-6)
+
+
+def test_relevance_prunes_the_least_relevant_heads_and_neurons_through_the_workspace(vit, batch) -> None:
+    workspace = Workspace(vit, (3, 32, 32))
+    scores = Scores(groups=vit_relevance(workspace.context().model, [batch], CPU, SILENT))
+    plan = workspace.plan(scores, Target("ratio", 0.5))
+    heads, neurons = f"{LAYER0}.self_attention:heads", f"{LAYER0}.mlp.0"
+    assert plan.groups[heads].kept == sorted(scores.groups[heads].argsort(descending=True)[:2].tolist())
+    assert plan.groups[neurons].kept == sorted(scores.groups[neurons].argsort(descending=True)[:64].tolist())
+    pruned, _ = workspace.apply(plan)
+    assert pruned.get_submodule(f"{LAYER0}.self_attention").num_heads == 2
+    assert pruned.get_submodule(neurons).out_features == 64
+    assert vit_relevance(pruned, [batch], CPU, SILENT)[heads].shape == (2,)
 
 
 def test_deterministic_and_the_model_is_left_untouched(vit, batch) -> None:
