@@ -295,13 +295,15 @@ class TransformerLRP:
 
     def explain(self, images: torch.Tensor, labels: torch.Tensor) -> Explanation:
         """Relevance of one batch, starting from 1 on each image's label."""
-        size = self.model.image_size
-        if images.dim() != 4 or tuple(images.shape[-2:]) != (size, size):
-            raise InputError(f"pxp: the ViT takes images of shape (N, C, {size}, {size}), got {tuple(images.shape)}")
+        shape = (self.model.conv_proj.in_channels, self.model.image_size, self.model.image_size)
+        if images.dim() != 4 or tuple(images.shape[1:]) != shape:
+            raise InputError(
+                f"pxp: the ViT takes images of shape (N, {', '.join(map(str, shape))}), got {tuple(images.shape)}"
+            )
         classes = self.model.heads[-1].out_features
         if labels.shape != (images.shape[0],) or labels.min() < 0 or labels.max() >= classes:
             raise InputError(f"pxp: the labels must be one class index in [0, {classes}) per image")
-        images = images.to(self.device, torch.float32).requires_grad_()
+        images = images.to(self.device, torch.float32).detach().requires_grad_()  # never the caller's tensor
         self.units, self.attention, self.ledger = {}, {}, []
         with torch.enable_grad():
             logits = self._forward(images)

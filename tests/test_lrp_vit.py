@@ -189,6 +189,7 @@ def test_deterministic_and_the_model_is_left_untouched(vit, batch) -> None:
     assert all(torch.equal(first[key], second[key]) for key in first)
     assert all(torch.equal(before[key], value) for key, value in vit.state_dict().items())
     assert not vit.training and all(p.requires_grad for p in vit.parameters())
+    assert not batch[0].requires_grad
 
 
 def test_progress_is_reported_and_cancellation_stops(vit, batch) -> None:
@@ -243,7 +244,8 @@ def test_a_changed_forward_is_refused(batch) -> None:
     [
         ([], 1e-6, "no reference images"),
         ([(torch.randn(2, 3, 32, 32), torch.tensor([0, 10]))], 1e-6, r"labels must be one class index in \[0, 10\)"),
-        ([(torch.randn(2, 3, 64, 64), torch.tensor([0, 1]))], 1e-6, r"images of shape \(N, C, 32, 32\)"),
+        ([(torch.randn(2, 3, 64, 64), torch.tensor([0, 1]))], 1e-6, r"images of shape \(N, 3, 32, 32\)"),
+        ([(torch.randn(2, 1, 32, 32), torch.tensor([0, 1]))], 1e-6, r"images of shape \(N, 3, 32, 32\)"),
         ([(torch.randn(2, 3, 32, 32), torch.tensor([0, 1]))], 0.0, "epsilon must be > 0"),
     ],
 )
