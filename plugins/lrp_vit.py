@@ -296,9 +296,9 @@ class TransformerLRP:
     def explain(self, images: torch.Tensor, labels: torch.Tensor) -> Explanation:
         """Relevance of one batch, starting from 1 on each image's label."""
         shape = (self.model.conv_proj.in_channels, self.model.image_size, self.model.image_size)
-        if images.dim() != 4 or tuple(images.shape[1:]) != shape:
+        if images.dim() != 4 or tuple(images.shape[1:]) != shape or images.shape[0] == 0:
             raise InputError(
-                f"pxp: the ViT takes images of shape (N, {', '.join(map(str, shape))}), got {tuple(images.shape)}"
+                f"pxp: the ViT takes batches of shape (N ≥ 1, {', '.join(map(str, shape))}), got {tuple(images.shape)}"
             )
         classes = self.model.heads[-1].out_features
         if labels.shape != (images.shape[0],) or labels.min() < 0 or labels.max() >= classes:
