@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 import pytest
 import torch
 from torch import nn
@@ -17,6 +18,7 @@ from secateur.core.blocks import BlockInfo, residual_blocks
 from secateur.core.checkpoint import CheckpointInfo, save_checkpoint
 from secateur.core.data import load_data
 from secateur.core.errors import InputError
+from secateur.core.export import export_model
 from secateur.core.macs import trace_modules
 from secateur.core.models import load_model, parse_model_spec
 from secateur.core.plan import PlanOptions, Target, rank_blocks
@@ -172,7 +174,13 @@ def test_block_removal_checkpoint_round_trip(demo_workspace: Workspace, tmp_path
         [sys.executable, "-c", _FRESH, str(path), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")], check=True
     )
     with torch.no_grad():
-        assert torch.allclose(torch.load(tmp_path / "y.pt"), pruned(x), atol=1e-6)
+        expected = pruned(x)
+    assert torch.allclose(torch.load(tmp_path / "y.pt"), expected, atol=1e-6)
+    session = onnxruntime.InferenceSession(
+        str(export_model(pruned, (3, 32, 32), "onnx", tmp_path / "shallow.onnx")), providers=["CPUExecutionProvider"]
+    )
+    onnx_out = session.run(None, {session.get_inputs()[0].name: x[:1].numpy()})[0]
+    assert np.allclose(onnx_out, expected[:1].numpy(), atol=1e-4)
 
 
 def test_a_block_with_a_dead_branch_scores_zero_and_goes_first() -> None:
