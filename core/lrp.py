@@ -172,6 +172,11 @@ def _normalise(relevance: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     return relevance / safe.reshape((-1,) + (1,) * (relevance.dim() - 1))
 
 
+def _leaf(images: torch.Tensor) -> torch.Tensor:
+    """A copy of the inputs that requires gradients (captum would set it and warn)."""
+    return images.detach().clone().requires_grad_(True)
+
+
 def target_logits(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return model(images).gather(1, targets.reshape(-1, 1)).flatten()
@@ -184,7 +189,7 @@ def channel_relevance(
     layers = weighted_layers(model)
     attach_rules(model, composite)
     relevances = LayerLRP(model, list(layers.values())).attribute(
-        images, target=targets.tolist(), attribute_to_layer_input=False
+        _leaf(images), target=targets.tolist(), attribute_to_layer_input=False
     )
     logits = target_logits(model, images, targets)
     return {
@@ -198,7 +203,7 @@ def input_relevance(
 ) -> torch.Tensor:
     """Relevance at the input, scaled as captum gives it (summing to the explained logit when conserved)."""
     attach_rules(model, composite)
-    return LRP(model).attribute(images, target=targets.tolist()).detach()
+    return LRP(model).attribute(_leaf(images), target=targets.tolist()).detach()
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,7 +144,7 @@ def group_scores(context: ScoringContext, layers: dict[str, torch.Tensor]) -> di
 
 
 def global_plan(groups: list[GroupInfo], scores: dict[str, torch.Tensor], rate: float, method: str) -> PruningPlan:
-    """Remove the ``⌊rate·N⌋`` globally least relevant channels (raw values, as the paper ranks).
+    """Remove the ``⌊rate·N⌋`` globally least relevant channels (raw values, as the paper ranks); 0 < rate < 1.
 
     Secateur removes channels physically, so each group keeps at least the host's default floor
     (10 %, at least one channel); past that point the next least relevant channel elsewhere goes.
@@ -165,7 +165,7 @@ def global_plan(groups: list[GroupInfo], scores: dict[str, torch.Tensor], rate: 
     for group in ranked:
         order = torch.argsort(scores[group.id], descending=True, stable=True)
         plans[group.id] = GroupPlan(sorted(order[: kept[group.id]].tolist()), group.channels)
-    return PruningPlan(method, Target("ratio", min(max(rate, 1e-6), 1 - 1e-6)), plans)
+    return PruningPlan(method, Target("ratio", rate), plans)
 
 
 def rates(step: float) -> list[float]:
@@ -178,17 +178,21 @@ def pruning_curve(
     scores: dict[str, torch.Tensor],
     grid: list[float],
     split: str,
-    report: Any = None,
+    report: Callable[[int, int], None] | None = None,
+    unpruned: float | None = None,
 ) -> list[float]:
-    """Accuracy (percent, no fine-tuning) after pruning at each rate of ``grid`` with raw global ranking."""
+    """Accuracy (percent, no fine-tuning) after pruning at each rate of ``grid`` with raw global ranking.
+
+    ``unpruned``, when known, is the accuracy at rate 0 (the same for every score).
+    """
     assert workspace.data is not None
     groups = [group for group in workspace.groups if group.prunable]
     curve = []
     for index, rate in enumerate(grid):
-        if rate == 0:
-            model = workspace.model
-        else:
-            model, _ = workspace.apply(global_plan(groups, scores, rate, "pxp"))
+        if rate == 0 and unpruned is not None:
+            curve.append(unpruned)
+            continue
+        model = workspace.model if rate == 0 else workspace.apply(global_plan(groups, scores, rate, "pxp"))[0]
         curve.append(accuracy_and_loss(model, workspace.data, split, workspace.device, workspace.batch_size)[0])
         if report is not None:
             report(index + 1, len(grid))
@@ -242,6 +246,7 @@ def search_rules(
     workspace = Workspace(context.model, shape, data, context.device, context.seed, context.batch_size)
     result = SearchResult(rates(params["search_step"]))
     chosen = candidates(base, params["search"], context.generator())
+    unpruned = None
     for number, composite in enumerate(chosen, start=1):
         stage = f"pxp: rule search {number}/{len(chosen)} ({composite.label()})"
         importance = layer_importance(canonical, composite, batches, context, stage)
@@ -250,8 +255,9 @@ def search_rules(
         def report(done: int, total: int, stage: str = stage) -> None:
             context.progress(stage, done, total)
 
-        curve = pruning_curve(workspace, scores, result.grid, "calibration", report)
+        curve = pruning_curve(workspace, scores, result.grid, "calibration", report, unpruned)
         result.curves[composite], result.areas[composite] = curve, area(result.grid, curve)
+        unpruned = curve[0]
         result.importance[composite] = importance
     return result
 
