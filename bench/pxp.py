@@ -5,7 +5,8 @@ pxp with the default ε composite, pxp with the rule composite searched on the c
 (disjoint from test), l1, taylor and random, and the area under each curve (trapz of accuracy as a
 fraction over q). pxp curves rank channels globally by raw relevance (the paper); l1, taylor and
 random have no cross-layer scale, so they rank globally with Secateur's mean-normalised ranking
-(`--global-ranking`), and `pxp-ε (norm.)` shows pxp under that same ranking. Prints markdown tables
+(`--global-ranking`); `pxp-ε (norm.)` shows pxp under that same ranking, and `l1 (per layer)` removes
+the same fraction of every group (Secateur's default). Prints markdown tables
 and writes a PNG plot.
 
     nice -n 10 .venv/bin/python bench/pxp.py [--search 8] [--search-step 0.1] [--search-images 500]
@@ -36,14 +37,15 @@ from secateur.core.workspace import Workspace
 from secateur.plugins.pxp import area, pruning_curve, rates
 
 
-def normalised_curve(workspace: Workspace, scores: Scores, grid: list[float]) -> list[float]:
-    """Test accuracy after pruning with Secateur's global ranking (scores divided by each group's mean)."""
+def host_curve(workspace: Workspace, scores: Scores, grid: list[float], global_ranking: bool = True) -> list[float]:
+    """Test accuracy after pruning with Secateur's planner: global ranking (scores divided by each group's
+    mean) or the same rate in every group."""
     assert workspace.data is not None
     curve = []
     for rate in grid:
         model = workspace.model
         if rate > 0:
-            plan = workspace.plan(scores, Target("ratio", rate), PlanOptions(global_ranking=True))
+            plan = workspace.plan(scores, Target("ratio", rate), PlanOptions(global_ranking=global_ranking))
             model, _ = workspace.apply(plan)
         curve.append(accuracy_and_loss(model, workspace.data, "test", workspace.device, workspace.batch_size)[0])
     return curve
@@ -84,12 +86,16 @@ def main() -> None:
         curves = {
             name: pruning_curve(workspace, scores[name].groups, grid, "test") for name in ("pxp-ε", "pxp-searched")
         }
-        curves["pxp-ε (norm.)"] = normalised_curve(workspace, scores["pxp-ε"], grid)
+        curves["pxp-ε (norm.)"] = host_curve(workspace, scores["pxp-ε"], grid)
         for name in ("l1", "taylor", "random"):
-            curves[name] = normalised_curve(workspace, scores[name], grid)
+            curves[name] = host_curve(workspace, scores[name], grid)
+        curves["l1 (per layer)"] = host_curve(workspace, scores["l1"], grid, global_ranking=False)
         elapsed = time.perf_counter() - started
         print(f"\n### {spec}: test accuracy (%) without fine-tuning ({len(data.test)} test images, {elapsed:.0f} s)\n")
-        print(f"searched composite (low/mid/high/fc): {best.split('best composite ')[1]}\n")
+        searched = {stage.split("(")[1].split(")")[0]: stage.split("AUC ")[1] for stage in stages if "): AUC" in stage}
+        ranked = sorted(searched.items(), key=lambda item: -float(item[1]))
+        print(f"searched composite (low/mid/high/fc): {best.split('best composite ')[1]}; calibration AUC of each")
+        print("candidate: " + ", ".join(f"{label} {auc}" for label, auc in ranked) + "\n")
         names = list(curves)
         print("| q | " + " | ".join(names) + " |")
         print("|---:|" + "---:|" * len(names))

@@ -259,6 +259,7 @@ def search_rules(
         result.curves[composite], result.areas[composite] = curve, area(result.grid, curve)
         unpruned = curve[0]
         result.importance[composite] = importance
+        context.progress(f"{stage}: AUC {result.areas[composite]:.4f}", len(result.grid), len(result.grid))
     return result
 
 
