@@ -201,7 +201,8 @@ def pruning_curve(
 
 def area(grid: list[float], curve: list[float]) -> float:
     """Area under accuracy (as a fraction) against pruning rate: ``trapz(acc, q)``."""
-    return float(np.trapezoid(np.asarray(curve) / 100.0, np.asarray(grid)))
+    accuracy, rate = np.asarray(curve, dtype=np.float64) / 100.0, np.asarray(grid, dtype=np.float64)
+    return float(((rate[1:] - rate[:-1]) * (accuracy[1:] + accuracy[:-1]) / 2).sum())
 
 
 @dataclass

@@ -61,7 +61,7 @@ def test_functional_addition_breaks_conservation_on_the_demo_resnet() -> None:
     x = _inputs(32)
     with torch.no_grad():
         targets = folded(x).argmax(1)
-    relevance = LRP(folded).attribute(x.clone(), target=targets.tolist())
+    relevance = LRP(folded).attribute(x.clone().requires_grad_(True), target=targets.tolist()).detach()
     assert _relative_error(relevance, target_logits(folded, x, targets)) > 0.1
 
 
