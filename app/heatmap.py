@@ -36,6 +36,7 @@ class HeatmapPanel(QWidget):
     """The selected group's heatmap with a colour bar and hover read-out, above the overview strip."""
 
     group_clicked = Signal(str)
+    channel_clicked = Signal(str, int)  # group id, channel
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -70,9 +71,12 @@ class HeatmapPanel(QWidget):
         self._strip_ids: list[str] = []
         self.plot.scene().sigMouseMoved.connect(self._on_hover)
         self.strip_plot.scene().sigMouseClicked.connect(self._on_strip_click)
+        self.plot.scene().sigMouseClicked.connect(self._on_channel_click)
+        self._group_id = ""
 
     def show_group(self, group_id: str, values: np.ndarray | None) -> None:
         """Draw one group's per-channel importance (or clear it when it has none yet)."""
+        self._group_id = group_id
         if values is None or len(values) == 0:
             self.title.setText(f"{group_id}: no scores yet")
             self.image.clear()
@@ -94,11 +98,20 @@ class HeatmapPanel(QWidget):
     def _on_hover(self, position: QPointF) -> None:
         if not len(self._values) or not self.plot.sceneBoundingRect().contains(position):
             return
+        channel = self._channel_at(position)
+        if channel is not None:
+            self.hover.setText(f"channel {channel}: importance {self._values[channel]:.4g}")
+
+    def _channel_at(self, position: QPointF) -> int | None:
         point = self.plot.vb.mapSceneToView(position)
         column, row = math.floor(point.x()), math.floor(point.y())
         channel = row * ROW_WIDTH + column
-        if 0 <= column < ROW_WIDTH and 0 <= channel < len(self._values):
-            self.hover.setText(f"channel {channel}: importance {self._values[channel]:.4g}")
+        return channel if 0 <= column < ROW_WIDTH and 0 <= channel < len(self._values) else None
+
+    def _on_channel_click(self, event) -> None:
+        channel = self._channel_at(event.scenePos())
+        if channel is not None:
+            self.channel_clicked.emit(self._group_id, channel)
 
     def _on_strip_click(self, event) -> None:
         point = self.strip_plot.vb.mapSceneToView(event.scenePos())

@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 
 from secateur.app.heatmap import HeatmapPanel
 from secateur.app.method_panel import MethodPanel
+from secateur.app.relevance_view import ChannelRelevanceView
 from secateur.app.tree_model import NAME_ROLE, ImportanceBarDelegate, LayerTreeModel, SortProxy
 from secateur.app.worker import Worker
 from secateur.core.errors import InputError
@@ -94,6 +95,9 @@ class MainWindow(QMainWindow):
         tabs.addTab(self.results, "Before / after")
         tabs.addTab(self.curve, "Sweep")
         tabs.addTab(self.training, "Fine-tuning")
+        self.relevance = ChannelRelevanceView()
+        tabs.addTab(self.relevance, "Channel relevance")
+        self.tabs = tabs
         right = QWidget()
         right_layout = QVBoxLayout(right)
         right_layout.addWidget(self.panel)
@@ -170,6 +174,11 @@ class MainWindow(QMainWindow):
     def _connect(self) -> None:
         self.tree.selectionModel().currentChanged.connect(lambda current, _: self._show_selected(current))
         self.heatmap.group_clicked.connect(self._show_group)
+        self.heatmap.channel_clicked.connect(self.relevance.select)
+        self.relevance.job_requested.connect(self._run)
+        self.relevance.set_source(
+            lambda: None if self.session is None else (self.session.model, self.session.data, self.session.device)
+        )
         self.panel.run_requested.connect(self.run_method)
         self.panel.cancel_requested.connect(self.worker.cancel)
         self.panel.apply_requested.connect(self.apply_plan)
