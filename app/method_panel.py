@@ -176,7 +176,7 @@ class MethodPanel(QWidget):
         return Target("ratio" if index == 0 else "macs", round(self.target_value.value(), 4))
 
     def options(self) -> PlanOptions:
-        return PlanOptions(global_ranking=self.global_ranking.isChecked())
+        return PlanOptions(global_ranking=self.global_ranking.isChecked(), raw_scores=self.method().comparable_scores)
 
     def check_params(self) -> bool:
         """Validate the form as it is typed in, showing the core's message under it."""

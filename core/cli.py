@@ -275,6 +275,7 @@ def _prune(args: argparse.Namespace) -> int:
             locked=tuple(args.lock),
             overrides=_overrides(args.override),
             min_stage_blocks=args.min_stage_blocks,
+            raw_scores=method.comparable_scores,
         ),
         finetune=FinetuneConfig(
             epochs=args.finetune_epochs,

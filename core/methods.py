@@ -60,6 +60,7 @@ class MethodInfo:
     params: tuple[ParamSpec, ...] = field(default_factory=tuple)
     score: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
     apply: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
+    comparable_scores: bool = False  # scores compare across layers (relevance, learned gates): rank them raw
     plugin: str = ""  # filled in by the host: the entry point that provided it
 
     def __post_init__(self) -> None:
@@ -78,6 +79,7 @@ class MethodInfo:
             "description": self.description,
             "granularity": self.granularity,
             "needs": list(self.needs),
+            "comparable_scores": self.comparable_scores,
             "params": [param.to_dict() for param in self.params],
             "plugin": self.plugin,
         }

@@ -64,6 +64,7 @@ class PlanOptions:
     locked: tuple[str, ...] = ()
     overrides: dict[str, float] = field(default_factory=dict)
     min_stage_blocks: int = 2  # a stage keeps at least this many residual blocks (the CKA paper's code)
+    raw_scores: bool = False  # global ranking compares raw scores (methods whose scores are comparable across layers)
 
     def __post_init__(self) -> None:
         if self.min_stage_blocks < 1:
@@ -178,11 +179,11 @@ def decide_channels(
 
 
 def _global_counts(groups: list[GroupInfo], scores: Scores, ratio: float, options: PlanOptions) -> dict[str, int]:
-    """Remove the globally least important channels, scores normalised by each group's mean."""
+    """Remove the globally least important channels, scores normalised by each group's mean unless raw."""
     entries = []
     for group in groups:
         values = scores.groups[group.id]
-        mean = float(values.abs().mean()) or 1.0
+        mean = 1.0 if options.raw_scores else float(values.abs().mean()) or 1.0
         entries.extend((float(v) / mean, group.id) for v in values)
     entries.sort(key=lambda entry: entry[0])
     budget = math.floor(ratio * len(entries))

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import fx, nn
+from torch import fx
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from secateur.core.data import DataBundle
@@ -35,23 +35,24 @@ from secateur.core.hookspecs import hookimpl
 from secateur.core.lrp import RULES, Composite, channel_relevance, conv_search_space
 from secateur.core.lrp_canonize import canonize
 from secateur.core.methods import MethodInfo, ParamSpec
-from secateur.core.plan import GroupPlan, PlanOptions, PruningPlan, Target
+from secateur.core.plan import PlanOptions, PruningPlan, Target, decide_channels
 from secateur.core.scoring import Scores, ScoringContext
 from secateur.core.workspace import Workspace
+from secateur.plugins.lrp_vit import is_vit, vit_relevance
 
 SEARCH_RULES = ("epsilon", "zplus", "gamma")  # the paper's candidates for each conv third
 MAX_RATE = 0.95
 
 
-def refuse_transformer(model: nn.Module) -> None:
-    """Attention needs AttnLRP rules that the CNN canonisation does not provide: refuse clearly."""
-    for name, module in model.named_modules():
-        if isinstance(module, nn.MultiheadAttention) or type(module).__name__ == "VisionTransformer":
-            raise InputError(
-                f"pxp: {name or 'the model'} ({type(module).__name__}) is a transformer; transformer support "
-                "(attention heads and MLP neurons with AttnLRP) is provided by the ViT relevance of pxp, "
-                "which this build does not include"
-            )
+def transformer_scores(context: ScoringContext, params: dict[str, Any]) -> Iterator[Scores]:
+    """Heads and MLP neurons of a vision transformer, by AttnLRP relevance (ε rule; no composite search)."""
+    if params["search"] > 0:
+        raise InputError("pxp: the rule search chooses conv-layer composites; on a transformer use search=0")
+    batches = reference_batches(context, params["samples_per_class"])
+    relevance = vit_relevance(context.model, batches, context.device, context.progress, params["epsilon"])
+    for group in context.groups:
+        if group.id in relevance:
+            yield Scores(groups={group.id: relevance[group.id]})
 
 
 def composite_from(params: dict[str, Any]) -> Composite:
@@ -149,23 +150,9 @@ def global_plan(groups: list[GroupInfo], scores: dict[str, torch.Tensor], rate: 
     Secateur removes channels physically, so each group keeps at least the host's default floor
     (10 %, at least one channel); past that point the next least relevant channel elsewhere goes.
     """
-    options = PlanOptions()
-    ranked = [group for group in groups if group.id in scores]
-    entries = sorted((float(value), group.id) for group in ranked for value in scores[group.id])
-    kept = {group.id: group.channels for group in ranked}
-    floor = {g.id: max(options.min_channels, math.ceil(g.channels * (1 - options.max_layer_ratio))) for g in ranked}
-    budget = math.floor(rate * len(entries))
-    for _, group_id in entries:
-        if budget == 0:
-            break
-        if kept[group_id] > floor[group_id]:
-            kept[group_id] -= 1
-            budget -= 1
-    plans = {}
-    for group in ranked:
-        order = torch.argsort(scores[group.id], descending=True, stable=True)
-        plans[group.id] = GroupPlan(sorted(order[: kept[group.id]].tolist()), group.channels)
-    return PruningPlan(method, Target("ratio", rate), plans)
+    options = PlanOptions(global_ranking=True, raw_scores=True)
+    plans, notes = decide_channels(groups, Scores(groups=scores), rate, options)
+    return PruningPlan(method, Target("ratio", rate), plans, notes=notes, options=options)
 
 
 def rates(step: float) -> list[float]:
@@ -269,7 +256,9 @@ def search_rules(
 
 def score(context: ScoringContext, params: dict[str, Any]) -> Iterator[Scores]:
     """LRP relevance per channel group on the reference set, with the given or the searched composite."""
-    refuse_transformer(context.model)
+    if is_vit(context.model):
+        yield from transformer_scores(context, params)
+        return
     composite = composite_from(params)
     canonical = canonize(context.model)
     batches = reference_batches(context, params["samples_per_class"])
@@ -322,6 +311,7 @@ def secateur_methods() -> list[MethodInfo]:
             "parameter, and the paper's search can choose them by the area under the accuracy-against-rate "
             "curve without fine-tuning on the calibration split.",
             granularity="channel",
+            comparable_scores=True,
             needs=("calibration-data", "labels", "gradients"),
             params=PARAMS,
             score=score,

@@ -18,6 +18,7 @@ from secateur.core.lrp import Composite, channel_map, channel_relevance, input_r
 from secateur.core.lrp_canonize import canonize, zero_biases
 from secateur.core.models import load_model, parse_model_spec
 from secateur.core.params import validate_params
+from secateur.core.plan import Target
 from secateur.core.progress import Progress
 from secateur.core.registry import load_registry
 from secateur.core.testing import check_method
@@ -195,10 +196,24 @@ def test_unsupported_architectures_are_refused_naming_the_module() -> None:
         canonize(WithGate())
     with pytest.raises(InputError, match=r"'attention' is attention \(MultiheadAttention\)"):
         canonize(WithAttention())
-    from secateur.plugins.pxp import refuse_transformer
 
-    with pytest.raises(InputError, match=r"transformer support .* is provided by the ViT relevance"):
-        refuse_transformer(WithAttention())
+
+def test_vision_transformers_are_scored_by_heads_and_mlp_neurons() -> None:
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=32, mlp_dim=64)
+    workspace = Workspace(vit.eval(), (3, 32, 32), load_data("demo"))
+    pxp = load_registry().methods["pxp"]
+    scores = workspace.score(pxp, {"samples_per_class": 1})
+    heads = {g.id for g in workspace.groups if g.kind == "heads"}
+    assert heads and heads <= set(scores.groups)
+    assert {"encoder.layers.encoder_layer_0.mlp.0", "encoder.layers.encoder_layer_1.mlp.0"} <= set(scores.groups)
+    assert all(values.shape == (4,) for gid, values in scores.groups.items() if gid in heads)
+    pruned, _ = workspace.apply(workspace.plan(scores, Target("ratio", 0.5)))
+    assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in vit.parameters())
+    with pytest.raises(InputError, match="on a transformer use search=0"):
+        workspace.score(pxp, {"samples_per_class": 1, "search": 2})
 
 
 def test_canonisation_keeps_the_function_and_leaves_the_model_alone() -> None:
