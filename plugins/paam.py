@@ -83,22 +83,22 @@ def gate_target(context: ScoringContext, group: GroupInfo) -> GateTarget | str:
     members = list(context.members(group))
     producers = [m for m in members if m.is_output and isinstance(m.module, _WEIGHTED)]
     if len(producers) != 1:
-        return f"{len(producers)} layers produce its channels (residual-coupled): kept whole"
+        return f"{len(producers)} layers produce its channels (tied by a residual addition)"
     producer = producers[0]
     conv = producer.module
     if isinstance(conv, nn.modules.conv._ConvNd) and conv.groups > 1:
-        return "grouped or depthwise convolution: kept whole"
+        return "a grouped or depthwise convolution produces it"
     identity = list(range(group.channels))
     width = conv.out_channels if isinstance(conv, nn.modules.conv._ConvNd) else conv.out_features
     if width != group.channels or producer.indices != identity or producer.group_indices != identity:
-        return "its producer's outputs are not exactly its channels: kept whole"
+        return "its producer's outputs are not exactly its channels"
     norms = [
         m.module
         for m in members
         if isinstance(m.module, nn.modules.batchnorm._BatchNorm) and m.module.affine and _feeds(context, m.module, conv)
     ]
     if len(norms) != 1:
-        return "no affine BatchNorm directly after its producer (the score could not be folded): kept whole"
+        return "no affine BatchNorm directly follows its producer (a score could not be folded into it)"
     names = {module: name for name, module in context.model.named_modules()}
     return GateTarget(group.id, names[conv], names[norms[0]])
 
@@ -208,6 +208,9 @@ def apply(context: ScoringContext, plan: PruningPlan, params: dict[str, Any]) ->
     fold_scores(model, trained.targets, trained.scores)
     if params["threshold"] > 0:
         _threshold_plan(plan, trained, params["threshold"])
+    for group in context.groups:
+        if group.id not in trained.scores:
+            plan.notes.append(f"paam: no score for group {group.id}, kept whole: {gate_target(context, group)}")
     pruned, edits = apply_plan(model, plan, context.example)
     if params["threshold"] > 0:  # the plan's prediction was for the target's channels: report what was cut
         plan.predicted_params = sum(p.numel() for p in pruned.parameters())

@@ -12,6 +12,7 @@ from torch.utils.data import TensorDataset
 
 from secateur.core.data import DataBundle
 from secateur.core.errors import Cancelled, InputError
+from secateur.core.export import export_model
 from secateur.core.models import load_model, parse_model_spec
 from secateur.core.params import validate_params
 from secateur.core.plan import Target
@@ -19,7 +20,7 @@ from secateur.core.progress import Progress
 from secateur.core.registry import load_registry
 from secateur.core.testing import check_method, state_hash
 from secateur.core.workspace import Workspace
-from secateur.plugins.paam import gate_targets, threshold_kept, trained_state
+from secateur.plugins.paam import gate_target, gate_targets, threshold_kept, trained_state
 from secateur.plugins.paam_scores import FilterAttention, Gates, fold_scores, phi
 
 SHAPE = (3, 16, 16)
@@ -154,7 +155,7 @@ def test_folding_the_scores_into_batchnorm_keeps_the_logits() -> None:
         assert (model(x) - gated).abs().max() < 1e-5
 
 
-def test_removing_zero_scored_channels_keeps_the_outputs(method) -> None:
+def test_removing_zero_scored_channels_keeps_the_outputs(method, tmp_path) -> None:
     model, data = tiny_model(), tiny_data()
     workspace = Workspace(model, SHAPE, data, batch_size=16)
     scores = workspace.score(method, {"epochs": 1, "max_steps": 2, "lambda": 0.0})
@@ -169,6 +170,7 @@ def test_removing_zero_scored_channels_keeps_the_outputs(method) -> None:
     assert (pruned.conv1.out_channels, pruned.conv2.out_channels) == (5, 5)
     assert edits == [{"kind": "prune_channels", "groups": {"conv1": [1, 4, 6], "conv2": [0]}}]
     assert plan.predicted_params == sum(p.numel() for p in pruned.parameters())
+    assert any("τ = 0.05" in note and "10 gated channels kept" in note for note in plan.notes)
     folded_scores = {k: v.clone() for k, v in state.scores.items()}
     with torch.no_grad():
         gated = Tiny()
@@ -176,6 +178,8 @@ def test_removing_zero_scored_channels_keeps_the_outputs(method) -> None:
         fold_scores(gated.eval(), state.targets, folded_scores)
         assert (pruned(x) - gated(x)).abs().max() < 1e-6  # removal is exact where the gate is zero
         assert (gated(x) - reference).abs().max() > 1e-3  # and the zeroed gates did change the function
+        exported = torch.export.load(export_model(pruned, SHAPE, "pt2", tmp_path / "pruned.pt2")).module()
+        assert (exported(x[:1]) - pruned(x[:1])).abs().max() < 1e-6  # exported for a batch of one
 
 
 def test_threshold_rule_keeps_at_least_one_filter() -> None:
@@ -216,6 +220,8 @@ def test_cancellation_leaves_the_model_and_refuses_apply(method) -> None:
 def test_models_covered_and_refused() -> None:
     demo = Workspace(load_model(parse_model_spec("demo")).model, (3, 32, 32)).context()
     assert [t.group for t in gate_targets(demo)] == [f"layer{s}.{b}.conv1" for s in (1, 2, 3) for b in range(3)]
+    stem = next(group for group in demo.groups if group.id == "conv1")
+    assert "tied by a residual addition" in gate_target(demo, stem)
     resnet = Workspace(torchvision.models.resnet18(weights=None).eval(), (3, 32, 32)).context()
     assert [(t.conv, t.norm) for t in gate_targets(resnet)][:2] == [
         ("layer1.0.conv1", "layer1.0.bn1"),
