@@ -17,10 +17,13 @@ layer or globally ranked). Removal is the ordinary ``prune_channels`` edit, so
 checkpoints replay it and carry the trained tensors; the score networks never
 enter the model.
 
-Only internal channels are gated (METHODS.md 4(b)9, the default): a group
-whose channels are produced by several layers (tied by a residual addition)
-gets no score and is kept whole, as are groups without a directly following
-affine BatchNorm, where a score could not be folded exactly.
+By default only internal channels are gated (METHODS.md 4(b)9): a group
+whose channels several layers produce (tied by a residual addition) gets no
+score and is kept whole; ``residual = shared`` gives such a group one score
+vector, read from all its producers' filters and multiplying every one of
+their BatchNorms (the residual stream is then scaled channel by channel, and
+folding stays exact). Groups without an affine BatchNorm directly after each
+producer are kept whole: a score could not be folded into them exactly.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from secateur.core.groups import GroupInfo
 from secateur.core.hookspecs import hookimpl
 from secateur.core.methods import MethodInfo, ParamSpec
 from secateur.core.plan import GroupPlan, PruningPlan
-from secateur.core.scoring import Scores, ScoringContext
+from secateur.core.scoring import Member, Scores, ScoringContext
 from secateur.core.surgery import apply_plan
 from secateur.plugins.paam_scores import Gates, GateTarget, fold_scores
 
@@ -76,42 +79,57 @@ def _feeds(context: ScoringContext, norm: nn.Module, producer: nn.Module) -> boo
     return node is not None and len(node.inputs) == 1 and node.inputs[0].module is producer
 
 
-def gate_target(context: ScoringContext, group: GroupInfo) -> GateTarget | str:
-    """The conv and BatchNorm a group's score gates, or why the group gets no score."""
-    if group.kind != "channels":
-        return "attention heads are not scored by PAAM"
-    members = list(context.members(group))
-    producers = [m for m in members if m.is_output and isinstance(m.module, _WEIGHTED)]
-    if len(producers) != 1:
-        return f"{len(producers)} layers produce its channels (tied by a residual addition)"
-    producer = producers[0]
+def _pair(
+    context: ScoringContext, members: list[Member], producer: Member, channels: int
+) -> tuple[nn.Module, nn.Module] | str:
+    """(producer, its BatchNorm) when the producer writes exactly the group's channels into an affine BatchNorm."""
     conv = producer.module
     if isinstance(conv, nn.modules.conv._ConvNd) and conv.groups > 1:
         return "a grouped or depthwise convolution produces it"
-    identity = list(range(group.channels))
+    identity = list(range(channels))
     width = conv.out_channels if isinstance(conv, nn.modules.conv._ConvNd) else conv.out_features
-    if width != group.channels or producer.indices != identity or producer.group_indices != identity:
-        return "its producer's outputs are not exactly its channels"
+    if width != channels or producer.indices != identity or producer.group_indices != identity:
+        return "a producer's outputs are not exactly its channels"
     norms = [
         m.module
         for m in members
         if isinstance(m.module, nn.modules.batchnorm._BatchNorm) and m.module.affine and _feeds(context, m.module, conv)
     ]
     if len(norms) != 1:
-        return "no affine BatchNorm directly follows its producer (a score could not be folded into it)"
+        return "no affine BatchNorm directly follows a producer (a score could not be folded into it)"
+    return conv, norms[0]
+
+
+def gate_target(context: ScoringContext, group: GroupInfo, residual: str = "internal") -> GateTarget | str:
+    """The producers and BatchNorms a group's score gates, or why the group gets no score.
+
+    ``residual = internal`` (METHODS.md 4(b)9, the default) scores only groups
+    with one producer; ``shared`` also gives a residual-coupled group one
+    score vector, read from all its producers' filters and applied to each.
+    """
+    if group.kind != "channels":
+        return "attention heads are not scored by PAAM"
+    members = list(context.members(group))
+    producers = [m for m in members if m.is_output and isinstance(m.module, _WEIGHTED)]
+    if not producers or (len(producers) > 1 and residual == "internal"):
+        return f"{len(producers)} layers produce its channels (tied by a residual addition; residual=shared scores it)"
+    pairs = [_pair(context, members, producer, group.channels) for producer in producers]
+    reasons = [pair for pair in pairs if isinstance(pair, str)]
+    if reasons:
+        return reasons[0]
     names = {module: name for name, module in context.model.named_modules()}
-    return GateTarget(group.id, names[conv], names[norms[0]])
+    return GateTarget(group.id, tuple((names[conv], names[norm]) for conv, norm in pairs))
 
 
-def gate_targets(context: ScoringContext) -> list[GateTarget]:
-    """Every group PAAM scores (internal conv–BN channels), in model order; refuses a model that has none."""
+def gate_targets(context: ScoringContext, residual: str = "internal") -> list[GateTarget]:
+    """Every group PAAM scores, in model order; refuses a model that has none."""
     order = {name: index for index, (name, _) in enumerate(context.model.named_modules())}
-    targets = [t for t in (gate_target(context, g) for g in context.groups) if isinstance(t, GateTarget)]
-    targets.sort(key=lambda target: order[target.conv])  # model order: stable, and readable in the window
+    found = [gate_target(context, group, residual) for group in context.groups]
+    targets = sorted((t for t in found if isinstance(t, GateTarget)), key=lambda t: order[t.pairs[0][0]])
     if not targets:
         raise InputError(
-            "paam needs convolutions followed by BatchNorm whose channels no residual addition ties "
-            "(conv–BN–activation CNNs); this model has none"
+            "paam needs convolutions followed by BatchNorm (conv–BN–activation CNNs) whose channels "
+            "it can score; this model has none"
         )
     return targets
 
@@ -141,7 +159,7 @@ def _optimizer(model: nn.Module, gates: Gates, lr: float) -> torch.optim.Optimiz
 
 def score(context: ScoringContext, params: dict[str, Any]) -> Iterator[Scores]:
     """Train network and scores together on the train split; yield every group's scores after each epoch."""
-    targets = gate_targets(context)
+    targets = gate_targets(context, params["residual"])
     loader = context.loader("train", shuffle=True)
     steps = len(loader) if params["max_steps"] == 0 else min(len(loader), params["max_steps"])
     if steps == 0:
@@ -171,8 +189,8 @@ def score(context: ScoringContext, params: dict[str, Any]) -> Iterator[Scores]:
             schedule.step()
             done += 1
             context.progress("PAAM training", done, total)
-        yield Scores(groups=gates.scores(model))
-    final = gates.scores(model)
+        yield Scores(groups=gates.scores())
+    final = gates.scores()
     gates.remove()
     _TRAINED[context.model] = Trained(model.eval(), targets, final)
 
@@ -210,7 +228,8 @@ def apply(context: ScoringContext, plan: PruningPlan, params: dict[str, Any]) ->
         _threshold_plan(plan, trained, params["threshold"])
     for group in context.groups:
         if group.id not in trained.scores:
-            plan.notes.append(f"paam: no score for group {group.id}, kept whole: {gate_target(context, group)}")
+            reason = gate_target(context, group, params["residual"])
+            plan.notes.append(f"paam: no score for group {group.id}, kept whole: {reason}")
     pruned, edits = apply_plan(model, plan, context.example)
     if params["threshold"] > 0:  # the plan's prediction was for the target's channels: report what was cut
         plan.predicted_params = sum(p.numel() for p in pruned.parameters())
@@ -241,6 +260,14 @@ def secateur_methods() -> list[MethodInfo]:
                     "drop filters scored below τ (at least 1 per layer); 0 follows the target's plan instead",
                     min=0.0,
                     max=1.0,
+                ),
+                ParamSpec(
+                    "residual",
+                    "choice",
+                    "internal",
+                    "internal: score only channels no residual addition ties (the default); shared: one score "
+                    "vector per residual-coupled group too",
+                    choices=("internal", "shared"),
                 ),
                 ParamSpec("attention_dim", "int", 32, "attention width h of the score networks", min=1, max=1024),
                 ParamSpec("lr", "float", 0.01, "SGD learning rate (cosine schedule to zero)", min=1e-6, max=10.0),

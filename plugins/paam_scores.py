@@ -36,8 +36,17 @@ def standardised_filters(weight: torch.Tensor) -> torch.Tensor:
     return (rows - mean) / torch.sqrt(var + _STANDARDISE_EPS)
 
 
+def group_filters(weights: list[torch.Tensor]) -> torch.Tensor:
+    """``X`` of a group: each channel's standardised filters in every producer, side by side.
+
+    One producer for internal channels; for a residual-coupled group scored
+    as one (``residual = shared``), every layer that writes its channels.
+    """
+    return torch.cat([standardised_filters(weight) for weight in weights], dim=1)
+
+
 class FilterAttention(nn.Module):
-    """One layer's score network: ``s = φ(softmax(XW_Q (XW_K)ᵀ/√h) X w_V + β₀)``."""
+    """One group's score network: ``s = φ(softmax(XW_Q (XW_K)ᵀ/√h) X w_V + β₀)``."""
 
     def __init__(self, filter_size: int, attention_dim: int, generator: torch.Generator) -> None:
         super().__init__()
@@ -47,8 +56,8 @@ class FilterAttention(nn.Module):
         self.value = nn.Parameter(torch.zeros(filter_size))  # w_V = 0 and β₀ = 0: every score starts at 1
         self.bias = nn.Parameter(torch.zeros(()))
 
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        x = standardised_filters(weight)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores of the filters whose standardised rows are ``x`` (F × d)."""
         logits = (x @ self.query) @ (x @ self.key).T / math.sqrt(self.query.shape[1])
         u = torch.softmax(logits, dim=1) @ (x @ self.value) + self.bias
         return phi(u)
@@ -56,19 +65,19 @@ class FilterAttention(nn.Module):
 
 @dataclass(frozen=True)
 class GateTarget:
-    """A gated dependency group: its producing conv and the BatchNorm whose output the score multiplies."""
+    """A gated dependency group: (producer, BatchNorm) layer names; the score multiplies each BatchNorm's output."""
 
     group: str
-    conv: str
-    norm: str
+    pairs: tuple[tuple[str, str], ...]
 
 
 class Gates:
     """Score networks hooked onto a model's BatchNorms; the scores of the last forward pass are kept.
 
-    Scores are computed once per forward pass (attention is O(F²h)), in
-    float32 even under autocast, from the conv's current weights, so the
-    regulariser's gradient reaches those weights through the scores.
+    Scores are computed once per forward pass (attention is O(F²h)), by a
+    pre-hook on the model, in float32 even under autocast, from the
+    producers' current weights, so the regulariser's gradient reaches those
+    weights through the scores; the BatchNorm hooks only multiply.
     """
 
     def __init__(
@@ -78,20 +87,31 @@ class Gates:
         device = next(model.parameters()).device
         self.targets = list(targets)
         self.networks = nn.ModuleDict()
+        self._producers = [[modules[conv] for conv, _ in target.pairs] for target in self.targets]
         self.latest: dict[str, torch.Tensor] = {}
-        self._handles: list[RemovableHandle] = []
+        self._handles: list[RemovableHandle] = [model.register_forward_pre_hook(self._score_all)]
         for index, target in enumerate(self.targets):
-            conv = modules[target.conv]
-            network = FilterAttention(conv.weight[0].numel(), attention_dim, generator).to(device)
-            self.networks[str(index)] = network
-            self._handles.append(modules[target.norm].register_forward_hook(self._hook(target.group, conv, network)))
+            size = sum(conv.weight[0].numel() for conv in self._producers[index])
+            self.networks[str(index)] = FilterAttention(size, attention_dim, generator).to(device)
+            for _, norm in target.pairs:
+                self._handles.append(modules[norm].register_forward_hook(self._gate(target.group)))
 
-    def _hook(self, group: str, conv: nn.Module, network: FilterAttention):
+    def _current(self) -> dict[str, torch.Tensor]:
+        with torch.autocast(next(self.networks.parameters()).device.type, enabled=False):
+            return {
+                target.group: network(group_filters([conv.weight.float() for conv in producers]))
+                for target, network, producers in zip(
+                    self.targets, self.networks.values(), self._producers, strict=True
+                )
+            }
+
+    def _score_all(self, module: nn.Module, inputs: tuple) -> None:
+        self.latest = self._current()
+
+    def _gate(self, group: str):
         def gate(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-            with torch.autocast(output.device.type, enabled=False):
-                scores = network(conv.weight.float())
-            self.latest[group] = scores
-            return output * scores.to(output.dtype).view((1, -1) + (1,) * (output.dim() - 2))
+            scores = self.latest[group].to(output.dtype)
+            return output * scores.view((1, -1) + (1,) * (output.dim() - 2))
 
         return gate
 
@@ -103,13 +123,9 @@ class Gates:
         return torch.cat([self.latest[target.group] for target in self.targets]).mean()
 
     @torch.no_grad()
-    def scores(self, model: nn.Module) -> dict[str, torch.Tensor]:
+    def scores(self) -> dict[str, torch.Tensor]:
         """Current score of every gated filter, per group, on the CPU (from the weights; no forward pass)."""
-        modules = dict(model.named_modules())
-        return {
-            target.group: network(modules[target.conv].weight.float()).cpu()
-            for target, network in zip(self.targets, self.networks.values(), strict=True)
-        }
+        return {group: values.cpu() for group, values in self._current().items()}
 
     def remove(self) -> None:
         """Detach every hook: the model is again exactly the user's class, without score networks."""
@@ -124,7 +140,8 @@ def fold_scores(model: nn.Module, targets: list[GateTarget], scores: dict[str, t
     """``γ, β ← s·γ, s·β`` for every gated BatchNorm: exact, since ``s·(γx̂ + β) = (sγ)x̂ + sβ``."""
     modules = dict(model.named_modules())
     for target in targets:
-        norm = modules[target.norm]
-        factor = scores[target.group].to(norm.weight.device, norm.weight.dtype)
-        norm.weight.mul_(factor)
-        norm.bias.mul_(factor)
+        for _, name in target.pairs:
+            norm = modules[name]
+            factor = scores[target.group].to(norm.weight.device, norm.weight.dtype)
+            norm.weight.mul_(factor)
+            norm.bias.mul_(factor)

@@ -21,7 +21,7 @@ from secateur.core.registry import load_registry
 from secateur.core.testing import check_method, state_hash
 from secateur.core.workspace import Workspace
 from secateur.plugins.paam import gate_target, gate_targets, threshold_kept, trained_state
-from secateur.plugins.paam_scores import FilterAttention, Gates, fold_scores, phi
+from secateur.plugins.paam_scores import FilterAttention, Gates, fold_scores, phi, standardised_filters
 
 SHAPE = (3, 16, 16)
 
@@ -79,7 +79,7 @@ def method():
 def test_scores_match_a_hand_computation_and_start_at_one() -> None:
     weight = torch.randn(5, 3, 3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     network = FilterAttention(27, 4, torch.Generator().manual_seed(0)).double()
-    assert torch.equal(network(weight), torch.ones(5, dtype=torch.float64))  # w_V = 0, β₀ = 0
+    assert torch.equal(network(standardised_filters(weight)), torch.ones(5, dtype=torch.float64))  # w_V = 0, β₀ = 0
     with torch.no_grad():
         network.value.copy_(torch.linspace(-2, 2, 27, dtype=torch.float64))
         network.bias.fill_(-0.5)
@@ -92,7 +92,7 @@ def test_scores_match_a_hand_computation_and_start_at_one() -> None:
         weights = torch.softmax(torch.tensor(logits, dtype=torch.float64), 0)
         u = sum(float(weights[j]) * float(x[j] @ v) for j in range(5)) - 0.5
         expected.append(math.exp(u) if u < 0 else 1 + u)
-    scores = network(weight).detach()
+    scores = network(standardised_filters(weight)).detach()
     assert scores.shape == (5,) and (scores > 0).all()
     assert torch.allclose(scores, torch.tensor(expected, dtype=torch.float64), atol=1e-10)
     u = torch.tensor([-50.0, -1.0, 0.0, 2.0])
@@ -133,7 +133,8 @@ def test_gates_multiply_the_feature_maps_and_start_as_the_identity() -> None:
     with torch.no_grad():
         assert torch.equal(model(x), plain_logits)  # s ≡ 1 at initialisation: logits unchanged
         randomise(gates)
-        scores = gates.scores(model)
+        model(x)  # a forward pass computes the scores once; the BatchNorm hooks use them
+        scores = gates.scores()
         gated = model.bn1(model.conv1(x))
     assert torch.allclose(gated, plain_norm * scores["conv1"].view(1, -1, 1, 1), atol=1e-6)
     assert not torch.allclose(scores["conv1"], torch.ones(8))
@@ -149,9 +150,26 @@ def test_folding_the_scores_into_batchnorm_keeps_the_logits() -> None:
     x = torch.randn(4, *SHAPE)
     with torch.no_grad():
         gated = model(x)
-        scores = gates.scores(model)
+        scores = gates.scores()
         gates.remove()
         fold_scores(model, gates.targets, scores)
+        assert (model(x) - gated).abs().max() < 1e-5
+
+
+def test_shared_residual_scores_fold_exactly_on_the_demo_resnet() -> None:
+    model = load_model(parse_model_spec("demo")).model
+    targets = gate_targets(Workspace(model, (3, 32, 32)).context(), "shared")
+    residual = [t for t in targets if len(t.pairs) > 1]
+    assert len(targets) == 12 and len(residual) == 3  # 9 internal groups and one residual stream per stage
+    assert residual[0].pairs[0] == ("conv1", "bn1") and len(residual[0].pairs) == 4  # the stem and 3 blocks
+    gates = Gates(model, targets, 8, torch.Generator().manual_seed(0))
+    randomise(gates)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        gated = model(x)
+        scores = gates.scores()
+        gates.remove()
+        fold_scores(model, targets, scores)
         assert (model(x) - gated).abs().max() < 1e-5
 
 
@@ -223,9 +241,9 @@ def test_models_covered_and_refused() -> None:
     stem = next(group for group in demo.groups if group.id == "conv1")
     assert "tied by a residual addition" in gate_target(demo, stem)
     resnet = Workspace(torchvision.models.resnet18(weights=None).eval(), (3, 32, 32)).context()
-    assert [(t.conv, t.norm) for t in gate_targets(resnet)][:2] == [
-        ("layer1.0.conv1", "layer1.0.bn1"),
-        ("layer1.1.conv1", "layer1.1.bn1"),
+    assert [t.pairs for t in gate_targets(resnet)][:2] == [
+        (("layer1.0.conv1", "layer1.0.bn1"),),
+        (("layer1.1.conv1", "layer1.1.bn1"),),
     ]
     assert len(gate_targets(resnet)) == 8  # one internal group per basic block; residual channels kept whole
     plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 14 * 14, 2)).eval()
@@ -236,7 +254,7 @@ def test_models_covered_and_refused() -> None:
 def test_vgg11_bn_gates_every_conv() -> None:
     model = torchvision.models.vgg11_bn(weights=None, num_classes=10).eval()
     targets = gate_targets(Workspace(model, (3, 32, 32)).context())
-    assert [t.norm for t in targets] == [f"features.{i + 1}" for i in (0, 4, 8, 11, 15, 18, 22, 25)]
+    assert [t.pairs[0][1] for t in targets] == [f"features.{i + 1}" for i in (0, 4, 8, 11, 15, 18, 22, 25)]
 
 
 def test_bad_parameters_are_refused(method) -> None:
