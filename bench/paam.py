@@ -30,6 +30,7 @@ from secateur.core.finetune import FinetuneConfig, finetune
 from secateur.core.models import load_model, parse_model_spec
 from secateur.core.plan import PlanOptions, PruningPlan, Target
 from secateur.core.registry import load_registry
+from secateur.core.scoring import Scores
 from secateur.core.surgery import recalibrate_batchnorm
 from secateur.core.workspace import Workspace
 from secateur.plugins.paam import trained_state
@@ -55,11 +56,11 @@ def _subset(data: DataBundle, count: int) -> DataBundle:
     return replace(data, train=Subset(data.train, sorted(order.tolist())))
 
 
-def _paam(model: nn.Module, shape, data: DataBundle, params: dict) -> tuple[nn.Module, nn.Module, PruningPlan, float]:
+def _paam(model: nn.Module, shape, data: DataBundle, params: dict) -> dict:
     """PAAM's training and pruning by its threshold rule.
 
-    Returns the pruned model, the trained network with the scores folded in (before any removal), the plan
-    and the minutes taken.
+    Returns the pruned model, the trained network with the scores folded in (before any removal), the plan,
+    the minutes taken, and the workspace and scores (to plan again from the same training).
     """
     method = load_registry().methods["paam"]
     start = time.time()
@@ -70,13 +71,21 @@ def _paam(model: nn.Module, shape, data: DataBundle, params: dict) -> tuple[nn.M
     fold_scores(folded, state.targets, state.scores)
     plan = workspace.plan(scores, Target("ratio", 0.5))  # the threshold rule replaces these counts
     pruned, _ = workspace.apply(plan, method, params)
-    return pruned, folded, plan, (time.time() - start) / 60
+    minutes = (time.time() - start) / 60
+    return {
+        "pruned": pruned,
+        "folded": folded,
+        "plan": plan,
+        "minutes": minutes,
+        "workspace": workspace,
+        "scores": scores,
+    }
 
 
-def _l1_at(model: nn.Module, shape, data: DataBundle, goal: int) -> tuple[nn.Module, PruningPlan]:
-    """Global L1 pruning with the channel ratio whose predicted parameter count is nearest ``goal``."""
-    workspace = Workspace(model, shape, data, seed=SEED)
-    scores = workspace.score(load_registry().methods["l1"])
+def _global_at(
+    workspace: Workspace, scores: Scores, goal: int, method=None, params=None
+) -> tuple[nn.Module, PruningPlan]:
+    """Global ranking with the channel ratio whose predicted parameter count is nearest ``goal``."""
     options = PlanOptions(global_ranking=True)
     low, high = 0.0, 0.9
     best = workspace.plan(scores, Target("ratio", 0.5), options)
@@ -86,7 +95,7 @@ def _l1_at(model: nn.Module, shape, data: DataBundle, goal: int) -> tuple[nn.Mod
         if abs(plan.predicted_params - goal) < abs(best.predicted_params - goal):
             best = plan
         low, high = (middle, high) if plan.predicted_params > goal else (low, middle)
-    pruned, _ = workspace.apply(best)
+    pruned, _ = workspace.apply(best, method, params)
     return pruned, best
 
 
@@ -117,47 +126,48 @@ def main() -> None:
     runs = []
     for value in (float(v) for v in args.lambdas.split(",")):
         params = {"lambda": value, "epochs": args.epochs, "lr": args.lr}
-        pruned, folded, plan, minutes = _paam(loaded.model, shape, data, params)
-        runs.append((value, pruned, plan))
-        trained = accuracy_and_loss(folded, data)[0]
+        run = _paam(loaded.model, shape, data, params)
+        runs.append((value, run))
+        trained = _accuracy(run["folded"], data)
         rows.append(("PAAM from trained: trained network, before removal", f"{value:g}", base_params, trained, "-"))
+        pruned, minutes = run["pruned"], f"{run['minutes']:.1f}"
         rows.append(
-            (
-                "PAAM from trained: pruned (τ = 0.05)",
-                f"{value:g}",
-                _params(pruned),
-                _accuracy(pruned, data),
-                f"{minutes:.1f}",
-            )
+            ("PAAM from trained: pruned (τ = 0.05)", f"{value:g}", _params(pruned), _accuracy(pruned, data), minutes)
         )
         print(rows[-2], rows[-1], flush=True)
-    chosen, paam_model, paam_plan = min(runs, key=lambda r: abs(1 - _params(r[1]) / base_params - args.target))
+    chosen, run = min(runs, key=lambda r: abs(1 - _params(r[1]["pruned"]) / base_params - args.target))
+    paam_model, paam_plan, label = run["pruned"], run["plan"], f"PAAM λ={chosen:g}"
     count = _params(paam_model)
     recalibrated = copy.deepcopy(paam_model)
     recalibrate_batchnorm(recalibrated, data.loader("calibration", 128), CPU)
-    rows.append(
-        (f"PAAM λ={chosen:g} + BatchNorm recalibration", f"{chosen:g}", count, _accuracy(recalibrated, data), "-")
-    )
+    rows.append((f"{label} + BatchNorm recalibration", f"{chosen:g}", count, _accuracy(recalibrated, data), "-"))
     tuned = finetune(paam_model, data, FinetuneConfig(epochs=1, lr=args.lr, seed=SEED), CPU).model
+    total = args.epochs + 1
+    rows.append((f"{label} + 1 epoch fine-tuning ({total} in all)", f"{chosen:g}", count, _accuracy(tuned, data), "-"))
+    paam_params = {"lambda": chosen, "epochs": args.epochs, "lr": args.lr, "threshold": 0.0}
+    ranked, ranked_plan = _global_at(
+        run["workspace"], run["scores"], count, load_registry().methods["paam"], paam_params
+    )
     rows.append(
         (
-            f"PAAM λ={chosen:g} + 1 epoch fine-tuning (total {args.epochs + 1})",
+            f"{label} scores, host's global ranking (threshold 0)",
             f"{chosen:g}",
-            count,
-            _accuracy(tuned, data),
+            _params(ranked),
+            _accuracy(ranked, data),
             "-",
         )
     )
-    print(rows[-2], rows[-1], flush=True)
+    print(*rows[-3:], sep="\n", flush=True)
 
     scratch_params = {"lambda": chosen, "epochs": args.epochs, "lr": args.scratch_lr, "from_scratch": True}
-    scratch, scratch_folded, scratch_plan, minutes = _paam(loaded.model, shape, data, scratch_params)
+    scratch = _paam(loaded.model, shape, data, scratch_params)
+    scratch_plan = scratch["plan"]
     rows.append(
         (
             "PAAM from scratch: trained network, before removal",
             f"{chosen:g}",
             base_params,
-            _accuracy(scratch_folded, data),
+            _accuracy(scratch["folded"], data),
             "-",
         )
     )
@@ -165,15 +175,16 @@ def main() -> None:
         (
             "PAAM from scratch: pruned (τ = 0.05)",
             f"{chosen:g}",
-            _params(scratch),
-            _accuracy(scratch, data),
-            f"{minutes:.1f}",
+            _params(scratch["pruned"]),
+            _accuracy(scratch["pruned"], data),
+            f"{scratch['minutes']:.1f}",
         )
     )
     print(rows[-2], rows[-1], flush=True)
 
     start = time.time()
-    l1_model, l1_plan = _l1_at(loaded.model, shape, data, count)
+    l1_workspace = Workspace(loaded.model, shape, data, seed=SEED)
+    l1_model, l1_plan = _global_at(l1_workspace, l1_workspace.score(load_registry().methods["l1"]), count)
     rows.append(("L1 global, no fine-tuning", "-", _params(l1_model), _accuracy(l1_model, data), "-"))
     for epochs in (args.epochs, args.epochs + 1):
         tuned = finetune(l1_model, data, FinetuneConfig(epochs=epochs, lr=args.lr, seed=SEED), CPU).model
@@ -188,10 +199,11 @@ def main() -> None:
         print(f"| {name} | {value} | {count} | {1 - count / base_params:.1%} | {accuracy:.2f} | {minutes} |")
 
     profile: dict[str, dict[str, str]] = {}
-    _profile(profile, f"PAAM λ={chosen:g}", paam_plan)
+    _profile(profile, label, paam_plan)
+    _profile(profile, f"{label} global ranking", ranked_plan)
     _profile(profile, "PAAM scratch", scratch_plan)
     _profile(profile, "L1 global", l1_plan)
-    labels = [f"PAAM λ={chosen:g}", "PAAM scratch", "L1 global"]
+    labels = [label, f"{label} global ranking", "PAAM scratch", "L1 global"]
     print("\nkept channels per group (groups PAAM leaves unscored are kept whole by it)\n")
     print("| group | " + " | ".join(labels) + " |\n|---|" + "---|" * len(labels))
     for group_id, entries in profile.items():

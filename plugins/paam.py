@@ -29,6 +29,7 @@ producer are kept whole: a score could not be folded into them exactly.
 from __future__ import annotations
 
 import copy
+import itertools
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,12 +46,13 @@ from secateur.core.hookspecs import hookimpl
 from secateur.core.methods import MethodInfo, ParamSpec
 from secateur.core.plan import GroupPlan, PruningPlan
 from secateur.core.scoring import Member, Scores, ScoringContext
-from secateur.core.surgery import apply_plan
+from secateur.core.surgery import apply_plan, recalibrate_batchnorm
 from secateur.plugins.paam_scores import Gates, GateTarget, fold_scores
 
 _WEIGHTED = (nn.modules.conv._ConvNd, nn.Linear)
 WEIGHT_DECAY = 5e-4  # on the network's weights, as core/finetune.py; the score networks get none
 MOMENTUM = 0.9
+SETTLE_BATCHES = 50  # train batches that re-estimate BatchNorm statistics after training
 
 
 @dataclass
@@ -157,6 +159,24 @@ def _optimizer(model: nn.Module, gates: Gates, lr: float) -> torch.optim.Optimiz
     )
 
 
+def _settle_batchnorm(model: nn.Module, context: ScoringContext, batches: int) -> None:
+    """Re-estimate the running BatchNorm statistics of the trained network, gates in place, on the train split.
+
+    The scores can shrink a layer faster than the running averages (momentum
+    0.1) follow, and the next BatchNorm normalises by those averages at
+    evaluation; in short runs the lag alone can ruin accuracy. A cumulative
+    average over a few batches at the end makes them match the trained scores.
+    """
+    loader = itertools.islice(context.loader("train"), batches)
+
+    def reported() -> Iterator:
+        for index, batch in enumerate(loader):
+            context.progress("PAAM BatchNorm statistics", index + 1, batches)
+            yield batch
+
+    recalibrate_batchnorm(model, reported(), context.device, batches)
+
+
 def score(context: ScoringContext, params: dict[str, Any]) -> Iterator[Scores]:
     """Train network and scores together on the train split; yield every group's scores after each epoch."""
     targets = gate_targets(context, params["residual"])
@@ -190,6 +210,7 @@ def score(context: ScoringContext, params: dict[str, Any]) -> Iterator[Scores]:
             done += 1
             context.progress("PAAM training", done, total)
         yield Scores(groups=gates.scores())
+    _settle_batchnorm(model, context, min(steps, SETTLE_BATCHES))
     final = gates.scores()
     gates.remove()
     _TRAINED[context.model] = Trained(model.eval(), targets, final)

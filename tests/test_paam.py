@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -18,6 +19,7 @@ from secateur.core.params import validate_params
 from secateur.core.plan import Target
 from secateur.core.progress import Progress
 from secateur.core.registry import load_registry
+from secateur.core.surgery import recalibrate_batchnorm
 from secateur.core.testing import check_method, state_hash
 from secateur.core.workspace import Workspace
 from secateur.plugins.paam import gate_target, gate_targets, threshold_kept, trained_state
@@ -198,6 +200,21 @@ def test_removing_zero_scored_channels_keeps_the_outputs(method, tmp_path) -> No
         assert (gated(x) - reference).abs().max() > 1e-3  # and the zeroed gates did change the function
         exported = torch.export.load(export_model(pruned, SHAPE, "pt2", tmp_path / "pruned.pt2")).module()
         assert (exported(x[:1]) - pruned(x[:1])).abs().max() < 1e-6  # exported for a batch of one
+
+
+def test_batchnorm_statistics_are_those_of_the_trained_scores(method) -> None:
+    workspace = Workspace(tiny_model(), SHAPE, tiny_data(), batch_size=16)
+    workspace.score(method, {"epochs": 1, "max_steps": 2, "lambda": 20.0})
+    state = trained_state(workspace.context().model)
+    folded = copy.deepcopy(state.model)
+    fold_scores(folded, state.targets, state.scores)
+    expected = copy.deepcopy(folded)  # statistics recomputed another way: on the folded network
+    recalibrate_batchnorm(expected, tiny_data().loader("train", 16), torch.device("cpu"), max_batches=2)
+    for name in ("bn1", "bn2"):
+        ours, theirs = getattr(folded, name), getattr(expected, name)
+        assert torch.allclose(ours.running_mean, theirs.running_mean, atol=1e-5)
+        assert torch.allclose(ours.running_var, theirs.running_var, atol=1e-5)
+    assert state.scores["conv1"].max() < 0.9  # the scores did move, so stale statistics would differ
 
 
 def test_threshold_rule_keeps_at_least_one_filter() -> None:
