@@ -6,7 +6,9 @@ score network attached to every conv followed by BatchNorm (see
 the loss is ``CE + λ·mean(s)`` over all gated filters, so training drives
 unneeded filters toward zero and the layer widths follow from one global
 rule. Scores stream to the window once per epoch, so a user watches filters
-fade. The algorithm's details are a reconstruction (METHODS.md 4(b) [R]; no
+fade. At the end, BatchNorm running statistics are re-estimated with the
+gates in place (our addition: in short runs they lag the shrinking scores).
+The algorithm's details are a reconstruction (METHODS.md 4(b) [R]; no
 official code exists).
 
 Apply takes over: the pruned model is the *trained* network with the scores
