@@ -3,7 +3,9 @@
 1. PAAM from the trained demo for N epochs at each λ of a sweep (threshold rule τ = 0.05); for each, the
    trained network with its scores folded in (before removal) and the pruned one. The λ whose parameter
    reduction is nearest the target (default 50%) is the one compared, also after BatchNorm recalibration
-   and after 1 epoch of fine-tuning (METHODS.md 4(b)8's optional fine-tuning; N + 1 epochs in all).
+   on the calibration split (what the plugin's default recalibrate_bn=true does; the "pruned" rows turn it
+   off), with its scores through the host's global ranking instead of τ, and after 1 epoch of fine-tuning
+   (METHODS.md 4(b)8's optional fine-tuning; N + 1 epochs in all).
 2. PAAM from scratch (weights re-initialised) for the same N epochs at that λ.
 3. Global L1 pruning (all prunable groups, channel ratio found by bisection) to PAAM's parameter count,
    then N and N + 1 epochs of fine-tuning (core fine-tuning: SGD, cosine, best epoch on the calibration split).
@@ -125,7 +127,7 @@ def main() -> None:
     rows = [("unpruned", "-", base_params, base_accuracy, "-")]
     runs = []
     for value in (float(v) for v in args.lambdas.split(",")):
-        params = {"lambda": value, "epochs": args.epochs, "lr": args.lr}
+        params = {"lambda": value, "epochs": args.epochs, "lr": args.lr, "recalibrate_bn": False}
         run = _paam(loaded.model, shape, data, params)
         runs.append((value, run))
         trained = _accuracy(run["folded"], data)
@@ -144,7 +146,7 @@ def main() -> None:
     tuned = finetune(paam_model, data, FinetuneConfig(epochs=1, lr=args.lr, seed=SEED), CPU).model
     total = args.epochs + 1
     rows.append((f"{label} + 1 epoch fine-tuning ({total} in all)", f"{chosen:g}", count, _accuracy(tuned, data), "-"))
-    paam_params = {"lambda": chosen, "epochs": args.epochs, "lr": args.lr, "threshold": 0.0}
+    paam_params = {"lambda": chosen, "epochs": args.epochs, "lr": args.lr, "threshold": 0.0, "recalibrate_bn": False}
     ranked, ranked_plan = _global_at(
         run["workspace"], run["scores"], count, load_registry().methods["paam"], paam_params
     )
@@ -159,7 +161,13 @@ def main() -> None:
     )
     print(*rows[-3:], sep="\n", flush=True)
 
-    scratch_params = {"lambda": chosen, "epochs": args.epochs, "lr": args.scratch_lr, "from_scratch": True}
+    scratch_params = {
+        "lambda": chosen,
+        "epochs": args.epochs,
+        "lr": args.scratch_lr,
+        "from_scratch": True,
+        "recalibrate_bn": False,
+    }
     scratch = _paam(loaded.model, shape, data, scratch_params)
     scratch_plan = scratch["plan"]
     rows.append(

@@ -257,6 +257,10 @@ def apply(context: ScoringContext, plan: PruningPlan, params: dict[str, Any]) ->
     if params["threshold"] > 0:  # the plan's prediction was for the target's channels: report what was cut
         plan.predicted_params = sum(p.numel() for p in pruned.parameters())
         plan.predicted_macs = model_macs(pruned, tuple(context.example.shape[1:]), context.device)
+    if params["recalibrate_bn"] and any(group.removed for group in plan.groups.values()):
+        # Removed filters scored below τ are small, not zero: together they shift the next BatchNorm's inputs.
+        recalibrate_batchnorm(pruned, context.loader("calibration"), context.device)
+        plan.notes.append("paam: BatchNorm statistics re-estimated on the calibration split after removal")
     return pruned, edits
 
 
@@ -272,9 +276,16 @@ def secateur_methods() -> list[MethodInfo]:
             "one global threshold (Babaiee et al. 2022). Prunes the trained network; residual-tied channels are "
             "kept whole.",
             granularity="channel",
-            needs=("labels", "gradients", "training"),
+            needs=("calibration-data", "labels", "gradients", "training"),
             params=(
-                ParamSpec("lambda", "float", 0.05, "weight of the mean-score penalty (main knob)", min=0.0, max=100.0),
+                ParamSpec(
+                    "lambda",
+                    "float",
+                    1.0,
+                    "weight of the mean-score penalty (main knob; its effect grows with the training steps)",
+                    min=0.0,
+                    max=100.0,
+                ),
                 ParamSpec("epochs", "int", 5, "training epochs with the score networks", min=1, max=10000),
                 ParamSpec(
                     "threshold",
@@ -291,6 +302,12 @@ def secateur_methods() -> list[MethodInfo]:
                     "internal: score only channels no residual addition ties (the default); shared: one score "
                     "vector per residual-coupled group too",
                     choices=("internal", "shared"),
+                ),
+                ParamSpec(
+                    "recalibrate_bn",
+                    "bool",
+                    True,
+                    "re-estimate BatchNorm statistics on the calibration split after removal",
                 ),
                 ParamSpec("attention_dim", "int", 32, "attention width h of the score networks", min=1, max=1024),
                 ParamSpec("lr", "float", 0.01, "SGD learning rate (cosine schedule to zero)", min=1e-6, max=10.0),

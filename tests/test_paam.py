@@ -186,7 +186,7 @@ def test_removing_zero_scored_channels_keeps_the_outputs(method, tmp_path) -> No
     with torch.no_grad():
         reference = state.model(x)  # the trained network without gates
     plan = workspace.plan(scores, Target("ratio", 0.3))
-    pruned, edits = workspace.apply(plan, method, {"threshold": 0.05})
+    pruned, edits = workspace.apply(plan, method, {"threshold": 0.05, "recalibrate_bn": False})
     assert (pruned.conv1.out_channels, pruned.conv2.out_channels) == (5, 5)
     assert edits == [{"kind": "prune_channels", "groups": {"conv1": [1, 4, 6], "conv2": [0]}}]
     assert plan.predicted_params == sum(p.numel() for p in pruned.parameters())
@@ -200,6 +200,10 @@ def test_removing_zero_scored_channels_keeps_the_outputs(method, tmp_path) -> No
         assert (gated(x) - reference).abs().max() > 1e-3  # and the zeroed gates did change the function
         exported = torch.export.load(export_model(pruned, SHAPE, "pt2", tmp_path / "pruned.pt2")).module()
         assert (exported(x[:1]) - pruned(x[:1])).abs().max() < 1e-6  # exported for a batch of one
+    recalibrated, _ = workspace.apply(workspace.plan(scores, Target("ratio", 0.3)), method, {"threshold": 0.05})
+    recalibrate_batchnorm(pruned, data.loader("calibration", 16), torch.device("cpu"))  # the same, by hand
+    assert torch.allclose(recalibrated.bn2.running_var, pruned.bn2.running_var)
+    assert not torch.allclose(recalibrated.bn2.running_var, state.model.bn2.running_var[1:])
 
 
 def test_batchnorm_statistics_are_those_of_the_trained_scores(method) -> None:
