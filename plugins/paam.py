@@ -278,6 +278,7 @@ def secateur_methods() -> list[MethodInfo]:
             "one global threshold (Babaiee et al. 2022). Prunes the trained network, then re-estimates BatchNorm "
             "statistics; residual-tied channels are kept whole unless residual=shared.",
             granularity="channel",
+            comparable_scores=True,
             needs=("calibration-data", "labels", "gradients", "training"),
             params=(
                 ParamSpec(
