@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=4, help="calibration batches of 128 for HAP")
     parser.add_argument("--implant-ratio", type=float, default=0.1)
     parser.add_argument("--raw", action="store_true", help="also HAP's own global rule on raw sensitivities")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     methods = load_registry().methods

@@ -18,15 +18,17 @@ from torch.func import functional_call
 from torch.utils.data import TensorDataset
 
 from secateur.core.checkpoint import CheckpointInfo, load_checkpoint, save_checkpoint
-from secateur.core.data import DataBundle, load_data
+from secateur.core.data import DataBundle
 from secateur.core.errors import InputError
 from secateur.core.export import export_model
 from secateur.core.models import load_model, parse_model_spec
 from secateur.core.params import validate_params
-from secateur.core.plan import PlanOptions, Target
+from secateur.core.plan import GroupPlan, PlanOptions, PruningPlan, Target
 from secateur.core.registry import load_registry
+from secateur.core.surgery import apply_plan
 from secateur.core.testing import check_method
 from secateur.core.workspace import Workspace
+from secateur.plugins import hap
 from secateur.plugins.hap import hutchinson_channel_traces
 from secateur.plugins.hap_implants import ImplantedConv2d, implantable, reorder_group, reorder_problem
 
@@ -147,11 +149,11 @@ def _bundle(images: torch.Tensor, labels: torch.Tensor) -> DataBundle:
 def test_scores_are_sensitivities_summed_over_the_producers(method, tiny) -> None:
     model, images, labels = tiny
     workspace = Workspace(model, (2, 6, 6), _bundle(images, labels), batch_size=16)
-    scores = workspace.score(method, {"probes": 2000, "batches": 1})
+    scores = workspace.score(method, {"probes": 500, "batches": 1})
     residual = next(group.id for group in workspace.groups if "conv0" in group.layers and "conv1" in group.layers)
     assert set(scores.groups) == {residual, "conv2"}  # fc's outputs are the classes: never scored
     exact = _exact_channel_traces(model, images, labels)
-    samples = dict(zip(LAYERS, _traces(model, images, labels, 2000), strict=True))
+    samples = dict(zip(LAYERS, _traces(model, images, labels, 500), strict=True))
 
     def factor(name: str) -> torch.Tensor:  # ‖W[c]‖² / numel(W[c])
         weight = getattr(model, name).weight.detach().double()
@@ -161,7 +163,7 @@ def test_scores_are_sensitivities_summed_over_the_producers(method, tiny) -> Non
         per_probe = sum(samples[name] * factor(name) for name in producers)
         assert torch.allclose(scores.groups[group].double(), per_probe.mean(0), rtol=1e-5)  # same probes
         expected = sum(exact[name] * factor(name) for name in producers)
-        bound = 4 * per_probe.std(0) / 2000**0.5
+        bound = 4 * per_probe.std(0) / 500**0.5
         assert ((scores.groups[group].double() - expected).abs() <= bound).all()
 
 
@@ -197,12 +199,12 @@ def test_an_implant_is_the_centre_tap_of_its_kernel(implanted: list[int]) -> Non
         assert torch.allclose(module(x), reference(x), atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["demo", "resnet18", "mobilenet_v2"])
+@pytest.mark.parametrize("name", ["demo", "mobilenet_v2"])  # residual groups; depthwise consumers
 def test_reordering_a_group_keeps_the_function(name: str) -> None:
     if name == "demo":
         model, shape = load_model(parse_model_spec("demo")).model, (3, 32, 32)
     else:
-        model, shape = torchvision.models.get_model(name, weights=None).eval(), (3, 64, 64)
+        model, shape = torchvision.models.get_model(name, weights=None).eval(), (3, 32, 32)
     workspace = Workspace(model, shape)
     context = workspace.context()
     names = {module: n for n, module in context.model.named_modules()}
@@ -231,21 +233,27 @@ with torch.no_grad():
 
 @pytest.fixture(scope="module")
 def implanted(method):
-    """The demo ResNet, 50% of its channels removed by HAP (global ranking, cap 0.95), 30% of them implanted."""
+    """The demo ResNet, 50% of its channels removed (global ranking, cap 0.95), the top half of them implanted.
+
+    The implant surgery does not depend on how the scores were made, so L1 scores stand in for Hessian
+    traces here (left where HAP's scoring leaves its own); the conformance test runs the Hessian path.
+    """
     loaded = load_model(parse_model_spec("demo"))
-    workspace = Workspace(loaded.model, loaded.input_shape, load_data("demo"), batch_size=8)
-    params = {"probes": 1, "batches": 1, "implant_ratio": 0.3}
-    scores = workspace.score(method, params)
+    workspace = Workspace(loaded.model, loaded.input_shape)
+    scores = workspace.score(load_registry().methods["l1"])
+    params = validate_params(method.params, {"implant_ratio": 0.5}, "hap")
+    hap._CACHE[hap._cache_key(workspace.context(), params)] = (scores, 0)
     plan = workspace.plan(scores, Target("ratio", 0.5), PlanOptions(global_ranking=True, max_layer_ratio=0.95))
     pruned, edits = workspace.apply(plan, method, params)
-    return loaded, workspace, plan, pruned, edits
+    return loaded, workspace, plan, pruned, edits, scores
 
 
 def test_implants_start_at_zero_and_keep_the_other_channels(implanted) -> None:
-    _, workspace, plan, pruned, edits = implanted
+    _, workspace, plan, pruned, edits, scores = implanted
     modules = {name: m for name, m in pruned.named_modules() if isinstance(m, ImplantedConv2d)}
     assert [edit["kind"] for edit in edits] == ["prune_channels", "hap_implants"]
-    assert set(modules) == set(edits[1]["layers"]) and len(modules) >= 6
+    assert set(modules) == set(edits[1]["layers"]) and len(modules) >= 8
+    assert {"layer3.0.conv2", "layer3.1.conv2", "layer3.2.conv2"} <= set(modules)  # a residual group reordered
     assert not any(m.scattered for m in modules.values())  # the groups were reordered: implants come last
     assert any("implant parameters" in note for note in plan.notes)
     extra = sum(p.numel() for p in pruned.parameters()) - plan.predicted_params
@@ -253,12 +261,24 @@ def test_implants_start_at_zero_and_keep_the_other_channels(implanted) -> None:
     # the same plan with the implanted channels dropped gives exactly the plan's size
     plain, _ = workspace.apply(plan)
     assert sum(p.numel() for p in plain.parameters()) == plan.predicted_params
+    # reference: the plan with the implanted channels kept in place and their k×k kernels zeroed
+    context = workspace.context()
+    candidates = hap.implant_candidates(context)
+    chosen = hap.choose_implants(plan, scores, candidates, 0.5)
+    reference = copy.deepcopy(context.model)
     with torch.no_grad():
-        assert torch.isfinite(pruned(torch.randn(2, 3, 32, 32))).all()
+        for group_id, channels in chosen.items():
+            for layer in candidates[group_id]:
+                reference.get_submodule(layer).weight[channels] = 0
+    kept = {g: GroupPlan(sorted({*p.kept, *chosen.get(g, [])}), p.total) for g, p in plan.groups.items()}
+    reference, _ = apply_plan(reference, PruningPlan("hap", plan.target, kept), context.example)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert (pruned(x) - reference(x)).abs().max() < 1e-4
 
 
 def test_implanted_model_round_trips_exports_and_prunes_again(implanted, tmp_path: Path) -> None:
-    loaded, _, _, pruned, edits = implanted
+    loaded, _, _, pruned, edits, _ = implanted
     with torch.no_grad():
         for module in pruned.modules():
             if isinstance(module, ImplantedConv2d):
@@ -295,7 +315,7 @@ def test_implanted_model_round_trips_exports_and_prunes_again(implanted, tmp_pat
 
 
 def test_damaged_implant_edits_are_refused(implanted, tmp_path: Path) -> None:
-    loaded, _, _, pruned, edits = implanted
+    loaded, _, _, pruned, edits, _ = implanted
     layer = next(iter(edits[1]["layers"]))
     for layers, message in (
         ({"nowhere": [0]}, "names layer 'nowhere'"),
@@ -312,7 +332,7 @@ def test_damaged_implant_edits_are_refused(implanted, tmp_path: Path) -> None:
 
 
 def test_conforms(method) -> None:
-    report = check_method("hap", {"probes": 2, "batches": 1}, model="demo-vgg")
+    report = check_method("hap", {"probes": 1, "batches": 1}, model="demo-vgg")
     assert report.partial_results == report.scored_groups > 0
     assert report.params_after < report.params_before
 
