@@ -46,7 +46,7 @@ def test_score_and_export(tmp_path: Path) -> None:
     [
         (("--method", "l1", "--ratio", "1.0"), "--ratio 1.0: must be strictly between 0 and 1"),
         (("--method", "l1", "--ratio", "0"), "--ratio 0.0: must be strictly between 0 and 1"),
-        (("--method", "magic", "--ratio", "0.3"), "no such method; installed: bn-scale, intra-fusion, l1"),
+        (("--method", "magic", "--ratio", "0.3"), "no such method; installed: bn-scale, "),
         (("--method", "taylor", "--param", "batches=0", "--ratio", "0.3"), "parameter batches='0' is out of range"),
         (("--method", "l1", "--param", "depth=2", "--ratio", "0.3"), "unknown parameter 'depth'"),
         (("--method", "l1", "--macs-reduction", "0.9", "--max-layer-ratio", "0.3"), "--macs-reduction 0.9: cannot be"),
