@@ -390,6 +390,7 @@ def secateur_methods() -> list[MethodInfo]:
             "convolution in place of their k×k kernel; fine-tune afterwards (Yu et al. 2022). The paper ranks "
             "globally: use --global-ranking --max-layer-ratio 0.95.",
             granularity="channel",
+            comparable_scores=True,
             needs=("calibration-data", "labels", "gradients"),
             params=(
                 ParamSpec(
