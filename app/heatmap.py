@@ -74,6 +74,11 @@ class HeatmapPanel(QWidget):
         self.plot.scene().sigMouseClicked.connect(self._on_channel_click)
         self._group_id = ""
 
+    def show_note(self, text: str) -> None:
+        """Say what to look at when there is no channel heatmap to draw (block methods)."""
+        self.show_group("", None)
+        self.title.setText(text)
+
     def show_group(self, group_id: str, values: np.ndarray | None) -> None:
         """Draw one group's per-channel importance (or clear it when it has none yet)."""
         self._group_id = group_id

@@ -384,6 +384,8 @@ class MainWindow(QMainWindow):
         top = max(means.values(), default=1.0) or 1.0
         self.tree_model.show_importance({gid: mean / top for gid, mean in means.items()})
         self.tree_model.show_block_scores(self.scores.blocks)
+        if self.scores.blocks and not self.scores.groups:
+            self.heatmap.show_note("a block method: each removable block's score is the bar on its row of the tree")
         current = self.tree.currentIndex()
         if current.isValid():
             self._show_selected(current)
@@ -391,6 +393,12 @@ class MainWindow(QMainWindow):
     def _show_selected(self, index) -> None:
         name = self.proxy.mapToSource(index.siblingAtColumn(0)).data(NAME_ROLE)
         group = self.tree_model.group_of(name) if name else None
+        if name in self.scores.blocks:
+            self.heatmap.show_note(f"block {name}: score {self.scores.blocks[name]:.4g} (the bar on its tree row)")
+            return
+        if group is None and self.scores.blocks and not self.scores.groups:
+            self.heatmap.show_note("a block method: each removable block's score is the bar on its row of the tree")
+            return
         if group is None:
             self.heatmap.show_group(name or "", None)
             return
