@@ -60,10 +60,13 @@ def random_criterion(seed: int) -> BlockCriterion:
     return score
 
 
-def measure(model: nn.Module, data: DataBundle, shape: tuple[int, ...], runs: int) -> dict[str, float]:
+def size(model: nn.Module, shape: tuple[int, ...]) -> dict[str, float]:
+    return {"macs": model_macs(model, shape), "params": sum(p.numel() for p in model.parameters())}
+
+
+def latency(model: nn.Module, shape: tuple[int, ...], runs: int) -> dict[str, float]:
+    """Measured once every model is trained, so no training competes with the timing."""
     return {
-        "macs": model_macs(model, shape),
-        "params": sum(p.numel() for p in model.parameters()),
         "lat1": measure_latency(model, shape, batch_size=1, runs=runs).median,
         "lat64": measure_latency(model, shape, batch_size=64, runs=max(3, runs // 4)).median,
     }
@@ -110,7 +113,7 @@ def main() -> None:
     shape = loaded.input_shape
     params = {"features": "penultimate", "samples": args.samples, "split": "train", "skip_first": True}
     params |= {"finetune_epochs": args.finetune_epochs, "finetune_lr": 0.01}
-    base = {"final": accuracy_and_loss(loaded.model, full)[0], **measure(loaded.model, full, shape, args.latency_runs)}
+    base = {"final": accuracy_and_loss(loaded.model, full)[0], **size(loaded.model, shape), "model": loaded.model}
     rows: list[tuple[str, dict[str, Any]]] = [("unpruned", {**base, "cut": base["final"], "removed": []})]
     criteria: list[tuple[str, BlockCriterion]] = [
         ("cka-layer", cka_criterion(workspace.context(), params)),
@@ -119,7 +122,7 @@ def main() -> None:
     ]
     for label, criterion in criteria:
         result = block_run(workspace, criterion, params, args.blocks, data, args.finetune_epochs)
-        rows.append((label, {**result, **measure(result.pop("model"), full, shape, args.latency_runs)}))
+        rows.append((label, {**result, **size(result["model"], shape)}))
         print(f"{label}: {rows[-1][1]['removed']} {time.perf_counter() - started:.0f} s", flush=True)
     runs = [
         block_run(workspace, random_criterion(seed), params, args.blocks, data, args.finetune_epochs)
@@ -127,7 +130,7 @@ def main() -> None:
     ]
     random_row = {key: statistics.mean(run[key] for run in runs) for key in ("cut", "final")}
     random_row["final_sd"] = statistics.stdev(run["final"] for run in runs) if len(runs) > 1 else 0.0
-    random_row |= measure(runs[0]["model"], full, shape, args.latency_runs)
+    random_row |= {**size(runs[0]["model"], shape), "model": runs[0]["model"]}
     random_row["removed"] = [" ".join(run["removed"]) for run in runs]
     rows.append((f"random (mean of {args.seeds})", random_row))
     goal = 1 - rows[1][1]["macs"] / base["macs"]
@@ -136,9 +139,10 @@ def main() -> None:
     cut, _ = workspace.apply(channel_plan)
     tuned = finetune(cut, data, FinetuneConfig(epochs=args.finetune_epochs * args.blocks), workspace.device).model
     channel = {"cut": accuracy_and_loss(cut, full)[0], "final": accuracy_and_loss(tuned, full)[0]}
-    rows.append(
-        (f"l1 channels, {args.blocks * args.finetune_epochs} ep", {**channel, **measure(tuned, full, shape, 40)})
-    )
+    channel |= {**size(tuned, shape), "model": tuned, "removed": []}
+    rows.append((f"l1 channels, {args.blocks * args.finetune_epochs} ep", channel))
+    for _, row in rows:
+        row |= latency(row.pop("model"), shape, args.latency_runs)
     print(f"\n`demo`, {args.blocks} blocks, {args.finetune_epochs} fine-tuning epoch(s) per round, "
           f"train subset {args.train_subset or len(full.train)}, {time.perf_counter() - started:.0f} s\n")  # fmt: skip
     print("| criterion | blocks removed | acc. one-shot cut, no FT % | acc. final % | params | MACs red. % "
