@@ -115,6 +115,14 @@ def format_methods(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _plan_line(kept: int, total: int, groups: int, blocks: list[str]) -> str:
+    """What the plan changed: channels kept, blocks removed, or both."""
+    parts = [f"{kept}/{total} channels kept in {groups} groups"] if groups else []
+    if blocks:
+        parts.append(f"blocks removed: {', '.join(blocks)}")
+    return "plan: " + ("; ".join(parts) or "nothing removed")
+
+
 def format_prune(report: dict) -> str:
     """A prune report: before/after table, the plan's size, the checkpoint."""
     columns = [("before", report["before"]), ("after", report["after"])]
@@ -133,12 +141,7 @@ def format_prune(report: dict) -> str:
     total = sum(g["total"] for g in groups.values())
     lines = [
         f"method {report['method']} on {report['model']}, target {target['kind']} {target['value']}",
-        f"plan: {kept}/{total} channels kept in {len(groups)} groups"
-        + (
-            f", blocks removed: {', '.join(report['plan']['blocks_removed'])}"
-            if report["plan"]["blocks_removed"]
-            else ""
-        ),
+        _plan_line(kept, total, len(groups), report["plan"]["blocks_removed"]),
         "",
         _table(["", *[name for name, _ in columns]], rows, set(range(1, len(columns) + 1))),
         "",

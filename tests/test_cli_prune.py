@@ -61,3 +61,20 @@ def test_bad_prune_input_exits_2_and_writes_nothing(tmp_path: Path, extra: tuple
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_prune_removes_blocks_with_a_block_method(tmp_path: Path) -> None:
+    out, report_path = tmp_path / "shallow.safetensors", tmp_path / "r.json"
+    result = run_cli(
+        "prune", "demo", "--data", "demo", "--method", "cka-layer", "--param", "samples=64",
+        "--param", "finetune_epochs=0", "--blocks", "2", "--out", str(out), "--report", str(report_path),
+        "--latency-runs", "2", "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(report_path.read_text())
+    removed = report["plan"]["blocks_removed"]
+    assert report["target"] == {"kind": "blocks", "value": 2} and len(removed) == 2
+    assert f"plan: blocks removed: {', '.join(removed)}" in result.stdout
+    assert report["after"]["params"] < report["before"]["params"]
+    refused = run_cli("prune", "demo", "--data", "demo", "--method", "l1", "--blocks", "2", "--out", str(out))
+    assert refused.returncode == 2 and "--blocks: method l1 scores channels, not residual blocks" in refused.stderr
