@@ -16,7 +16,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from secateur.core.attention import HEADS_SUFFIX, head_edit_replay
+from secateur.core.attention import HEADS_SUFFIX, head_edit_replay, replace_module
 from secateur.core.blocks import block_bypass
 from secateur.core.errors import InputError
 from secateur.core.groups import build_dependency_graph
@@ -90,9 +90,7 @@ def remove_blocks(model: nn.Module, blocks: list[str]) -> None:
             bypass = block_bypass(block)
         except ValueError as error:
             raise InputError(f"edit remove_blocks: {name!r}: {error}") from None
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, bypass.to(next(block.parameters(), torch.empty(0)).device))
+        replace_module(model, name, bypass.to(next(block.parameters(), torch.empty(0)).device))
 
 
 def _remove_blocks(model: nn.Module, edit: dict[str, Any], example: torch.Tensor) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from secateur.core.attention import replace_module
 from secateur.core.blocks import BlockInfo, block_bypass, residual_blocks
 from secateur.core.errors import InputError
 from secateur.core.finetune import FinetuneConfig, finetune
@@ -105,9 +106,7 @@ def cka_criterion(context: ScoringContext, params: dict[str, Any]) -> BlockCrite
             raise InputError(f"cka-layer: the {params['split']} split has fewer than 2 images to compare on")
         for index, name in enumerate(names):
             block = model.get_submodule(name)
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, child, block_bypass(block).to(context.device))
+            replace_module(model, name, block_bypass(block).to(context.device))
             try:
                 accumulator = LinearCKA()
                 stage = f"cka-layer: block {name} ({index + 1}/{len(names)})"
@@ -116,7 +115,7 @@ def cka_criterion(context: ScoringContext, params: dict[str, Any]) -> BlockCrite
                 ):
                     accumulator.update(kept, bypassed)
             finally:
-                setattr(parent, child, block)
+                replace_module(model, name, block)
             yield name, 1.0 - accumulator.value()
 
     return score_blocks

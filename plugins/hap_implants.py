@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from secateur.core.attention import replace_module
 from secateur.core.errors import InputError
 from secateur.core.surgery import register_edit
 
@@ -135,11 +136,6 @@ class ImplantedConv2d(nn.Module):
         )
 
 
-def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
-
-
 def implant_layers(model: nn.Module, layers: dict[str, list[int]], copy_weights: bool = True) -> None:
     """Replace each named Conv2d of ``model`` (in place) by an ``ImplantedConv2d`` with those channels implanted."""
     for name, channels in layers.items():
@@ -150,7 +146,7 @@ def implant_layers(model: nn.Module, layers: dict[str, list[int]], copy_weights:
         if not implantable(conv):
             raise InputError(f"edit {EDIT_KIND}: layer {name!r} is {type(conv).__name__}, not an implantable conv")
         try:
-            set_submodule(model, name, ImplantedConv2d.from_conv(conv, channels, copy_weights))
+            replace_module(model, name, ImplantedConv2d.from_conv(conv, channels, copy_weights))
         except ValueError as error:
             raise InputError(f"edit {EDIT_KIND}: layer {name!r}: {error}") from None
 
