@@ -26,9 +26,9 @@ from torch import nn
 from secateur.core.attention import replace_module
 from secateur.core.blocks import BlockInfo, block_bypass, residual_blocks
 from secateur.core.errors import InputError
+from secateur.core.evaluate import model_macs
 from secateur.core.finetune import FinetuneConfig, finetune
 from secateur.core.hookspecs import hookimpl
-from secateur.core.macs import trace_modules
 from secateur.core.methods import MethodInfo, ParamSpec
 from secateur.core.plan import MACS_TOLERANCE, PruningPlan, rank_blocks
 from secateur.core.scoring import Scores, ScoringContext
@@ -129,10 +129,6 @@ def score(context: ScoringContext, params: dict[str, Any]) -> Iterator[Scores]:
         yield Scores(blocks={name: value})
 
 
-def _macs(model: nn.Module, example: torch.Tensor) -> int:
-    return trace_modules(model, example)[""].macs
-
-
 def remove_iteratively(
     context: ScoringContext, plan: PruningPlan, params: dict[str, Any], criterion: BlockCriterion
 ) -> tuple[nn.Module, list[dict[str, Any]]]:
@@ -143,14 +139,15 @@ def remove_iteratively(
     options (locks, blocks kept per stage).
     """
     model = context.copy_model().eval()
-    base_macs = _macs(model, context.example)
+    shape = tuple(context.example.shape[1:])
+    base_macs = model_macs(model, shape, context.device)
     removed: list[str] = []
     choice = plan.blocks_removed[0] if plan.blocks_removed else None
     while choice is not None:
         remove_blocks(model, [choice])
         removed.append(choice)
         if plan.target.kind == "macs":
-            if 1.0 - _macs(model, context.example) / base_macs >= plan.target.value - MACS_TOLERANCE:
+            if 1.0 - model_macs(model, shape, context.device) / base_macs >= plan.target.value - MACS_TOLERANCE:
                 break
         elif len(removed) >= len(plan.blocks_removed):
             break
