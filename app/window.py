@@ -46,6 +46,9 @@ SWEEP_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 MAX_RECENT = 8
 
 
+BLOCK_SCORES_NOTE = "a block method: each removable block's score is the bar on its row of the tree"
+
+
 class MainWindow(QMainWindow):
     """The window. Every action runs a Session method on the worker; widgets change only here."""
 
@@ -385,7 +388,7 @@ class MainWindow(QMainWindow):
         self.tree_model.show_importance({gid: mean / top for gid, mean in means.items()})
         self.tree_model.show_block_scores(self.scores.blocks)
         if self.scores.blocks and not self.scores.groups:
-            self.heatmap.show_note("a block method: each removable block's score is the bar on its row of the tree")
+            self.heatmap.show_note(BLOCK_SCORES_NOTE)
         current = self.tree.currentIndex()
         if current.isValid():
             self._show_selected(current)
@@ -397,7 +400,7 @@ class MainWindow(QMainWindow):
             self.heatmap.show_note(f"block {name}: score {self.scores.blocks[name]:.4g} (the bar on its tree row)")
             return
         if group is None and self.scores.blocks and not self.scores.groups:
-            self.heatmap.show_note("a block method: each removable block's score is the bar on its row of the tree")
+            self.heatmap.show_note(BLOCK_SCORES_NOTE)
             return
         if group is None:
             self.heatmap.show_group(name or "", None)
