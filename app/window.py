@@ -44,8 +44,6 @@ from secateur.core.session import Session
 
 SWEEP_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 MAX_RECENT = 8
-
-
 BLOCK_SCORES_NOTE = "a block method: each removable block's score is the bar on its row of the tree"
 
 
