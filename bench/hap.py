@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import time
 from dataclasses import replace
 
@@ -37,12 +36,13 @@ from secateur.core.data import DataBundle, load_data
 from secateur.core.evaluate import accuracy_and_loss
 from secateur.core.finetune import FinetuneConfig, finetune
 from secateur.core.models import load_model, parse_model_spec
-from secateur.core.plan import GroupPlan, PlanOptions, PruningPlan, Target, predict_size
+from secateur.core.plan import PlanOptions, PruningPlan, Target
 from secateur.core.registry import load_registry
 from secateur.core.workspace import Workspace
 
 CAP = 0.95
 OPTIONS = PlanOptions(global_ranking=True, max_layer_ratio=CAP)
+RAW_OPTIONS = PlanOptions(global_ranking=True, max_layer_ratio=CAP, raw_scores=True)  # HAP's own rule: raw S
 
 
 def epoch_seconds(model: torch.nn.Module, data: DataBundle, steps: int = 20) -> float:
@@ -59,28 +59,6 @@ def epoch_seconds(model: torch.nn.Module, data: DataBundle, steps: int = 20) -> 
         loss.backward()
         optimizer.step()
     return (time.perf_counter() - started) / steps * len(loader)
-
-
-def raw_global_plan(workspace: Workspace, scores, ratio: float) -> PruningPlan:
-    """HAP's own rule: remove the ⌊ratio·N⌋ channels of lowest raw sensitivity, at most CAP of any group."""
-    prepared = workspace._prepare()
-    groups = [g for g in prepared.groups if g.prunable and g.id in scores.groups]
-    entries = sorted((float(v), g.id) for g in groups for v in scores.groups[g.id])
-    kept = {g.id: g.channels for g in groups}
-    floor = {g.id: max(1, math.ceil(g.channels * (1 - CAP))) for g in groups}
-    budget = math.floor(ratio * len(entries))
-    for _, gid in entries:
-        if budget == 0:
-            break
-        if kept[gid] > floor[gid]:
-            kept[gid] -= 1
-            budget -= 1
-    plans = {}
-    for g in groups:
-        order = torch.argsort(scores.groups[g.id], descending=True, stable=True)
-        plans[g.id] = GroupPlan(sorted(order[: kept[g.id]].tolist()), g.channels)
-    params, macs = predict_size(prepared.model, prepared.graph, prepared.groups, plans, prepared.own_macs)
-    return PruningPlan("hap", Target("ratio", ratio), plans, [], params, macs)
 
 
 def plan_for_params(workspace: Workspace, make, reduction: float) -> PruningPlan:
@@ -151,7 +129,9 @@ def main() -> None:
                 q = args.implant_ratio if column == "hap" else 0.0
                 model, _ = workspace.apply(plan, methods["hap"], {**hap_params, "implant_ratio": q})
             elif column == "hap-raw":
-                plan = plan_for_params(workspace, lambda r: raw_global_plan(workspace, hap_scores, r), reduction)
+                plan = plan_for_params(
+                    workspace, lambda r: workspace.plan(hap_scores, Target("ratio", r), RAW_OPTIONS, "hap"), reduction
+                )
                 model, _ = workspace.apply(plan)
             else:
                 plan = plan_for_params(
