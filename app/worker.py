@@ -9,6 +9,7 @@ results are throttled to about ten a second; the last one always arrives.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 import traceback
@@ -91,8 +92,16 @@ class Worker(QObject):
         return self._thread is not None
 
     def start(self, job: Job) -> None:
+        """Run ``job`` in the background thread.
+
+        Pending cyclic garbage is collected here, on the Qt thread, first:
+        Python collects cycles in whichever thread happens to allocate, and a
+        Qt object (a closed window, a dialog) destroyed from the worker thread
+        aborts the process.
+        """
         if self.busy():
             raise RuntimeError("a job is already running")
+        gc.collect()
         self._stop = threading.Event()
         self._thread = QThread()
         self._runner = _Runner(job, self._stop)

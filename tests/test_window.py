@@ -186,3 +186,23 @@ def _row_of(window: MainWindow, name: str):
     )
     assert matches, name
     return matches[0]
+
+
+def test_starting_a_job_collects_qt_garbage_on_the_qt_thread(qtbot) -> None:
+    import threading
+    import weakref
+
+    from PySide6.QtWidgets import QWidget
+
+    from secateur.app.worker import Worker
+
+    orphan = QWidget()
+    orphan.cycle = orphan  # only the cyclic collector can free it; it must not do so in the worker's thread
+    alive = weakref.ref(orphan)
+    del orphan
+    seen_in_job: list[bool] = []
+    worker = Worker()
+    with qtbot.waitSignal(worker.succeeded, timeout=TIMEOUT_MS):
+        worker.start(lambda progress, on_partial: seen_in_job.append(threading.current_thread().name))
+        assert alive() is None  # already collected, here on the Qt thread, before the job runs
+    assert seen_in_job and seen_in_job[0] != threading.current_thread().name
