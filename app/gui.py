@@ -9,8 +9,8 @@ from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
 from secateur.app.window import MainWindow, grab_png
-from secateur.core.errors import InputError
-from secateur.core.params import parse_param_assignments
+from secateur.core.common.errors import InputError
+from secateur.core.pruning.params import parse_param_assignments
 
 
 def _size(text: str) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""The ``secateur`` command: the window with no arguments or ``gui``, the core CLI otherwise."""
+"""The ``secateur`` command: the window with no arguments or ``gui``, the command line (app/cli.py) otherwise."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from secateur.core import cli
+from secateur.app import cli
 
 
 def _gui_parser() -> argparse.ArgumentParser:

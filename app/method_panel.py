@@ -20,10 +20,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from secateur.core.errors import InputError
-from secateur.core.methods import MethodInfo, ParamSpec
-from secateur.core.params import validate_params
-from secateur.core.plan import PlanOptions, Target
+from secateur.core.common.errors import InputError
+from secateur.core.pruning.methods import MethodInfo, ParamSpec
+from secateur.core.pruning.params import validate_params
+from secateur.core.pruning.plan import PlanOptions, Target
 
 
 def _editor(spec: ParamSpec) -> QWidget:

@@ -17,8 +17,8 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
 from torch import nn
 
-from secateur.core.data import DataBundle
-from secateur.core.lrp import ChannelExplanation, explain_channel
+from secateur.core.data.loading import DataBundle
+from secateur.core.explain.lrp import ChannelExplanation, explain_channel
 
 Source = tuple[nn.Module, DataBundle | None, torch.device]
 

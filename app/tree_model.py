@@ -6,8 +6,8 @@ from PySide6.QtCore import QModelIndex, QRect, QSortFilterProxyModel, Qt
 from PySide6.QtGui import QColor, QPainter, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import QStyledItemDelegate, QStyleOptionViewItem
 
-from secateur.core.layer_tree import LayerTree
-from secateur.core.report import human_count
+from secateur.app.report import human_count
+from secateur.core.graph.layer_tree import LayerTree
 
 COLUMNS = ("layer", "type", "output", "params", "MACs", "kept", "importance")
 NAME_ROLE = Qt.ItemDataRole.UserRole + 1  # the full module path of a row

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -33,14 +34,14 @@ from PySide6.QtWidgets import (
 from secateur.app.heatmap import HeatmapPanel
 from secateur.app.method_panel import MethodPanel
 from secateur.app.relevance_view import ChannelRelevanceView
+from secateur.app.report import human_count
 from secateur.app.tree_model import NAME_ROLE, ImportanceBarDelegate, LayerTreeModel, SortProxy
 from secateur.app.worker import Worker
-from secateur.core.errors import InputError
-from secateur.core.finetune import EpochRecord, FinetuneConfig
-from secateur.core.registry import Registry, load_registry
-from secateur.core.report import human_count
-from secateur.core.scoring import Scores
-from secateur.core.session import Session
+from secateur.core.common.errors import InputError
+from secateur.core.pruning.registry import Registry, load_registry
+from secateur.core.pruning.scoring import Scores
+from secateur.core.train.finetune import EpochRecord, FinetuneConfig
+from secateur.core.workflow.session import Session
 
 SWEEP_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 MAX_RECENT = 8
@@ -338,7 +339,7 @@ class MainWindow(QMainWindow):
     def _set_device(self, name: str) -> None:
         self.settings.setValue("device", name)
         if self.session is not None:
-            self.session.device = torch.device(name)
+            self.session.settings = dataclasses.replace(self.session.settings, device=torch.device(name))
 
     # --- scoring and planning --------------------------------------------------------------
 
@@ -412,7 +413,6 @@ class MainWindow(QMainWindow):
     def _preview_plan(self) -> None:
         if self.session is None or not (self.scores.groups or self.scores.blocks) or self.worker.busy():
             return
-        self.session.scores = self.scores
         if not self.session.planning_ready():  # tracing belongs to the worker; scoring prepares it
             return
         options = self.panel.options()

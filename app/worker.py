@@ -18,8 +18,8 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from secateur.core.errors import Cancelled, SecateurError
-from secateur.core.progress import Progress
+from secateur.core.common.errors import Cancelled, SecateurError
+from secateur.core.common.progress import Progress
 
 Job = Callable[[Progress, Callable[[Any], None]], Any]
 MIN_PARTIAL_INTERVAL = 0.1  # seconds between two partial results sent to the window

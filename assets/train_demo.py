@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from secateur.core.demo import demo_tensors
-from secateur.core.demo.architectures import DemoResNet, DemoVGG
+from secateur.core.data.demo import demo_tensors
+from secateur.core.model.demo_architectures import DemoResNet, DemoVGG
 
 RECIPES = {
     "demo": {"factory": DemoResNet, "epochs": 15, "lr": 0.1, "weight_decay": 1e-3},

@@ -25,14 +25,15 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
-from secateur.core.data import DataBundle, load_data
-from secateur.core.evaluate import accuracy_and_loss, measure_latency, model_macs
-from secateur.core.finetune import FinetuneConfig, finetune
-from secateur.core.models import load_model, parse_model_spec
-from secateur.core.plan import Target
-from secateur.core.registry import load_registry
-from secateur.core.scoring import Scores, ScoringContext
-from secateur.core.workspace import Workspace
+from secateur.core.data.loading import DataBundle, load_data
+from secateur.core.model.specs import parse_model_spec
+from secateur.core.pruning.loading import load_model
+from secateur.core.pruning.plan import Target
+from secateur.core.pruning.registry import load_registry
+from secateur.core.pruning.scoring import Scores, ScoringContext
+from secateur.core.pruning.workspace import Workspace
+from secateur.core.train.evaluate import accuracy_and_loss, measure_latency, model_macs
+from secateur.core.train.finetune import FinetuneConfig, finetune
 from secateur.plugins.cka_layer import BlockCriterion, candidates, cka_criterion, remove_iteratively
 
 
@@ -81,7 +82,8 @@ def block_run(
     plan = workspace.plan(first, Target("blocks", blocks))
     one_shot, _ = workspace.apply(plan)  # the first round's choice of all blocks at once, no fine-tuning
     cut_accuracy = accuracy_and_loss(one_shot, data)[0]
-    model, edits = remove_iteratively(context, plan, params, criterion)
+    applied = remove_iteratively(context, plan, params, criterion)
+    model, edits = applied.model, list(applied.edits)
     model = finetune(model, data, FinetuneConfig(epochs=epochs), workspace.device).model
     return {
         "removed": edits[0]["blocks"],
@@ -134,9 +136,9 @@ def main() -> None:
     random_row["removed"] = [" ".join(run["removed"]) for run in runs]
     rows.append((f"random (mean of {args.seeds})", random_row))
     goal = 1 - rows[1][1]["macs"] / base["macs"]
-    scores = workspace.score(load_registry().methods["l1"])
+    scores = workspace.score(load_registry().methods["l1"]).scores
     channel_plan = workspace.plan(scores, Target("macs", goal))
-    cut, _ = workspace.apply(channel_plan)
+    cut = workspace.apply(channel_plan).model
     tuned = finetune(cut, data, FinetuneConfig(epochs=args.finetune_epochs * args.blocks), workspace.device).model
     channel = {"cut": accuracy_and_loss(cut, full)[0], "final": accuracy_and_loss(tuned, full)[0]}
     channel |= {**size(tuned, shape), "model": tuned, "removed": []}

@@ -19,11 +19,12 @@ import torch
 import torch_pruning as tp
 from safetensors import safe_open
 
-from secateur.core.data import load_data
-from secateur.core.evaluate import accuracy_and_loss
-from secateur.core.layer_tree import count_params
-from secateur.core.models import DEMO_MODELS, load_model, parse_model_spec
-from secateur.core.surgery import recalibrate_batchnorm
+from secateur.core.data.loading import load_data
+from secateur.core.graph.layer_tree import count_params
+from secateur.core.model.specs import DEMO_MODELS, parse_model_spec
+from secateur.core.pruning.loading import load_model
+from secateur.core.train.batchnorm import recalibrate_batchnorm
+from secateur.core.train.evaluate import accuracy_and_loss
 
 RATIOS = (0.1, 0.2, 0.3, 0.4)
 

@@ -32,13 +32,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Subset
 
-from secateur.core.data import DataBundle, load_data
-from secateur.core.evaluate import accuracy_and_loss
-from secateur.core.finetune import FinetuneConfig, finetune
-from secateur.core.models import load_model, parse_model_spec
-from secateur.core.plan import PlanOptions, PruningPlan, Target
-from secateur.core.registry import load_registry
-from secateur.core.workspace import Workspace
+from secateur.core.common.settings import RunSettings
+from secateur.core.data.loading import DataBundle, load_data
+from secateur.core.model.specs import parse_model_spec
+from secateur.core.pruning.loading import load_model
+from secateur.core.pruning.plan import PlanOptions, PruningPlan, Target
+from secateur.core.pruning.registry import load_registry
+from secateur.core.pruning.workspace import Workspace
+from secateur.core.train.evaluate import accuracy_and_loss
+from secateur.core.train.finetune import FinetuneConfig, finetune
 
 CAP = 0.95
 OPTIONS = PlanOptions(global_ranking=True, max_layer_ratio=CAP)
@@ -96,18 +98,18 @@ def main() -> None:
         indices = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[: args.train_subset]
         tune_data = replace(data, train=Subset(data.train, indices.tolist()))
     loaded = load_model(parse_model_spec("demo"))
-    workspace = Workspace(loaded.model, loaded.input_shape, data, batch_size=128)
+    workspace = Workspace(loaded.model, loaded.input_shape, data, settings=RunSettings(batch_size=128))
     base = accuracy_and_loss(loaded.model, data)[0]
     epoch = epoch_seconds(loaded.model, data)
     hap_params = {"probes": args.probes, "batches": args.batches, "implant_ratio": args.implant_ratio}
     started = time.perf_counter()
-    hap_scores = workspace.score(methods["hap"], hap_params)
+    hap_scores = workspace.score(methods["hap"], hap_params).scores
     hap_seconds = time.perf_counter() - started
     negative = sum(int((v < 0).sum()) for v in hap_scores.groups.values())
     total = sum(v.numel() for v in hap_scores.groups.values())
     scores = {
-        "l1": workspace.score(methods["l1"]),
-        "taylor": workspace.score(methods["taylor"], {"batches": 8}),
+        "l1": workspace.score(methods["l1"]).scores,
+        "taylor": workspace.score(methods["taylor"], {"batches": 8}).scores,
     }
     print(f"demo ResNet: {workspace.params} params, test accuracy {base:.2f}%, {args.threads} threads")
     print(
@@ -127,17 +129,17 @@ def main() -> None:
                     workspace, lambda r: workspace.plan(hap_scores, Target("ratio", r), OPTIONS, "hap"), reduction
                 )
                 q = args.implant_ratio if column == "hap" else 0.0
-                model, _ = workspace.apply(plan, methods["hap"], {**hap_params, "implant_ratio": q})
+                model = workspace.apply(plan, methods["hap"], {**hap_params, "implant_ratio": q}).model
             elif column == "hap-raw":
                 plan = plan_for_params(
                     workspace, lambda r: workspace.plan(hap_scores, Target("ratio", r), RAW_OPTIONS, "hap"), reduction
                 )
-                model, _ = workspace.apply(plan)
+                model = workspace.apply(plan).model
             else:
                 plan = plan_for_params(
                     workspace, lambda r, c=column: workspace.plan(scores[c], Target("ratio", r), OPTIONS, c), reduction
                 )
-                model, _ = workspace.apply(plan)
+                model = workspace.apply(plan).model
             params = sum(p.numel() for p in model.parameters())
             accuracy = accuracy_and_loss(model, data)[0]
             tuned = finetune(model, tune_data, FinetuneConfig(epochs=args.epochs), torch.device("cpu")).model

@@ -20,14 +20,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from secateur.core.data import load_data
-from secateur.core.evaluate import accuracy_and_loss
-from secateur.core.finetune import FinetuneConfig, finetune
-from secateur.core.models import load_model, parse_model_spec
-from secateur.core.plan import Target
-from secateur.core.registry import load_registry
-from secateur.core.surgery import recalibrate_batchnorm
-from secateur.core.workspace import Workspace
+from secateur.core.data.loading import load_data
+from secateur.core.model.specs import parse_model_spec
+from secateur.core.pruning.loading import load_model
+from secateur.core.pruning.plan import Target
+from secateur.core.pruning.registry import load_registry
+from secateur.core.pruning.workspace import Workspace
+from secateur.core.train.batchnorm import recalibrate_batchnorm
+from secateur.core.train.evaluate import accuracy_and_loss
+from secateur.core.train.finetune import FinetuneConfig, finetune
 
 RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 COLUMNS = ("plain", "plain+BN", "IF", "IF-ref")
@@ -45,19 +46,19 @@ def main() -> None:
     for axis, spec in zip(axes, ("demo", "demo-vgg"), strict=True):
         loaded = load_model(parse_model_spec(spec))
         workspace = Workspace(loaded.model, loaded.input_shape, data)
-        scores = workspace.score(methods["l1"])
+        scores = workspace.score(methods["l1"]).scores
         base = accuracy_and_loss(loaded.model, data)[0]
         print(f"\n{spec} (unpruned {base:.2f}%)")
         print(f"{'ratio':>5} " + " ".join(f"{c:>9}" for c in COLUMNS))
         curves = {column: [] for column in COLUMNS}
         for ratio in RATIOS:
             plan = workspace.plan(scores, Target("ratio", ratio))
-            plain, _ = workspace.apply(plan)
+            plain = workspace.apply(plan).model
             curves["plain"].append(accuracy_and_loss(plain, data)[0])
             recalibrate_batchnorm(plain, data.loader("calibration", 128), torch.device("cpu"))
             curves["plain+BN"].append(accuracy_and_loss(plain, data)[0])
             for column, normalization in (("IF", "average"), ("IF-ref", "reference")):
-                fused, _ = workspace.apply(plan, fusion, {"normalization": normalization})
+                fused = workspace.apply(plan, fusion, {"normalization": normalization}).model
                 curves[column].append(accuracy_and_loss(fused, data)[0])
             print(f"{ratio:>5.1f} " + " ".join(f"{curves[c][-1]:>9.2f}" for c in COLUMNS), flush=True)
         plan = workspace.plan(scores, Target("ratio", 0.5))

@@ -26,15 +26,17 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
-from secateur.core.data import DataBundle, load_data
-from secateur.core.evaluate import accuracy_and_loss
-from secateur.core.finetune import FinetuneConfig, finetune
-from secateur.core.models import load_model, parse_model_spec
-from secateur.core.plan import PlanOptions, PruningPlan, Target
-from secateur.core.registry import load_registry
-from secateur.core.scoring import Scores
-from secateur.core.surgery import recalibrate_batchnorm
-from secateur.core.workspace import Workspace
+from secateur.core.common.settings import RunSettings
+from secateur.core.data.loading import DataBundle, load_data
+from secateur.core.model.specs import parse_model_spec
+from secateur.core.pruning.loading import load_model
+from secateur.core.pruning.plan import PlanOptions, PruningPlan, Target
+from secateur.core.pruning.registry import load_registry
+from secateur.core.pruning.scoring import Scores
+from secateur.core.pruning.workspace import Workspace
+from secateur.core.train.batchnorm import recalibrate_batchnorm
+from secateur.core.train.evaluate import accuracy_and_loss
+from secateur.core.train.finetune import FinetuneConfig, finetune
 from secateur.plugins.paam import trained_state
 from secateur.plugins.paam_scores import fold_scores
 
@@ -66,13 +68,13 @@ def _paam(model: nn.Module, shape, data: DataBundle, params: dict) -> dict:
     """
     method = load_registry().methods["paam"]
     start = time.time()
-    workspace = Workspace(model, shape, data, seed=SEED)
-    scores = workspace.score(method, params)
+    workspace = Workspace(model, shape, data, settings=RunSettings(seed=SEED))
+    scores = workspace.score(method, params).scores
     state = trained_state(workspace.context().model)
     folded = copy.deepcopy(state.model)
     fold_scores(folded, state.targets, state.scores)
     plan = workspace.plan(scores, Target("ratio", 0.5))  # the threshold rule replaces these counts
-    pruned, _ = workspace.apply(plan, method, params)
+    pruned = workspace.apply(plan, method, params).model
     minutes = (time.time() - start) / 60
     return {
         "pruned": pruned,
@@ -97,7 +99,7 @@ def _global_at(
         if abs(plan.predicted_params - goal) < abs(best.predicted_params - goal):
             best = plan
         low, high = (middle, high) if plan.predicted_params > goal else (low, middle)
-    pruned, _ = workspace.apply(best, method, params)
+    pruned = workspace.apply(best, method, params).model
     return pruned, best
 
 
@@ -191,8 +193,8 @@ def main() -> None:
     print(rows[-2], rows[-1], flush=True)
 
     start = time.time()
-    l1_workspace = Workspace(loaded.model, shape, data, seed=SEED)
-    l1_model, l1_plan = _global_at(l1_workspace, l1_workspace.score(load_registry().methods["l1"]), count)
+    l1_workspace = Workspace(loaded.model, shape, data, settings=RunSettings(seed=SEED))
+    l1_model, l1_plan = _global_at(l1_workspace, l1_workspace.score(load_registry().methods["l1"]).scores, count)
     rows.append(("L1 global, no fine-tuning", "-", _params(l1_model), _accuracy(l1_model, data), "-"))
     for epochs in (args.epochs, args.epochs + 1):
         tuned = finetune(l1_model, data, FinetuneConfig(epochs=epochs, lr=args.lr, seed=SEED), CPU).model

@@ -21,9 +21,9 @@ import torch
 import torch_pruning as tp
 import torchvision
 
-from secateur.core.plan import Target
-from secateur.core.registry import load_registry
-from secateur.core.workspace import Workspace
+from secateur.core.pruning.plan import Target
+from secateur.core.pruning.registry import load_registry
+from secateur.core.pruning.workspace import Workspace
 
 ARCHITECTURES = ("resnet18", "resnet50", "mobilenet_v2", "vit_b_16")
 CLASSIFIERS = {"resnet18": "fc", "resnet50": "fc", "mobilenet_v2": "classifier.1", "vit_b_16": "heads.head"}
@@ -49,7 +49,7 @@ def direct(model: torch.nn.Module, name: str) -> float:
 def secateur(model: torch.nn.Module, method) -> float:
     started = time.perf_counter()
     workspace = Workspace(model, (3, 224, 224))
-    plan = workspace.plan(workspace.score(method), Target("ratio", 0.5))
+    plan = workspace.plan(workspace.score(method).scores, Target("ratio", 0.5))
     workspace.apply(plan)
     return time.perf_counter() - started
 

@@ -26,14 +26,16 @@ import matplotlib.pyplot as plt
 import torch
 from torch.utils.data import Subset
 
-from secateur.core.data import load_data
-from secateur.core.evaluate import accuracy_and_loss
-from secateur.core.models import load_model, parse_model_spec
-from secateur.core.plan import PlanOptions, Target
-from secateur.core.progress import Progress
-from secateur.core.registry import load_registry
-from secateur.core.scoring import Scores
-from secateur.core.workspace import Workspace
+from secateur.core.common.progress import Progress
+from secateur.core.common.settings import RunSettings
+from secateur.core.data.loading import load_data
+from secateur.core.model.specs import parse_model_spec
+from secateur.core.pruning.loading import load_model
+from secateur.core.pruning.plan import PlanOptions, Target
+from secateur.core.pruning.registry import load_registry
+from secateur.core.pruning.scoring import Scores
+from secateur.core.pruning.workspace import Workspace
+from secateur.core.train.evaluate import accuracy_and_loss
 from secateur.plugins.pxp import area, pruning_curve, rates
 
 
@@ -46,7 +48,7 @@ def host_curve(workspace: Workspace, scores: Scores, grid: list[float], global_r
         model = workspace.model
         if rate > 0:
             plan = workspace.plan(scores, Target("ratio", rate), PlanOptions(global_ranking=global_ranking))
-            model, _ = workspace.apply(plan)
+            model = workspace.apply(plan).model
         curve.append(accuracy_and_loss(model, workspace.data, "test", workspace.device, workspace.batch_size)[0])
     return curve
 
@@ -71,16 +73,16 @@ def main() -> None:
     for axis, spec in zip(axes[0], args.models, strict=True):
         started = time.perf_counter()
         loaded = load_model(parse_model_spec(spec))
-        workspace = Workspace(loaded.model, loaded.input_shape, data, batch_size=250)
+        workspace = Workspace(loaded.model, loaded.input_shape, data, settings=RunSettings(batch_size=250))
         searched_params = {"search": args.search, "search_step": args.search_step, "search_images": args.search_images}
         stages: list[str] = []
         progress = Progress(report=lambda stage, done, total, seen=stages: seen.append(stage))
         scores = {
-            "pxp-ε": workspace.score(methods["pxp"], {}),
-            "pxp-searched": workspace.score(methods["pxp"], searched_params, progress),
-            "l1": workspace.score(methods["l1"]),
-            "taylor": workspace.score(methods["taylor"]),
-            "random": workspace.score(methods["random"]),
+            "pxp-ε": workspace.score(methods["pxp"], {}).scores,
+            "pxp-searched": workspace.score(methods["pxp"], searched_params, progress).scores,
+            "l1": workspace.score(methods["l1"]).scores,
+            "taylor": workspace.score(methods["taylor"]).scores,
+            "random": workspace.score(methods["random"]).scores,
         }
         best = next(stage for stage in reversed(stages) if "best composite" in stage)
         curves = {

@@ -16,18 +16,18 @@ import copy
 import torch
 import torchvision
 
-from secateur.core.evaluate import measure_latency
-from secateur.core.plan import PlanOptions, Target
-from secateur.core.registry import load_registry
-from secateur.core.workspace import Workspace
+from secateur.core.pruning.plan import PlanOptions, Target
+from secateur.core.pruning.registry import load_registry
+from secateur.core.pruning.workspace import Workspace
+from secateur.core.train.evaluate import measure_latency
 
 
 def main() -> None:
     torch.set_num_threads(2)
     workspace = Workspace(torchvision.models.resnet50(weights=None), (3, 224, 224))
-    scores = workspace.score(load_registry().methods["l1"])
+    scores = workspace.score(load_registry().methods["l1"]).scores
     plan = workspace.plan(scores, Target("macs", 0.5), PlanOptions(round_to=8))
-    pruned, _ = workspace.apply(plan)
+    pruned = workspace.apply(plan).model
     print(
         f"MACs {workspace.macs / 1e9:.2f} G -> {plan.predicted_macs / 1e9:.2f} G "
         f"(×{workspace.macs / plan.predicted_macs:.2f}); params {workspace.params / 1e6:.2f} M -> "

@@ -4,12 +4,13 @@ Nothing here imports Qt, ``secateur.app`` or ``secateur.plugins``; the import
 contracts in pyproject.toml check it.
 """
 
-from secateur.core.checkpoint import load_checkpoint, save_checkpoint
-from secateur.core.data import DataBundle, load_data
-from secateur.core.errors import Cancelled, InputError, SecateurError, WorkError
-from secateur.core.evaluate import Metrics, evaluate
-from secateur.core.layer_tree import LayerTree, build_layer_tree
-from secateur.core.models import LoadedModel, ModelSpec, load_model, parse_model_spec
+from secateur.core.common.errors import Cancelled, InputError, SecateurError, WorkError
+from secateur.core.data.loading import DataBundle, load_data
+from secateur.core.graph.layer_tree import LayerTree, build_layer_tree
+from secateur.core.model.checkpoint import save_checkpoint
+from secateur.core.model.specs import LoadedModel, ModelSpec, parse_model_spec
+from secateur.core.pruning.loading import load_checkpoint, load_model
+from secateur.core.train.evaluate import Metrics, evaluate
 
 __all__ = [
     "Cancelled",

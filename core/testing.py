@@ -2,10 +2,10 @@
 
 Call it from a plugin's own pytest suite::
 
-    from secateur.core.testing import check_method
+    from secateur.core.api import check_method
 
     def test_conforms():
-        check_method("my-method")
+        check_method("my-method")  # an installed id, or a MethodInfo
 
 It runs the method on the embedded demo and checks, failing with a message
 that says what broke: the parameter declarations (defaults valid, bad values
@@ -27,17 +27,20 @@ from typing import Any
 
 import torch
 
-from secateur.core.checkpoint import CheckpointInfo, save_checkpoint
-from secateur.core.data import load_data
-from secateur.core.errors import Cancelled, InputError
-from secateur.core.methods import MethodInfo, ParamSpec
-from secateur.core.models import load_model, parse_model_spec
-from secateur.core.params import validate_params
-from secateur.core.plan import Target
-from secateur.core.progress import Progress
-from secateur.core.registry import load_registry
-from secateur.core.scoring import Scores
-from secateur.core.workspace import Workspace
+from secateur.core.common.errors import Cancelled, InputError, WorkError
+from secateur.core.common.progress import Progress
+from secateur.core.common.settings import RunSettings
+from secateur.core.data.loading import load_data
+from secateur.core.model.checkpoint import CheckpointInfo, save_checkpoint
+from secateur.core.model.specs import parse_model_spec
+from secateur.core.pruning.contract import Scored
+from secateur.core.pruning.loading import load_model
+from secateur.core.pruning.methods import MethodInfo, ParamSpec
+from secateur.core.pruning.params import validate_params
+from secateur.core.pruning.plan import Target
+from secateur.core.pruning.registry import load_registry, verify_signatures
+from secateur.core.pruning.scoring import Scores
+from secateur.core.pruning.workspace import Workspace
 
 
 @dataclass
@@ -104,10 +107,16 @@ def check_params(method: MethodInfo) -> list[str]:
     return checks
 
 
-def _score(workspace: Workspace, method: MethodInfo, params: dict[str, Any], progress: Progress | None = None):
+def _score(
+    workspace: Workspace, method: MethodInfo, params: dict[str, Any], progress: Progress | None = None
+) -> tuple[Scored, list[Scores]]:
+    """Score through the host, as ``secateur prune`` does: a method that changes its model fails here."""
     partials: list[Scores] = []
-    scores = workspace.score(method, params, progress or Progress(), on_partial=partials.append)
-    return scores, partials
+    try:
+        scored = workspace.score(method, params, progress or Progress(), on_partial=partials.append)
+    except WorkError as error:
+        raise AssertionError(str(error)) from None
+    return scored, partials
 
 
 def check_method(
@@ -121,17 +130,22 @@ def check_method(
     """Run every conformance check on ``method`` (an installed id, or a ``MethodInfo``)."""
     if isinstance(method, str):
         registry = load_registry()
-        failures = "; ".join(f"{f.plugin}: {f.error.strip().splitlines()[-1]}" for f in registry.failed)
-        assert method in registry.methods, f"method {method!r} is not installed (failed plugins: {failures or 'none'})"
-        method = registry.methods[method]
+        try:
+            method = registry.method(method)
+        except InputError as error:
+            raise AssertionError(str(error)) from None
+    else:
+        verify_signatures(method, method.plugin or method.id)
     params = dict(params or {})
     checks = check_params(method)
     loaded = load_model(parse_model_spec(model))
     bundle = load_data(data, input_size=loaded.input_shape[1])
     before = state_hash(loaded.model)
-    workspace = Workspace(loaded.model, loaded.input_shape, bundle, seed=seed, batch_size=100)
+    settings = RunSettings(seed=seed, batch_size=100)
+    workspace = Workspace(loaded.model, loaded.input_shape, bundle, settings)
 
-    scores, partials = _score(workspace, method, params)
+    scored, partials = _score(workspace, method, params)
+    scores = scored.scores
     assert partials, f"method {method.id}: scoring published no partial result"
     assert scores.groups or scores.blocks, f"method {method.id}: scoring returned no scores at all"
     published = Scores()
@@ -141,7 +155,7 @@ def check_method(
     assert state_hash(loaded.model) == before, f"method {method.id}: scoring changed the model it was given"
     checks.append(f"scoring streamed {len(partials)} partial results and left the model unchanged")
 
-    again, _ = _score(Workspace(loaded.model, loaded.input_shape, bundle, seed=seed, batch_size=100), method, params)
+    again = _score(Workspace(loaded.model, loaded.input_shape, bundle, settings), method, params)[0].scores
     for group, values in scores.groups.items():
         assert torch.equal(values, again.groups[group]), f"method {method.id}: group {group} differs under seed {seed}"
     assert scores.blocks == again.blocks, f"method {method.id}: block scores differ under seed {seed}"
@@ -164,10 +178,14 @@ def check_method(
     report = ConformanceReport(method.id, len(partials), len(scores.groups), len(scores.blocks), checks=checks)
     if method.granularity == "channel" or method.apply is not None:
         plan = workspace.plan(scores, Target("ratio", ratio), method=method.id)
-        pruned, edits = workspace.apply(plan, method, params)
+        frozen = plan.to_dict()
+        applied = workspace.apply(plan, method, params, scored)
+        assert plan.to_dict() == frozen, f"method {method.id}: apply changed the plan it was given"
+        assert state_hash(loaded.model) == before, f"method {method.id}: apply changed the user's model"
         report.params_before = workspace.params
-        report.params_after = sum(p.numel() for p in pruned.parameters())
-        _check_round_trip(method.id, pruned, CheckpointInfo(loaded.spec, loaded.input_shape, [*loaded.edits, *edits]))
+        report.params_after = sum(p.numel() for p in applied.model.parameters())
+        info = CheckpointInfo(loaded.spec, loaded.input_shape, [*loaded.edits, *applied.edits])
+        _check_round_trip(method.id, applied.model, info)
         checks.append(f"pruned at ratio {ratio}: the checkpoint reloads in a fresh process with equal outputs")
     return report
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from secateur.core.hookspecs import hookimpl
-from secateur.core.importance import batchnorm_scale_scores
-from secateur.core.methods import MethodInfo
+from secateur.core.api import API_VERSION, MethodInfo, batchnorm_scale_scores, hookimpl
+
+
+@hookimpl
+def secateur_api_version() -> int:
+    return API_VERSION
 
 
 @hookimpl

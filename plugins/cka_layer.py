@@ -18,21 +18,35 @@ the pipeline's own fine-tuning follows the last one.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
 
-from secateur.core.attention import replace_module
-from secateur.core.blocks import BlockInfo, block_bypass, residual_blocks
-from secateur.core.errors import InputError
-from secateur.core.evaluate import model_macs
-from secateur.core.finetune import FinetuneConfig, finetune
-from secateur.core.hookspecs import hookimpl
-from secateur.core.methods import MethodInfo, ParamSpec
-from secateur.core.plan import MACS_TOLERANCE, PruningPlan, rank_blocks
-from secateur.core.scoring import Scores, ScoringContext
-from secateur.core.surgery import block_edit, remove_blocks
+from secateur.core.api import (
+    API_VERSION,
+    MACS_TOLERANCE,
+    Applied,
+    BlockInfo,
+    FinetuneConfig,
+    InputError,
+    MethodInfo,
+    ParamSpec,
+    PruningPlan,
+    Scored,
+    Scores,
+    ScoringContext,
+    block_bypass,
+    block_edit,
+    finetune,
+    hookimpl,
+    model_macs,
+    rank_blocks,
+    remove_blocks,
+    replace_module,
+    residual_blocks,
+)
 from secateur.plugins.cka import LinearCKA
 
 BlockCriterion = Callable[[nn.Module, list[str]], Iterator[tuple[str, float]]]
@@ -131,12 +145,13 @@ def score(context: ScoringContext, params: dict[str, Any]) -> Iterator[Scores]:
 
 def remove_iteratively(
     context: ScoringContext, plan: PruningPlan, params: dict[str, Any], criterion: BlockCriterion
-) -> tuple[nn.Module, list[dict[str, Any]]]:
+) -> Applied:
     """Remove the plan's first block, fine-tune, re-score the rest with ``criterion``, until the target is met.
 
     A ``macs`` target stops once the reduction is reached; any other target
     removes as many blocks as the plan does. Re-ranking uses the plan's own
-    options (locks, blocks kept per stage).
+    options (locks, blocks kept per stage). The effective plan names the
+    blocks actually removed, which re-scoring may have changed.
     """
     model = context.copy_model().eval()
     shape = tuple(context.example.shape[1:])
@@ -152,25 +167,35 @@ def remove_iteratively(
         elif len(removed) >= len(plan.blocks_removed):
             break
         if params["finetune_epochs"] > 0:
-            config = FinetuneConfig(
-                epochs=params["finetune_epochs"],
-                lr=params["finetune_lr"],
-                batch_size=context.batch_size,
-                seed=context.seed,
-            )
-            model = finetune(model, context.data, config, context.device, context.progress).model.eval()
+            config = FinetuneConfig(epochs=params["finetune_epochs"], lr=params["finetune_lr"])
+            model = finetune(model, context.data, config, context.settings, context.progress).model.eval()
         blocks = residual_blocks(model)
         scores = Scores(blocks=dict(criterion(model, candidates(blocks, params["skip_first"]))))
         order, _ = rank_blocks(blocks, scores, plan.options)
         if not order:
             raise InputError(f"cka-layer: the target needs more blocks than can go after removing {removed}")
         choice = order[0]
-    return model, [block_edit(removed)]
+    effective = plan
+    if tuple(removed) != plan.blocks_removed:
+        note = f"planned blocks {list(plan.blocks_removed)}; re-scoring between removals chose {removed}"
+        effective = replace(
+            plan,
+            blocks_removed=tuple(removed),
+            predicted_params=sum(p.numel() for p in model.parameters()),
+            predicted_macs=model_macs(model, shape, context.device),
+            notes=(*plan.notes, note),
+        )
+    return Applied(model, [block_edit(removed)], effective)
 
 
-def apply(context: ScoringContext, plan: PruningPlan, params: dict[str, Any]) -> tuple[nn.Module, list[dict[str, Any]]]:
-    """The iterative loop of the paper: remove one block, fine-tune, re-score with CKA."""
+def apply(context: ScoringContext, plan: PruningPlan, params: dict[str, Any], scored: Scored) -> Applied:
+    """The paper's loop: remove one block, fine-tune, re-score with CKA (the plan holds scoring's first ranking)."""
     return remove_iteratively(context, plan, params, cka_criterion(context, params))
+
+
+@hookimpl
+def secateur_api_version() -> int:
+    return API_VERSION
 
 
 @hookimpl

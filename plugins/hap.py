@@ -28,11 +28,10 @@ implanted, so their channels in that window are removed as planned.
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import math
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
@@ -40,14 +39,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from secateur.core.errors import WorkError
-from secateur.core.hookspecs import hookimpl
-from secateur.core.methods import MethodInfo, ParamSpec
-from secateur.core.plan import GroupPlan, PruningPlan
-from secateur.core.scoring import Scores, ScoringContext
-from secateur.core.surgery import apply_plan
+from secateur.core.api import (
+    API_VERSION,
+    Applied,
+    GroupPlan,
+    InputError,
+    MethodInfo,
+    ParamSpec,
+    PruningPlan,
+    Scored,
+    Scores,
+    ScoringContext,
+    WorkError,
+    apply_plan,
+    hookimpl,
+)
 from secateur.plugins.hap_implants import (
     EDIT_KIND,
+    IMPLANT_EDIT,
     implant_layers,
     implant_parameters,
     implantable,
@@ -57,7 +66,6 @@ from secateur.plugins.hap_implants import (
 
 LOG = logging.getLogger(__name__)
 WEIGHTED = (nn.modules.conv._ConvNd, nn.Linear)
-SCORING_PARAMS = ("probes", "batches", "chunk_size")
 
 
 # --- Hutchinson's estimator ------------------------------------------------------
@@ -188,44 +196,23 @@ def layer_sensitivities(context: ScoringContext, params: dict[str, Any]) -> tupl
 
 def group_sensitivities(context: ScoringContext, layers: dict[str, torch.Tensor]) -> Iterator[tuple[str, torch.Tensor]]:
     """Per channel group: ``S`` summed over the layers that produce its channels."""
-    names = {module: name for name, module in context.model.named_modules()}
     for group in context.groups:
         if group.kind != "channels":
             continue  # attention heads: not scored by HAP, kept whole
-        values = torch.zeros(group.channels, dtype=torch.float64)
-        scored = False
-        for member in context.members(group):
-            name = names.get(member.module)
-            if not member.is_output or name not in layers:
-                continue
-            local = layers[name][torch.as_tensor(member.indices, dtype=torch.long)]
-            values.index_add_(0, torch.as_tensor(member.group_indices, dtype=torch.long), local)
-            scored = True
-        if scored:
+        values = context.producer_sum(group, layers)
+        if values is not None:
             yield group.id, values
 
 
-# --- scores, cached for apply ---------------------------------------------------------
-
-# Apply needs the scores that chose the plan, and recomputing Hessian traces costs as much as scoring:
-# scoring leaves its result here, keyed by the model's tensors, the data and the parameters that shape it.
-_CACHE: OrderedDict[tuple, tuple[Scores, int]] = OrderedDict()
-_CACHE_SIZE = 4
+# --- scores, kept for apply ----------------------------------------------------------
 
 
-def _fingerprint(model: nn.Module) -> str:
-    """A digest of every tensor of ``model`` (names, shapes, dtypes and bytes)."""
-    digest = hashlib.blake2b(digest_size=16)
-    for name, tensor in model.state_dict().items():
-        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+@dataclass(frozen=True)
+class HapState:
+    """What scoring learned that apply needs: the sensitivities and how many were negative."""
 
-
-def _cache_key(context: ScoringContext, params: dict[str, Any]) -> tuple:
-    scoring = tuple(params[name] for name in SCORING_PARAMS)
-    data = None if context.data is None else (context.data.spec, len(context.data.calibration))
-    return (_fingerprint(context.model), scoring, context.seed, context.batch_size, data, str(context.device))
+    scores: Scores
+    negatives: int
 
 
 def _negatives_message(negatives: int, total: int, probes: int) -> str:
@@ -235,8 +222,11 @@ def _negatives_message(negatives: int, total: int, probes: int) -> str:
     )
 
 
-def score(context: ScoringContext, params: dict[str, Any]) -> Iterator[Scores]:
-    """Hessian traces for every layer at once (progress per probe and chunk), then one group at a time."""
+def score(context: ScoringContext, params: dict[str, Any]) -> Generator[Scores, None, HapState]:
+    """Hessian traces for every layer at once (progress per probe and chunk), then one group at a time.
+
+    Returns the sensitivities as the state apply chooses its implants from.
+    """
     layers, _ = layer_sensitivities(context, params)
     result = Scores()
     negatives = total = 0
@@ -248,13 +238,7 @@ def score(context: ScoringContext, params: dict[str, Any]) -> Iterator[Scores]:
         yield Scores(groups={group_id: values.float()})
     if negatives:
         LOG.warning(_negatives_message(negatives, total, params["probes"]))
-    _CACHE[_cache_key(context, params)] = (result, negatives)
-    while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
-
-
-def _cached_scores(context: ScoringContext, params: dict[str, Any]) -> tuple[Scores | None, int]:
-    return _CACHE.get(_cache_key(context, params), (None, 0))
+    return HapState(result, negatives)
 
 
 # --- apply: the plan, plus implants ------------------------------------------------------
@@ -262,16 +246,11 @@ def _cached_scores(context: ScoringContext, params: dict[str, Any]) -> tuple[Sco
 
 def implant_candidates(context: ScoringContext) -> dict[str, list[str]]:
     """Per channel group, the names of its producer layers that can take a 1×1 implant."""
-    names = {module: name for name, module in context.model.named_modules()}
     result: dict[str, list[str]] = {}
     for group in context.groups:
         if group.kind != "channels":
             continue
-        layers = [
-            names[m.module]
-            for m in context.members(group)
-            if m.is_output and m.module in names and implantable(m.module)
-        ]
+        layers = [m.name for m in context.members(group) if m.is_output and implantable(m.module)]
         if layers:
             result[group.id] = list(dict.fromkeys(layers))
     return result
@@ -306,8 +285,10 @@ def _identity_producers(context: ScoringContext, group, layers: list[str]) -> bo
     )
 
 
-def implant(context: ScoringContext, plan: PruningPlan, chosen: dict[str, list[int]], candidates: dict[str, list[str]]):
-    """The pruned model with implants, its edits, and the implanted layers (name → implanted positions).
+def implant(
+    context: ScoringContext, plan: PruningPlan, chosen: dict[str, list[int]], candidates: dict[str, list[str]]
+) -> tuple[nn.Module, list[dict[str, Any]], dict[str, list[int]], list[str]]:
+    """The pruned model with implants, its edits, the implanted layers (name → positions) and notes.
 
     Each implanted group is first reordered on a copy (function unchanged)
     so that its implanted channels come last; the plan, with those channels
@@ -315,10 +296,11 @@ def implant(context: ScoringContext, plan: PruningPlan, chosen: dict[str, list[i
     ``ImplantedConv2d`` whose implants are the last outputs.
     """
     model = copy.deepcopy(context.model)
-    names = {module: name for name, module in context.model.named_modules()}
+    names = context.module_names
     groups = {group.id: group for group in context.groups}
     kept_groups = dict(plan.groups)
     layers: dict[str, list[int]] = {}
+    notes: list[str] = []
     for gid, channels in chosen.items():
         group = groups[gid]
         members = list(context.members(group))
@@ -326,7 +308,7 @@ def implant(context: ScoringContext, plan: PruningPlan, chosen: dict[str, list[i
         if problem is None and not _identity_producers(context, group, candidates[gid]):
             problem = "its producers do not map channels one to one"
         if problem:
-            plan.notes.append(f"hap: group {gid} gets no implants: {problem}")
+            notes.append(f"hap: group {gid} gets no implants: {problem}")
             continue
         implanted = set(channels)
         order = [c for c in range(group.channels) if c not in implanted] + sorted(implanted)
@@ -342,39 +324,46 @@ def implant(context: ScoringContext, plan: PruningPlan, chosen: dict[str, list[i
     if layers:
         implant_layers(pruned, layers)
         edits.append({"kind": EDIT_KIND, "layers": layers})
-    return pruned.eval(), edits, layers
+    return pruned.eval(), edits, layers, notes
 
 
-def apply(context: ScoringContext, plan: PruningPlan, params: dict[str, Any]):
-    """Remove what the plan removes, except the moderately sensitive channels, which get 1×1 implants."""
+def apply(context: ScoringContext, plan: PruningPlan, params: dict[str, Any], scored: Scored) -> Applied:
+    """Remove what the plan removes, except the moderately sensitive channels, which get 1×1 implants.
+
+    The implants are chosen by the sensitivities scoring returned (``scored.state``): never recomputed.
+    """
     q = params["implant_ratio"]
-    scores, negatives = _cached_scores(context, params)
-    if q > 0 and scores is None and any(group.removed for group in plan.groups.values()):
-        plan.notes.append("hap: the scores behind this plan were not kept; scored again to choose the implants")
-        scores = Scores()
-        for partial in score(context, params):
-            scores.update(partial)
-        _, negatives = _cached_scores(context, params)
-    if negatives and scores is not None:
-        plan.notes.append(_negatives_message(negatives, sum(len(v) for v in scores.groups.values()), params["probes"]))
-    if q == 0 or scores is None:
-        return apply_plan(context.model, plan, context.example)
-    candidates = implant_candidates(context)
-    chosen = choose_implants(plan, scores, candidates, q)
+    state = scored.state if isinstance(scored.state, HapState) else None
+    if state is None and q > 0:
+        raise InputError("hap picks implants by its own sensitivities: score with hap first, or set implant_ratio=0")
+    notes = []
+    if state is not None and state.negatives:
+        total = sum(len(v) for v in state.scores.groups.values())
+        notes.append(_negatives_message(state.negatives, total, params["probes"]))
+    chosen = choose_implants(plan, state.scores, implant_candidates(context), q) if state and q > 0 else {}
     if not chosen:
-        plan.notes.append(f"hap: implant_ratio {q}: no removed channel has a k×k producer to implant")
-        return apply_plan(context.model, plan, context.example)
-    pruned, edits, layers = implant(context, plan, chosen, candidates)
+        if q > 0:
+            notes.append(f"hap: implant_ratio {q}: no removed channel has a k×k producer to implant")
+        pruned, edits = apply_plan(context.model, plan, context.example)
+        return Applied(pruned, edits, plan, notes)
+    candidates = implant_candidates(context)
+    pruned, edits, layers, implant_notes = implant(context, plan, chosen, candidates)
+    notes.extend(implant_notes)
     if layers:
         extra = implant_parameters(pruned)
         over = sum(p.numel() for p in pruned.parameters()) - plan.predicted_params
         channels = sum(len(c) for gid, c in chosen.items() if any(name in layers for name in candidates[gid]))
-        plan.notes.append(
+        notes.append(
             f"hap: {channels} channels implanted (1×1, zero-initialised) in {len(layers)} layers: {extra} implant "
             f"parameters, {over:+d} parameters over the plan (the implanted channels also keep their BatchNorm "
             "and their inputs to the next layer)"
         )
-    return pruned, edits
+    return Applied(pruned, edits, plan, notes)
+
+
+@hookimpl
+def secateur_api_version() -> int:
+    return API_VERSION
 
 
 @hookimpl
@@ -423,5 +412,6 @@ def secateur_methods() -> list[MethodInfo]:
             ),
             score=score,
             apply=apply,
+            edit_kinds=(IMPLANT_EDIT,),
         )
     ]

@@ -27,9 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from secateur.core.attention import replace_module
-from secateur.core.errors import InputError
-from secateur.core.surgery import register_edit
+from secateur.core.api import EditKind, InputError, replace_module
 
 EDIT_KIND = "hap_implants"
 
@@ -216,7 +214,7 @@ def reorder_group(model: nn.Module, members: list, names: dict[nn.Module, str], 
             tensor.copy_(tensor.index_select(axis, index.to(tensor.device)))
 
 
-def _replay(model: nn.Module, edit: dict[str, Any], example: torch.Tensor) -> None:
+def replay_implants(model: nn.Module, edit: dict[str, Any], example: torch.Tensor) -> None:
     """Rebuild the implants of a checkpoint; the tensors are loaded afterwards."""
     implant_layers(model, {name: list(channels) for name, channels in edit["layers"].items()}, copy_weights=False)
 
@@ -226,4 +224,5 @@ def implant_parameters(model: nn.Module) -> int:
     return sum(m.implant.weight.numel() for m in model.modules() if isinstance(m, ImplantedConv2d))
 
 
-register_edit(EDIT_KIND, _replay)
+
+IMPLANT_EDIT = EditKind(EDIT_KIND, replay_implants)

@@ -23,7 +23,7 @@ exact OT (exact OT is cubic); the plan's notes say which.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 import numpy as np
@@ -31,24 +31,35 @@ import ot
 import torch
 from torch import nn
 
-from secateur.core.hookspecs import hookimpl
-from secateur.core.methods import MethodInfo, ParamSpec
-from secateur.core.plan import PruningPlan
-from secateur.core.registry import load_registry
-from secateur.core.scoring import Member, Scores, ScoringContext
-from secateur.core.surgery import apply_plan
+from secateur.core.api import (
+    API_VERSION,
+    Applied,
+    Member,
+    MethodInfo,
+    ParamSpec,
+    PruningPlan,
+    Scored,
+    Scores,
+    ScoringContext,
+    apply_plan,
+    hookimpl,
+    installed_method,
+)
 
 CRITERIA = ("l1", "l2", "taylor", "bn-scale", "random")
 EMD_LIMIT = 2048  # channels beyond which Sinkhorn replaces exact OT (a documented deviation)
 _WEIGHTED = (nn.modules.conv._ConvNd, nn.Linear)
 
 
-def score(context: ScoringContext, params: dict[str, Any]) -> Iterator[Scores]:
+def score(context: ScoringContext, params: dict[str, Any]) -> Generator[Scores, None, Any]:
     """The chosen criterion's scores, streamed as it produces them; they decide the kept channels."""
-    criterion = load_registry().methods[params["importance"]]
+    criterion = installed_method(params["importance"])
     criterion_params = {"batches": params["batches"]} if any(p.name == "batches" for p in criterion.params) else {}
     stream = criterion.score(context, criterion_params)
-    yield from [stream] if isinstance(stream, Scores) else stream
+    if isinstance(stream, Scores):
+        yield stream
+        return None
+    return (yield from stream)  # the criterion's own state, if it has one
 
 
 def _is_grouped(module: nn.Module) -> bool:
@@ -131,7 +142,6 @@ def fuse_group(
 ) -> str | None:
     """Write the fused tensors of one group into ``model`` (a copy); returns a note when it falls back."""
     modules = dict(model.named_modules())
-    names = {module: name for name, module in context.model.named_modules()}
     all_members = list(context.members(group))
     members = [m for m in all_members if isinstance(m.module, _WEIGHTED)]
     norms = [m for m in all_members if isinstance(m.module, nn.modules.batchnorm._BatchNorm)]
@@ -140,7 +150,7 @@ def fuse_group(
     n = group.channels
     producers, consumers = [], []
     for member in [*members, *norms]:
-        target = modules[names[member.module]]
+        target = modules[member.name]
         positions = _positions(member)
         if len(positions) != n:
             return f"group {group.id}: a layer sees only part of the group's channels, plain selection"
@@ -173,21 +183,27 @@ def fuse_group(
     return note
 
 
-def apply(context: ScoringContext, plan: PruningPlan, params: dict[str, Any]):
-    """Fold BatchNorm, fuse every group's channels into its kept ones, then remove the rest (on a copy)."""
+def apply(context: ScoringContext, plan: PruningPlan, params: dict[str, Any], scored: Scored) -> Applied:
+    """Fold BatchNorm, fuse every group's channels into its kept ones, then remove the rest (on a copy).
+
+    The importance marginals are the scores that chose the plan (``scored.scores``), never recomputed.
+    """
     model = copy.deepcopy(context.model)
     fold_batchnorm(model, batchnorm_pairs(context.model, context.graph))
-    scores = Scores()
-    if params["marginals"] == "importance":
-        for partial in score(context, params):
-            scores.update(partial)
+    notes = []
     for group in context.groups:
         if group.kind != "channels" or group.id not in plan.groups or not plan.groups[group.id].removed:
             continue
-        note = fuse_group(context, model, group, plan.groups[group.id].kept, params, scores)
+        note = fuse_group(context, model, group, plan.groups[group.id].kept, params, scored.scores)
         if note:
-            plan.notes.append(note)
-    return apply_plan(model, plan, context.example)
+            notes.append(note)
+    pruned, edits = apply_plan(model, plan, context.example)
+    return Applied(pruned, edits, plan, notes)
+
+
+@hookimpl
+def secateur_api_version() -> int:
+    return API_VERSION
 
 
 @hookimpl

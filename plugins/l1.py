@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from secateur.core.hookspecs import hookimpl
-from secateur.core.importance import magnitude_scores
-from secateur.core.methods import MethodInfo
+from secateur.core.api import API_VERSION, MethodInfo, hookimpl, magnitude_scores
+
+
+@hookimpl
+def secateur_api_version() -> int:
+    return API_VERSION
 
 
 @hookimpl

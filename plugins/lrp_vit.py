@@ -48,9 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.vision_transformer import EncoderBlock, VisionTransformer
 
-from secateur.core.attention import ATTENTION_TYPES, HEADS_SUFFIX, HeadPrunedAttention
-from secateur.core.errors import InputError
-from secateur.core.progress import Progress
+from secateur.core.api import ATTENTION_TYPES, HEADS_SUFFIX, HeadPrunedAttention, InputError, Progress
 
 DEFAULT_EPSILON = 1e-6  # zennit's ε, as in the paper's code
 _SUPPORTED = (

@@ -34,23 +34,32 @@ from __future__ import annotations
 
 import copy
 import itertools
-import weakref
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from secateur.core.errors import InputError
-from secateur.core.evaluate import model_macs
-from secateur.core.groups import GroupInfo
-from secateur.core.hookspecs import hookimpl
-from secateur.core.methods import MethodInfo, ParamSpec
-from secateur.core.plan import GroupPlan, PruningPlan
-from secateur.core.scoring import Member, Scores, ScoringContext
-from secateur.core.surgery import apply_plan, recalibrate_batchnorm
+from secateur.core.api import (
+    API_VERSION,
+    Applied,
+    GroupInfo,
+    GroupPlan,
+    InputError,
+    Member,
+    MethodInfo,
+    ParamSpec,
+    PruningPlan,
+    Scored,
+    Scores,
+    ScoringContext,
+    apply_plan,
+    hookimpl,
+    model_macs,
+    recalibrate_batchnorm,
+    train_step,
+)
 from secateur.plugins.paam_scores import Gates, GateTarget, fold_scores
 
 _WEIGHTED = (nn.modules.conv._ConvNd, nn.Linear)
@@ -66,17 +75,6 @@ class Trained:
     model: nn.Module
     targets: list[GateTarget]
     scores: dict[str, torch.Tensor]
-
-
-_TRAINED: weakref.WeakKeyDictionary[nn.Module, Trained] = weakref.WeakKeyDictionary()
-
-
-def trained_state(model: nn.Module) -> Trained | None:
-    """What the last finished scoring of ``model`` (a context's model) trained, or None."""
-    return _TRAINED.get(model)
-
-
-# --- which groups get a score ---------------------------------------------------
 
 
 def _feeds(context: ScoringContext, norm: nn.Module, producer: nn.Module) -> bool:
@@ -123,7 +121,7 @@ def gate_target(context: ScoringContext, group: GroupInfo, residual: str = "inte
     reasons = [pair for pair in pairs if isinstance(pair, str)]
     if reasons:
         return reasons[0]
-    names = {module: name for name, module in context.model.named_modules()}
+    names = context.module_names
     return GateTarget(group.id, tuple((names[conv], names[norm]) for conv, norm in pairs))
 
 
@@ -181,8 +179,11 @@ def _settle_batchnorm(model: nn.Module, context: ScoringContext, batches: int) -
     recalibrate_batchnorm(model, reported(), context.device, batches)
 
 
-def score(context: ScoringContext, params: dict[str, Any]) -> Iterator[Scores]:
-    """Train network and scores together on the train split; yield every group's scores after each epoch."""
+def score(context: ScoringContext, params: dict[str, Any]) -> Generator[Scores, None, Trained]:
+    """Train network and scores together on the train split; yield every group's scores after each epoch.
+
+    Returns the trained network and its final scores: the state apply prunes.
+    """
     targets = gate_targets(context, params["residual"])
     loader = context.loader("train", shuffle=True)
     steps = len(loader) if params["max_steps"] == 0 else min(len(loader), params["max_steps"])
@@ -196,28 +197,22 @@ def score(context: ScoringContext, params: dict[str, Any]) -> Iterator[Scores]:
     optimizer = _optimizer(model, gates, params["lr"])
     total = params["epochs"] * steps
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-    autocast = context.device.type == "cuda"
     done = 0
     for _ in range(params["epochs"]):
         model.train()
         for index, (images, labels) in enumerate(loader):
             if index == steps:
                 break
-            images, labels = images.to(context.device), labels.to(context.device)
-            with torch.autocast(context.device.type, dtype=torch.bfloat16, enabled=autocast):
-                loss = F.cross_entropy(model(images), labels)
-            loss = loss.float() + params["lambda"] * gates.penalty()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
+            train_step(
+                model, images, labels, optimizer, schedule, context.device, lambda: params["lambda"] * gates.penalty()
+            )
             done += 1
             context.progress("PAAM training", done, total)
         yield Scores(groups=gates.scores())
     _settle_batchnorm(model, context, min(steps, SETTLE_BATCHES))
     final = gates.scores()
     gates.remove()
-    _TRAINED[context.model] = Trained(model.eval(), targets, final)
+    return Trained(model.eval(), targets, final)
 
 
 # --- applying -------------------------------------------------------------------
@@ -229,41 +224,54 @@ def threshold_kept(scores: torch.Tensor, threshold: float) -> list[int]:
     return kept or [int(torch.argmax(scores))]
 
 
-def _threshold_plan(plan: PruningPlan, trained: Trained, threshold: float) -> None:
-    """Replace the plan's channel choice, in the groups it prunes by PAAM's scores, by the threshold rule."""
-    before = sum(len(g.kept) for gid, g in plan.groups.items() if gid in trained.scores)
+def _threshold_plan(plan: PruningPlan, trained: Trained, threshold: float) -> PruningPlan:
+    """The plan with PAAM's threshold rule in place of the target's choice, in the groups PAAM scored."""
+    groups = dict(plan.groups)
     for group_id, values in trained.scores.items():
-        if group_id in plan.groups:
-            plan.groups[group_id] = GroupPlan(threshold_kept(values, threshold), plan.groups[group_id].total)
-    after = sum(len(g.kept) for gid, g in plan.groups.items() if gid in trained.scores)
-    plan.notes.append(
+        if group_id in groups:
+            groups[group_id] = GroupPlan(threshold_kept(values, threshold), groups[group_id].total)
+    before = sum(len(g.kept) for gid, g in plan.groups.items() if gid in trained.scores)
+    after = sum(len(g.kept) for gid, g in groups.items() if gid in trained.scores)
+    note = (
         f"paam: scores below τ = {threshold:g} removed (at least 1 filter per layer): {after} gated channels kept "
         f"where the target's plan kept {before}; set threshold=0 to follow the target instead"
     )
+    return replace(plan, groups=groups, notes=(*plan.notes, note))
 
 
-def apply(context: ScoringContext, plan: PruningPlan, params: dict[str, Any]) -> tuple[nn.Module, list[dict]]:
-    """Fold the learned scores into BatchNorm of the trained network and remove the dropped channels."""
-    trained = trained_state(context.model)
-    if trained is None:
+def apply(context: ScoringContext, plan: PruningPlan, params: dict[str, Any], scored: Scored) -> Applied:
+    """Fold the learned scores into BatchNorm of the trained network and remove the dropped channels.
+
+    The trained network comes from scoring's state (``scored.state``), so apply works on any
+    working copy of the same model, on any device.
+    """
+    trained = scored.state
+    if not isinstance(trained, Trained):
         raise InputError("paam: run its scoring first; apply prunes the network that scoring trained")
-    model = copy.deepcopy(trained.model)
+    model = copy.deepcopy(trained.model).to(context.device)
     fold_scores(model, trained.targets, trained.scores)
     if params["threshold"] > 0:
-        _threshold_plan(plan, trained, params["threshold"])
+        plan = _threshold_plan(plan, trained, params["threshold"])
+    notes = []
     for group in context.groups:
         if group.id not in trained.scores:
             reason = gate_target(context, group, params["residual"])
-            plan.notes.append(f"paam: no score for group {group.id}, kept whole: {reason}")
+            notes.append(f"paam: no score for group {group.id}, kept whole: {reason}")
     pruned, edits = apply_plan(model, plan, context.example)
     if params["threshold"] > 0:  # the plan's prediction was for the target's channels: report what was cut
-        plan.predicted_params = sum(p.numel() for p in pruned.parameters())
-        plan.predicted_macs = model_macs(pruned, tuple(context.example.shape[1:]), context.device)
+        params_after = sum(p.numel() for p in pruned.parameters())
+        macs_after = model_macs(pruned, tuple(context.example.shape[1:]), context.device)
+        plan = replace(plan, predicted_params=params_after, predicted_macs=macs_after)
     if params["recalibrate_bn"] and any(group.removed for group in plan.groups.values()):
         # Removed filters scored below τ are small, not zero: together they shift the next BatchNorm's inputs.
         recalibrate_batchnorm(pruned, context.loader("calibration"), context.device)
-        plan.notes.append("paam: BatchNorm statistics re-estimated on the calibration split after removal")
-    return pruned, edits
+        notes.append("paam: BatchNorm statistics re-estimated on the calibration split after removal")
+    return Applied(pruned, edits, plan, notes)
+
+
+@hookimpl
+def secateur_api_version() -> int:
+    return API_VERSION
 
 
 @hookimpl

@@ -27,17 +27,28 @@ import torch
 from torch import fx
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from secateur.core.data import DataBundle
-from secateur.core.errors import InputError
-from secateur.core.evaluate import accuracy_and_loss
-from secateur.core.groups import GroupInfo
-from secateur.core.hookspecs import hookimpl
-from secateur.core.lrp import RULES, Composite, channel_relevance, conv_search_space
-from secateur.core.lrp_canonize import canonize
-from secateur.core.methods import MethodInfo, ParamSpec
-from secateur.core.plan import PlanOptions, PruningPlan, Target, decide_channels
-from secateur.core.scoring import Scores, ScoringContext
-from secateur.core.workspace import Workspace
+from secateur.core.api import (
+    API_VERSION,
+    RULES,
+    Composite,
+    DataBundle,
+    GroupInfo,
+    InputError,
+    MethodInfo,
+    ParamSpec,
+    PlanOptions,
+    PruningPlan,
+    Scores,
+    ScoringContext,
+    Target,
+    Workspace,
+    accuracy_and_loss,
+    canonize,
+    channel_relevance,
+    conv_search_space,
+    decide_channels,
+    hookimpl,
+)
 from secateur.plugins.lrp_vit import is_vit, vit_relevance
 
 SEARCH_RULES = ("epsilon", "zplus", "gamma")  # the paper's candidates for each conv third
@@ -120,24 +131,11 @@ def layer_importance(
     return totals
 
 
-def group_importance(context: ScoringContext, group: GroupInfo, layers: dict[str, torch.Tensor]) -> torch.Tensor | None:
-    """A group's importance: the sum over the layers producing its channels; None when none was explained."""
-    names = {module: name for name, module in context.model.named_modules()}
-    values = torch.zeros(group.channels, dtype=torch.float64)
-    found = False
-    for member in context.members(group):
-        name = names.get(member.module)
-        if member.is_output and name in layers:
-            values.index_add_(0, torch.tensor(member.group_indices), layers[name][member.indices])
-            found = True
-    return values.float() if found else None
-
-
 def group_scores(context: ScoringContext, layers: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     scores = {}
     for group in context.groups:
-        if group.kind == "channels" and (values := group_importance(context, group, layers)) is not None:
-            scores[group.id] = values
+        if group.kind == "channels" and (values := context.producer_sum(group, layers)) is not None:
+            scores[group.id] = values.float()
     return scores
 
 
@@ -179,7 +177,7 @@ def pruning_curve(
         if rate == 0 and unpruned is not None:
             curve.append(unpruned)
             continue
-        model = workspace.model if rate == 0 else workspace.apply(global_plan(groups, scores, rate, "pxp"))[0]
+        model = workspace.model if rate == 0 else workspace.apply(global_plan(groups, scores, rate, "pxp")).model
         curve.append(accuracy_and_loss(model, workspace.data, split, workspace.device, workspace.batch_size)[0])
         if report is not None:
             report(index + 1, len(grid))
@@ -231,7 +229,7 @@ def search_rules(
     assert context.data is not None
     shape = tuple(context.example.shape[1:])
     data = _search_data(context.data, params["search_images"])
-    workspace = Workspace(context.model, shape, data, context.device, context.seed, context.batch_size)
+    workspace = Workspace(context.model, shape, data, context.settings)
     result = SearchResult(rates(params["search_step"]))
     chosen = candidates(base, params["search"], context.generator())
     unpruned = None
@@ -297,6 +295,11 @@ PARAMS = (
     ParamSpec("search_step", "float", 0.05, "pruning-rate step of the search's accuracy curve", min=0.01, max=0.5),
     ParamSpec("search_images", "int", 1000, "calibration images the search evaluates accuracy on", min=10, max=1000000),
 )
+
+
+@hookimpl
+def secateur_api_version() -> int:
+    return API_VERSION
 
 
 @hookimpl

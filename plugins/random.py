@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from secateur.core.hookspecs import hookimpl
-from secateur.core.importance import random_scores
-from secateur.core.methods import MethodInfo
+from secateur.core.api import API_VERSION, MethodInfo, hookimpl, random_scores
+
+
+@hookimpl
+def secateur_api_version() -> int:
+    return API_VERSION
 
 
 @hookimpl

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from secateur.core.hookspecs import hookimpl
-from secateur.core.importance import taylor_scores
-from secateur.core.methods import MethodInfo, ParamSpec
+from secateur.core.api import API_VERSION, MethodInfo, ParamSpec, hookimpl, taylor_scores
+
+
+@hookimpl
+def secateur_api_version() -> int:
+    return API_VERSION
 
 
 @hookimpl

@@ -25,6 +25,6 @@ def run_cli(
     *args: str, cwd: Path | None = None, timeout: float = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     """Run ``secateur ARGS`` in a fresh interpreter, as a user's shell would."""
-    command = [sys.executable, "-m", "secateur.core.cli", *args]
+    command = [sys.executable, "-m", "secateur.app.cli", *args]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env, check=False)

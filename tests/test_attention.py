@@ -7,10 +7,11 @@ import torch
 from torch import nn
 
 from conftest import ARCHS
-from secateur.core.attention import HeadPrunedAttention, prune_heads
-from secateur.core.models import load_model, parse_model_spec
-from secateur.core.registry import load_registry
-from secateur.core.workspace import Workspace
+from secateur.core.graph.attention import HeadPrunedAttention, prune_heads
+from secateur.core.model.specs import parse_model_spec
+from secateur.core.pruning.loading import load_model
+from secateur.core.pruning.registry import load_registry
+from secateur.core.pruning.workspace import Workspace
 
 
 @pytest.mark.parametrize("batch_first", [True, False])
@@ -41,7 +42,7 @@ def test_removing_a_head_equals_zeroing_its_output_projection_columns() -> None:
 def test_head_scores_by_hand() -> None:
     loaded = load_model(parse_model_spec(f"{ARCHS / 'user_models.py'}:TinyTransformer"))
     workspace = Workspace(loaded.model, loaded.input_shape)
-    scores = workspace.score(load_registry().methods["l1"])
+    scores = workspace.score(load_registry().methods["l1"]).scores
     attention = loaded.model.blocks[0].attention
     q, k, v = attention.in_proj_weight.detach().chunk(3)
     out = attention.out_proj.weight.detach()

@@ -7,9 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from secateur.core.data import load_data
-from secateur.core.registry import load_registry
-from secateur.core.workspace import Workspace
+from secateur.core.common.settings import RunSettings
+from secateur.core.data.loading import load_data
+from secateur.core.pruning.registry import load_registry
+from secateur.core.pruning.workspace import Workspace
 
 
 class Chain(nn.Module):
@@ -57,7 +58,7 @@ def _by_hand(model: Chain, p: int, g1: torch.Tensor | None = None) -> dict[str, 
 
 @pytest.mark.parametrize(("method", "p"), [("l1", 1), ("l2", 2)])
 def test_magnitude_scores(methods, chain: Chain, method: str, p: int) -> None:
-    scores = _workspace(chain).score(methods[method])
+    scores = _workspace(chain).score(methods[method]).scores
     expected = _by_hand(chain, p)
     assert set(scores.groups) == {"conv1", "conv2"}
     for group, values in expected.items():
@@ -65,15 +66,15 @@ def test_magnitude_scores(methods, chain: Chain, method: str, p: int) -> None:
 
 
 def test_bn_scale_scores(methods, chain: Chain) -> None:
-    scores = _workspace(chain).score(methods["bn-scale"])
+    scores = _workspace(chain).score(methods["bn-scale"]).scores
     assert torch.allclose(scores.groups["conv1"], chain.bn1.weight.abs().detach())
     assert torch.allclose(scores.groups["conv2"], chain.bn2.weight.abs().detach())
 
 
 def test_random_scores_follow_the_seed(methods, chain: Chain) -> None:
-    first = _workspace(chain).score(methods["random"]).groups["conv1"]
-    again = _workspace(chain).score(methods["random"]).groups["conv1"]
-    other = Workspace(chain, (3, 32, 32), seed=1).score(methods["random"]).groups["conv1"]
+    first = _workspace(chain).score(methods["random"]).scores.groups["conv1"]
+    again = _workspace(chain).score(methods["random"]).scores.groups["conv1"]
+    other = Workspace(chain, (3, 32, 32), settings=RunSettings(seed=1)).score(methods["random"]).scores.groups["conv1"]
     assert torch.equal(first, again) and not torch.equal(first, other)
     assert ((first >= 0) & (first < 1)).all()
 
@@ -81,9 +82,9 @@ def test_random_scores_follow_the_seed(methods, chain: Chain) -> None:
 def test_taylor_scores_against_autograd(methods, chain: Chain) -> None:
     """|Σ g·w| over each layer's parameters of a channel (weights, biases, γ and β), mean over layers."""
     data = load_data("demo")
-    workspace = Workspace(chain, (3, 32, 32), data, batch_size=50)
+    workspace = Workspace(chain, (3, 32, 32), data, settings=RunSettings(batch_size=50))
     before = {k: v.clone() for k, v in chain.state_dict().items()}
-    scores = workspace.score(methods["taylor"], {"batches": "2"})
+    scores = workspace.score(methods["taylor"], {"batches": "2"}).scores
     images = torch.stack([data.calibration[i][0] for i in range(100)])
     labels = torch.tensor([data.calibration[i][1] for i in range(100)])
     params = [chain.conv1.weight, chain.conv1.bias, chain.bn1.weight, chain.bn1.bias, chain.conv2.weight]
@@ -99,7 +100,8 @@ def test_taylor_scores_against_autograd(methods, chain: Chain) -> None:
 
 
 def test_every_baseline_scores_every_demo_group(methods) -> None:
-    from secateur.core.models import load_model, parse_model_spec
+    from secateur.core.model.specs import parse_model_spec
+    from secateur.core.pruning.loading import load_model
 
     loaded = load_model(parse_model_spec("demo"))
     workspace = Workspace(loaded.model, loaded.input_shape, load_data("demo"))
@@ -108,6 +110,6 @@ def test_every_baseline_scores_every_demo_group(methods) -> None:
     for method in ("random", "l1", "l2", "bn-scale", "taylor"):
         scores = workspace.score(
             methods[method], {"batches": "1"} if method == "taylor" else {}, on_partial=partials.append
-        )
+        ).scores
         assert {gid: len(v) for gid, v in scores.groups.items()} == prunable, method
     assert len(partials) == 5 * len(prunable)  # one partial result per group, streamed

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
-from secateur.core.data import load_data
-from secateur.core.errors import Cancelled
-from secateur.core.finetune import FinetuneConfig, finetune
-from secateur.core.models import load_model, parse_model_spec
-from secateur.core.progress import Progress
-from secateur.core.registry import load_registry
+from secateur.core.common.errors import Cancelled
+from secateur.core.common.progress import Progress
+from secateur.core.common.settings import RunSettings
+from secateur.core.data.loading import load_data
+from secateur.core.model.specs import parse_model_spec
+from secateur.core.pruning.loading import load_model
+from secateur.core.pruning.registry import load_registry
+from secateur.core.pruning.workspace import Workspace
 from secateur.core.testing import state_hash
-from secateur.core.workspace import Workspace
+from secateur.core.train.finetune import FinetuneConfig, finetune
 
 
 def _cancel_after(calls: int) -> Progress:
@@ -41,5 +42,5 @@ def test_cancelled_finetuning_leaves_the_model_unchanged() -> None:
     loaded = load_model(parse_model_spec("demo-vgg"))
     before = state_hash(loaded.model)
     with pytest.raises(Cancelled):
-        finetune(loaded.model, load_data("demo"), FinetuneConfig(epochs=1), torch.device("cpu"), _cancel_after(5))
+        finetune(loaded.model, load_data("demo"), FinetuneConfig(epochs=1), RunSettings(), _cancel_after(5))
     assert state_hash(loaded.model) == before

@@ -12,19 +12,21 @@ import pytest
 import torch
 
 from conftest import ARCHS
-from secateur.core.checkpoint import CheckpointInfo, load_checkpoint, save_checkpoint
-from secateur.core.errors import InputError
-from secateur.core.models import load_model, parse_model_spec
-from secateur.core.plan import Target
-from secateur.core.registry import load_registry
-from secateur.core.workspace import Workspace
+from secateur.core.common.errors import InputError
+from secateur.core.model.checkpoint import CheckpointInfo, save_checkpoint
+from secateur.core.model.specs import parse_model_spec
+from secateur.core.pruning.loading import load_checkpoint, load_model
+from secateur.core.pruning.plan import Target
+from secateur.core.pruning.registry import load_registry
+from secateur.core.pruning.workspace import Workspace
 
 
 def _prune_and_save(spec: str, path: Path, ratio: float = 0.4) -> tuple[torch.nn.Module, torch.Tensor]:
     loaded = load_model(parse_model_spec(spec))
     workspace = Workspace(loaded.model, loaded.input_shape)
-    plan = workspace.plan(workspace.score(load_registry().methods["l1"]), Target("ratio", ratio))
-    pruned, edits = workspace.apply(plan)
+    plan = workspace.plan(workspace.score(load_registry().methods["l1"]).scores, Target("ratio", ratio))
+    applied = workspace.apply(plan)
+    pruned, edits = applied.model, list(applied.edits)
     save_checkpoint(path, pruned, CheckpointInfo(loaded.spec, loaded.input_shape, edits, {"method": "l1"}))
     example = torch.randn((2, *loaded.input_shape), generator=torch.Generator().manual_seed(1))
     return pruned, example
@@ -84,7 +86,7 @@ def test_a_failed_save_leaves_the_previous_file_intact(tmp_path: Path, monkeypat
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("secateur.core.checkpoint.save_file", fail)
+    monkeypatch.setattr("secateur.core.model.checkpoint.save_file", fail)
     with pytest.raises(OSError, match="disk full"):
         _prune_and_save("demo-vgg", path, ratio=0.6)
     assert path.read_bytes() == good

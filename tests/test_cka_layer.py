@@ -14,19 +14,20 @@ import torch
 from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer
 
-from secateur.core.blocks import BlockInfo, residual_blocks
-from secateur.core.checkpoint import CheckpointInfo, save_checkpoint
-from secateur.core.data import load_data
-from secateur.core.errors import InputError
-from secateur.core.export import export_model
-from secateur.core.macs import trace_modules
-from secateur.core.models import load_model, parse_model_spec
-from secateur.core.plan import PlanOptions, Target, rank_blocks
-from secateur.core.registry import load_registry
-from secateur.core.scoring import Scores
-from secateur.core.surgery import remove_blocks
+from secateur.core.common.errors import InputError
+from secateur.core.data.loading import load_data
+from secateur.core.graph.blocks import BlockInfo, residual_blocks
+from secateur.core.graph.macs import trace_modules
+from secateur.core.model.checkpoint import CheckpointInfo, save_checkpoint
+from secateur.core.model.export import export_model
+from secateur.core.model.specs import parse_model_spec
+from secateur.core.pruning.loading import load_model
+from secateur.core.pruning.plan import PlanOptions, Target, rank_blocks
+from secateur.core.pruning.registry import load_registry
+from secateur.core.pruning.scoring import Scores
+from secateur.core.pruning.surgery import remove_blocks
+from secateur.core.pruning.workspace import Workspace
 from secateur.core.testing import check_method
-from secateur.core.workspace import Workspace
 from secateur.plugins.cka import LinearCKA, linear_cka
 from secateur.plugins.cka_layer import candidates
 
@@ -138,15 +139,16 @@ def demo_workspace() -> Workspace:
 def test_block_targets_are_met_exactly(demo_workspace: Workspace) -> None:
     scores = Scores(blocks={name: float(i) for i, name in enumerate(candidates(demo_workspace.blocks, True))})
     plan = demo_workspace.plan(scores, Target("blocks", 2))
-    assert plan.blocks_removed == ["layer1.1", "layer2.1"]
-    pruned, edits = demo_workspace.apply(plan)
+    assert plan.blocks_removed == ("layer1.1", "layer2.1")
+    applied = demo_workspace.apply(plan)
+    pruned, edits = applied.model, list(applied.edits)
     assert edits == [{"kind": "remove_blocks", "blocks": ["layer1.1", "layer2.1"]}]
     assert sum(p.numel() for p in pruned.parameters()) == plan.predicted_params
     assert trace_modules(pruned, demo_workspace.example)[""].macs == plan.predicted_macs
     macs_plan = demo_workspace.plan(scores, Target("macs", 0.3))
     reduction = 1 - macs_plan.predicted_macs / demo_workspace.macs
     assert reduction >= 0.28 and len(macs_plan.blocks_removed) == 3
-    assert demo_workspace.plan(scores, Target("ratio", 0.5)).blocks_removed == ["layer1.1", "layer2.1", "layer3.1"]
+    assert demo_workspace.plan(scores, Target("ratio", 0.5)).blocks_removed == ("layer1.1", "layer2.1", "layer3.1")
     with pytest.raises(InputError, match=r"--blocks 4: only 3 blocks can be removed .* --min-stage-blocks"):
         demo_workspace.plan(scores, Target("blocks", 4))
     with pytest.raises(InputError, match=r"removing every removable block saves only 0\.3"):
@@ -164,7 +166,8 @@ torch.save(load_checkpoint(sys.argv[1])(torch.load(sys.argv[2])), sys.argv[3])
 
 def test_block_removal_checkpoint_round_trip(demo_workspace: Workspace, tmp_path: Path) -> None:
     scores = Scores(blocks={"layer3.2": 0.0, "layer2.2": 1.0})
-    pruned, edits = demo_workspace.apply(demo_workspace.plan(scores, Target("blocks", 2)))
+    applied = demo_workspace.apply(demo_workspace.plan(scores, Target("blocks", 2)))
+    pruned, edits = applied.model, list(applied.edits)
     path = save_checkpoint(
         tmp_path / "shallow.safetensors", pruned, CheckpointInfo(parse_model_spec("demo"), (3, 32, 32), edits, {})
     )
@@ -188,12 +191,14 @@ def test_a_block_with_a_dead_branch_scores_zero_and_goes_first() -> None:
     _zero_branch(loaded.model.get_submodule("layer2.2"))
     workspace = Workspace(loaded.model, loaded.input_shape, load_data("demo"))
     method = load_registry().methods["cka-layer"]
-    scores = workspace.score(method, FAST)
+    scored = workspace.score(method, FAST)
+    scores = scored.scores
     assert set(scores.blocks) == set(candidates(workspace.blocks, True))
     assert scores.blocks["layer2.2"] == pytest.approx(0.0, abs=1e-9)
     assert all(value > 1e-4 for name, value in scores.blocks.items() if name != "layer2.2")
     plan = workspace.plan(scores, Target("blocks", 2), method="cka-layer")
-    pruned, edits = workspace.apply(plan, method, FAST)
+    applied = workspace.apply(plan, method, FAST, scored)
+    pruned, edits = applied.model, list(applied.edits)
     assert edits[0]["blocks"][0] == "layer2.2" and len(edits[0]["blocks"]) == 2
     assert len(candidates(residual_blocks(pruned), True)) == 4
 

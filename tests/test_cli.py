@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from conftest import ARCHS, run_cli
-from secateur.core.data import load_data
-from secateur.core.models import load_model, parse_model_spec
+from secateur.core.data.loading import load_data
+from secateur.core.model.specs import parse_model_spec
+from secateur.core.pruning.loading import load_model
 
 
 def test_inspect_json_contract() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from secateur.core.methods import MethodInfo, ParamSpec
-from secateur.core.scoring import Scores
+from secateur.core.pruning.methods import MethodInfo, ParamSpec
+from secateur.core.pruning.scoring import Scores
 from secateur.core.testing import check_method
 
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from secateur.core.data import CIFAR_MEAN, CIFAR_STD, load_data
-from secateur.core.errors import InputError
+from secateur.core.common.errors import InputError
+from secateur.core.data.loading import CIFAR_MEAN, CIFAR_STD, load_data
 
 
 def _cifar10(root: Path, per_batch: int = 20) -> Path:

@@ -7,9 +7,9 @@ import hashlib
 import numpy as np
 import pytest
 
-from secateur.core.data import load_data
-from secateur.core.demo import demo_arrays
-from secateur.core.demo.shapes import CHANNEL_MEAN, CHANNEL_STD, SPLIT_DIGESTS, SPLITS, split_digest, split_statistics
+from secateur.core.data.demo import demo_arrays
+from secateur.core.data.loading import load_data
+from secateur.core.data.shapes import CHANNEL_MEAN, CHANNEL_STD, SPLIT_DIGESTS, SPLITS, split_digest, split_statistics
 
 
 @pytest.mark.parametrize("split", sorted(SPLITS))

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from secateur.core.devices import resolve_device
-from secateur.core.errors import InputError
+from secateur.core.common.devices import resolve_device
+from secateur.core.common.errors import InputError
 
 
 def test_auto_and_cpu() -> None:

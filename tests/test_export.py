@@ -9,20 +9,21 @@ import onnxruntime
 import pytest
 import torch
 
-from secateur.core.errors import InputError
-from secateur.core.export import export_model
-from secateur.core.models import load_model, parse_model_spec
-from secateur.core.plan import Target
-from secateur.core.registry import load_registry
-from secateur.core.workspace import Workspace
+from secateur.core.common.errors import InputError
+from secateur.core.model.export import export_model
+from secateur.core.model.specs import parse_model_spec
+from secateur.core.pruning.loading import load_model
+from secateur.core.pruning.plan import Target
+from secateur.core.pruning.registry import load_registry
+from secateur.core.pruning.workspace import Workspace
 
 
 @pytest.fixture(scope="module")
 def pruned_demo() -> torch.nn.Module:
     loaded = load_model(parse_model_spec("demo"))
     workspace = Workspace(loaded.model, loaded.input_shape)
-    plan = workspace.plan(workspace.score(load_registry().methods["l1"]), Target("ratio", 0.5))
-    return workspace.apply(plan)[0]
+    plan = workspace.plan(workspace.score(load_registry().methods["l1"]).scores, Target("ratio", 0.5))
+    return workspace.apply(plan).model
 
 
 def _reference(model: torch.nn.Module) -> np.ndarray:

@@ -17,17 +17,20 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.data import TensorDataset
 
-from secateur.core.checkpoint import CheckpointInfo, load_checkpoint, save_checkpoint
-from secateur.core.data import DataBundle
-from secateur.core.errors import InputError
-from secateur.core.export import export_model
-from secateur.core.models import load_model, parse_model_spec
-from secateur.core.params import validate_params
-from secateur.core.plan import GroupPlan, PlanOptions, PruningPlan, Target
-from secateur.core.registry import load_registry
-from secateur.core.surgery import apply_plan
+from secateur.core.common.errors import InputError
+from secateur.core.common.settings import RunSettings
+from secateur.core.data.loading import DataBundle
+from secateur.core.model.checkpoint import CheckpointInfo, save_checkpoint
+from secateur.core.model.export import export_model
+from secateur.core.model.specs import parse_model_spec
+from secateur.core.pruning.contract import Scored
+from secateur.core.pruning.loading import load_checkpoint, load_model
+from secateur.core.pruning.params import validate_params
+from secateur.core.pruning.plan import GroupPlan, PlanOptions, PruningPlan, Target
+from secateur.core.pruning.registry import load_registry
+from secateur.core.pruning.surgery import apply_plan
+from secateur.core.pruning.workspace import Workspace
 from secateur.core.testing import check_method
-from secateur.core.workspace import Workspace
 from secateur.plugins import hap
 from secateur.plugins.hap import hutchinson_channel_traces
 from secateur.plugins.hap_implants import ImplantedConv2d, implantable, reorder_group, reorder_problem
@@ -148,8 +151,8 @@ def _bundle(images: torch.Tensor, labels: torch.Tensor) -> DataBundle:
 
 def test_scores_are_sensitivities_summed_over_the_producers(method, tiny) -> None:
     model, images, labels = tiny
-    workspace = Workspace(model, (2, 6, 6), _bundle(images, labels), batch_size=16)
-    scores = workspace.score(method, {"probes": 500, "batches": 1})
+    workspace = Workspace(model, (2, 6, 6), _bundle(images, labels), settings=RunSettings(batch_size=16))
+    scores = workspace.score(method, {"probes": 500, "batches": 1}).scores
     residual = next(group.id for group in workspace.groups if "conv0" in group.layers and "conv1" in group.layers)
     assert set(scores.groups) == {residual, "conv2"}  # fc's outputs are the classes: never scored
     exact = _exact_channel_traces(model, images, labels)
@@ -236,16 +239,16 @@ def implanted(method):
     """The demo ResNet, 50% of its channels removed (global ranking, cap 0.95), the top half of them implanted.
 
     The implant surgery does not depend on how the scores were made, so L1 scores stand in for Hessian
-    traces here (left where HAP's scoring leaves its own); the conformance test runs the Hessian path.
+    traces here (handed to apply as HAP's scoring state); the conformance test runs the Hessian path.
     """
     loaded = load_model(parse_model_spec("demo"))
     workspace = Workspace(loaded.model, loaded.input_shape)
-    scores = workspace.score(load_registry().methods["l1"])
+    scores = workspace.score(load_registry().methods["l1"]).scores
     params = validate_params(method.params, {"implant_ratio": 0.5}, "hap")
-    hap._CACHE[hap._cache_key(workspace.context(), params)] = (scores, 0)
     plan = workspace.plan(scores, Target("ratio", 0.5), PlanOptions(global_ranking=True, max_layer_ratio=0.95))
-    pruned, edits = workspace.apply(plan, method, params)
-    return loaded, workspace, plan, pruned, edits, scores
+    applied = workspace.apply(plan, method, params, Scored(scores, hap.HapState(scores, 0)))
+    pruned, edits = applied.model, list(applied.edits)
+    return loaded, workspace, applied.plan, pruned, edits, scores
 
 
 def test_implants_start_at_zero_and_keep_the_other_channels(implanted) -> None:
@@ -259,7 +262,7 @@ def test_implants_start_at_zero_and_keep_the_other_channels(implanted) -> None:
     extra = sum(p.numel() for p in pruned.parameters()) - plan.predicted_params
     assert extra > sum(m.implant.weight.numel() for m in modules.values()) > 0
     # the same plan with the implanted channels dropped gives exactly the plan's size
-    plain, _ = workspace.apply(plan)
+    plain = workspace.apply(plan).model
     assert sum(p.numel() for p in plain.parameters()) == plan.predicted_params
     # reference: the plan with the implanted channels kept in place and their k×k kernels zeroed
     context = workspace.context()
@@ -305,8 +308,9 @@ def test_implanted_model_round_trips_exports_and_prunes_again(implanted, tmp_pat
 
     # Torch-Pruning traces the implanted model exactly, so it can be pruned again and still reload
     again = Workspace(pruned, (3, 32, 32))
-    plan = again.plan(again.score(load_registry().methods["l1"]), Target("ratio", 0.3))
-    twice, more = again.apply(plan)
+    plan = again.plan(again.score(load_registry().methods["l1"]).scores, Target("ratio", 0.3))
+    applied = again.apply(plan)
+    twice, more = applied.model, list(applied.edits)
     assert sum(p.numel() for p in twice.parameters()) == plan.predicted_params
     info = CheckpointInfo(loaded.spec, (3, 32, 32), edits + more)
     path = save_checkpoint(tmp_path / "twice.safetensors", twice, info)
@@ -339,10 +343,12 @@ def test_conforms(method) -> None:
 
 def test_without_implants_the_plan_is_applied_as_is(method, tiny) -> None:
     model, images, labels = tiny
-    workspace = Workspace(model, (2, 6, 6), _bundle(images, labels), batch_size=16)
+    workspace = Workspace(model, (2, 6, 6), _bundle(images, labels), settings=RunSettings(batch_size=16))
     params = {"probes": 3, "batches": 1, "implant_ratio": 0.0}
-    plan = workspace.plan(workspace.score(method, params), Target("ratio", 0.4))
-    pruned, edits = workspace.apply(plan, method, params)
+    scored = workspace.score(method, params)
+    plan = workspace.plan(scored, Target("ratio", 0.4))
+    applied = workspace.apply(plan, method, params, scored)
+    pruned, edits = applied.model, list(applied.edits)
     assert [edit["kind"] for edit in edits] == ["prune_channels"]
     assert sum(p.numel() for p in pruned.parameters()) == plan.predicted_params
 

@@ -10,11 +10,14 @@ import torch
 import torchvision
 from torch import nn
 
-from secateur.core.models import load_model, parse_model_spec
-from secateur.core.plan import GroupPlan, PruningPlan, Target
-from secateur.core.registry import load_registry
+from secateur.core.model.specs import parse_model_spec
+from secateur.core.pruning.contract import Scored
+from secateur.core.pruning.loading import load_model
+from secateur.core.pruning.plan import GroupPlan, PruningPlan, Target
+from secateur.core.pruning.registry import load_registry
+from secateur.core.pruning.scoring import Scores
+from secateur.core.pruning.workspace import Workspace
 from secateur.core.testing import check_method
-from secateur.core.workspace import Workspace
 from secateur.plugins.intra_fusion import batchnorm_pairs, fold_batchnorm, transport
 
 DEFAULTS = {"importance": "l1", "batches": 1, "marginals": "uniform", "solver": "emd", "sinkhorn_reg": 0.01}
@@ -47,8 +50,10 @@ def test_exact_duplicates_are_fused_without_changing_the_function(method) -> Non
     workspace = Workspace(model, (3, 16, 16))
     plan = PruningPlan("intra-fusion", Target("ratio", 0.5), {"conv1": GroupPlan([0, 1, 2, 3], 8)})
     x = torch.randn(5, 3, 16, 16)
-    fused, edits = workspace.apply(plan, method, {**DEFAULTS, "normalization": "average"})
-    dropped, _ = Workspace(model, (3, 16, 16)).apply(plan)
+    uniform = Scored(Scores())  # uniform marginals: no importance scores needed
+    applied = workspace.apply(plan, method, {**DEFAULTS, "normalization": "average"}, uniform)
+    fused, edits = applied.model, list(applied.edits)
+    dropped = Workspace(model, (3, 16, 16)).apply(plan).model
     with torch.no_grad():
         expected = model(x)
         assert fused.conv1.out_channels == 4 and edits[0]["kind"] == "prune_channels"
@@ -90,19 +95,21 @@ def test_residual_and_depthwise_groups_stay_consistent(method, name: str) -> Non
     else:
         model, shape = torchvision.models.get_model(name, weights=None).eval(), (3, 64, 64)
     workspace = Workspace(model, shape)
-    plan = workspace.plan(workspace.score(method, {"batches": "1"}), Target("ratio", 0.4))
-    fused, _ = workspace.apply(plan, method, {})
+    scored = workspace.score(method, {"batches": "1"})
+    plan = workspace.plan(scored, Target("ratio", 0.4))
+    applied = workspace.apply(plan, method, {}, scored)
+    fused = applied.model
     assert sum(p.numel() for p in fused.parameters()) == plan.predicted_params
     with torch.no_grad():
         assert torch.isfinite(fused(torch.randn(2, *shape))).all()
-    depthwise_notes = [note for note in plan.notes if "depthwise" in note]
+    depthwise_notes = [note for note in applied.plan.notes if "depthwise" in note]
     assert bool(depthwise_notes) == (name == "mobilenet_v2")  # reported to the user, plain selection there
 
 
 def test_conforms_and_refuses_bad_parameters() -> None:
     check_method("intra-fusion", {"batches": 1}, model="demo-vgg")
-    from secateur.core.errors import InputError
-    from secateur.core.params import validate_params
+    from secateur.core.common.errors import InputError
+    from secateur.core.pruning.params import validate_params
 
     spec = load_registry().methods["intra-fusion"].params
     with pytest.raises(InputError, match="parameter importance='magic' is not one of l1, l2"):

@@ -8,8 +8,9 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 from conftest import ARCHS
-from secateur.core.layer_tree import LayerTree, build_layer_tree, tree_of
-from secateur.core.models import load_model, parse_model_spec
+from secateur.core.graph.layer_tree import LayerTree, build_layer_tree, tree_of
+from secateur.core.model.specs import parse_model_spec
+from secateur.core.pruning.loading import load_model
 
 
 def _tree(spec: str, **options: object) -> LayerTree:

@@ -11,12 +11,12 @@ from torch import nn
 from torchvision.models import VisionTransformer
 from torchvision.models.vision_transformer import ConvStemConfig
 
-from secateur.core.attention import prune_heads, replace_module
-from secateur.core.errors import Cancelled, InputError
-from secateur.core.plan import Target
-from secateur.core.progress import SILENT, Progress
-from secateur.core.scoring import Scores
-from secateur.core.workspace import Workspace
+from secateur.core.common.errors import Cancelled, InputError
+from secateur.core.common.progress import SILENT, Progress
+from secateur.core.graph.attention import prune_heads, replace_module
+from secateur.core.pruning.plan import Target
+from secateur.core.pruning.scoring import Scores
+from secateur.core.pruning.workspace import Workspace
 from secateur.plugins.lrp_vit import (
     TransformerLRP,
     _Homogeneous,
@@ -179,7 +179,7 @@ def test_relevance_prunes_the_least_relevant_heads_and_neurons_through_the_works
     heads, neurons = f"{LAYER0}.self_attention:heads", f"{LAYER0}.mlp.0"
     assert plan.groups[heads].kept == sorted(scores.groups[heads].argsort(descending=True)[:2].tolist())
     assert plan.groups[neurons].kept == sorted(scores.groups[neurons].argsort(descending=True)[:64].tolist())
-    pruned, _ = workspace.apply(plan)
+    pruned = workspace.apply(plan).model
     assert pruned.get_submodule(f"{LAYER0}.self_attention").num_heads == 2
     assert pruned.get_submodule(neurons).out_features == 64
     assert vit_relevance(pruned, [batch], CPU, SILENT)[heads].shape == (2,)

@@ -11,8 +11,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 from conftest import ARCHS
-from secateur.core.errors import InputError
-from secateur.core.models import load_model, parse_model_spec
+from secateur.core.common.errors import InputError
+from secateur.core.model.specs import parse_model_spec
+from secateur.core.pruning.loading import load_model
 
 
 def _load(text: str, **options: object) -> nn.Module:

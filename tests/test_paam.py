@@ -11,18 +11,20 @@ import torchvision
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from secateur.core.data import DataBundle
-from secateur.core.errors import Cancelled, InputError
-from secateur.core.export import export_model
-from secateur.core.models import load_model, parse_model_spec
-from secateur.core.params import validate_params
-from secateur.core.plan import Target
-from secateur.core.progress import Progress
-from secateur.core.registry import load_registry
-from secateur.core.surgery import recalibrate_batchnorm
+from secateur.core.common.errors import Cancelled, InputError
+from secateur.core.common.progress import Progress
+from secateur.core.common.settings import RunSettings
+from secateur.core.data.loading import DataBundle
+from secateur.core.model.export import export_model
+from secateur.core.model.specs import parse_model_spec
+from secateur.core.pruning.loading import load_model
+from secateur.core.pruning.params import validate_params
+from secateur.core.pruning.plan import Target
+from secateur.core.pruning.registry import load_registry
+from secateur.core.pruning.workspace import Workspace
 from secateur.core.testing import check_method, state_hash
-from secateur.core.workspace import Workspace
-from secateur.plugins.paam import gate_target, gate_targets, threshold_kept, trained_state
+from secateur.core.train.batchnorm import recalibrate_batchnorm
+from secateur.plugins.paam import gate_target, gate_targets, threshold_kept
 from secateur.plugins.paam_scores import FilterAttention, Gates, fold_scores, phi, standardised_filters
 
 SHAPE = (3, 16, 16)
@@ -177,20 +179,22 @@ def test_shared_residual_scores_fold_exactly_on_the_demo_resnet() -> None:
 
 def test_removing_zero_scored_channels_keeps_the_outputs(method, tmp_path) -> None:
     model, data = tiny_model(), tiny_data()
-    workspace = Workspace(model, SHAPE, data, batch_size=16)
-    scores = workspace.score(method, {"epochs": 1, "max_steps": 2, "lambda": 0.0})
-    state = trained_state(workspace.context().model)
+    workspace = Workspace(model, SHAPE, data, settings=RunSettings(batch_size=16))
+    scored = workspace.score(method, {"epochs": 1, "max_steps": 2, "lambda": 0.0})
+    scores, state = scored.scores, scored.state
     state.scores["conv1"][[1, 4, 6]] = 1e-30  # numerically zero gates
     state.scores["conv2"][[0]] = 0.0
     x = torch.randn(5, *SHAPE)
     with torch.no_grad():
         reference = state.model(x)  # the trained network without gates
     plan = workspace.plan(scores, Target("ratio", 0.3))
-    pruned, edits = workspace.apply(plan, method, {"threshold": 0.05, "recalibrate_bn": False})
+    applied = workspace.apply(plan, method, {"threshold": 0.05, "recalibrate_bn": False}, scored)
+    pruned, edits = applied.model, list(applied.edits)
     assert (pruned.conv1.out_channels, pruned.conv2.out_channels) == (5, 5)
     assert edits == [{"kind": "prune_channels", "groups": {"conv1": [1, 4, 6], "conv2": [0]}}]
-    assert plan.predicted_params == sum(p.numel() for p in pruned.parameters())
-    assert any("τ = 0.05" in note and "10 gated channels kept" in note for note in plan.notes)
+    assert applied.plan.predicted_params == sum(p.numel() for p in pruned.parameters()) != plan.predicted_params
+    assert any("τ = 0.05" in note and "10 gated channels kept" in note for note in applied.plan.notes)
+    assert not any("τ" in note for note in plan.notes)  # the plan handed to apply is unchanged
     folded_scores = {k: v.clone() for k, v in state.scores.items()}
     with torch.no_grad():
         gated = Tiny()
@@ -200,16 +204,15 @@ def test_removing_zero_scored_channels_keeps_the_outputs(method, tmp_path) -> No
         assert (gated(x) - reference).abs().max() > 1e-3  # and the zeroed gates did change the function
         exported = torch.export.load(export_model(pruned, SHAPE, "pt2", tmp_path / "pruned.pt2")).module()
         assert (exported(x[:1]) - pruned(x[:1])).abs().max() < 1e-6  # exported for a batch of one
-    recalibrated, _ = workspace.apply(workspace.plan(scores, Target("ratio", 0.3)), method, {"threshold": 0.05})
+    recalibrated = workspace.apply(plan, method, {"threshold": 0.05}, scored).model
     recalibrate_batchnorm(pruned, data.loader("calibration", 16), torch.device("cpu"))  # the same, by hand
     assert torch.allclose(recalibrated.bn2.running_var, pruned.bn2.running_var)
     assert not torch.allclose(recalibrated.bn2.running_var, state.model.bn2.running_var[1:])
 
 
 def test_batchnorm_statistics_are_those_of_the_trained_scores(method) -> None:
-    workspace = Workspace(tiny_model(), SHAPE, tiny_data(), batch_size=16)
-    workspace.score(method, {"epochs": 1, "max_steps": 2, "lambda": 20.0})
-    state = trained_state(workspace.context().model)
+    workspace = Workspace(tiny_model(), SHAPE, tiny_data(), settings=RunSettings(batch_size=16))
+    state = workspace.score(method, {"epochs": 1, "max_steps": 2, "lambda": 20.0}).state
     folded = copy.deepcopy(state.model)
     fold_scores(folded, state.targets, state.scores)
     expected = copy.deepcopy(folded)  # statistics recomputed another way: on the folded network
@@ -229,8 +232,8 @@ def test_threshold_rule_keeps_at_least_one_filter() -> None:
 def test_lambda_drives_scores_down_monotonically(method) -> None:
     means, kept = [], []
     for value in (0.0, 2.0, 20.0):
-        workspace = Workspace(tiny_model(), SHAPE, tiny_data(), batch_size=16)
-        scores = workspace.score(method, {"epochs": 2, "max_steps": 4, "lambda": value})
+        workspace = Workspace(tiny_model(), SHAPE, tiny_data(), settings=RunSettings(batch_size=16))
+        scores = workspace.score(method, {"epochs": 2, "max_steps": 4, "lambda": value}).scores
         values = torch.cat(list(scores.groups.values()))
         means.append(float(values.mean()))
         kept.append(sum(len(threshold_kept(v, 0.5)) for v in scores.groups.values()))
@@ -241,7 +244,7 @@ def test_lambda_drives_scores_down_monotonically(method) -> None:
 def test_cancellation_leaves_the_model_and_refuses_apply(method) -> None:
     model = tiny_model()
     before = state_hash(model)
-    workspace = Workspace(model, SHAPE, tiny_data(), batch_size=16)
+    workspace = Workspace(model, SHAPE, tiny_data(), settings=RunSettings(batch_size=16))
     calls = {"count": 0}
 
     def report(stage: str, done: int, total: int) -> None:
@@ -250,10 +253,10 @@ def test_cancellation_leaves_the_model_and_refuses_apply(method) -> None:
     with pytest.raises(Cancelled):
         workspace.score(method, {"epochs": 3}, Progress(report, lambda: calls["count"] >= 2))
     assert state_hash(model) == before and state_hash(workspace.context().model) == before
-    assert trained_state(workspace.context().model) is None
-    plan = workspace.plan(workspace.score(load_registry().methods["l1"]), Target("ratio", 0.3))
+    l1 = workspace.score(load_registry().methods["l1"])
+    plan = workspace.plan(l1, Target("ratio", 0.3))
     with pytest.raises(InputError, match="paam: run its scoring first"):
-        workspace.apply(plan, method, {})
+        workspace.apply(plan, method, {}, l1)  # another method's scores carry no trained network
 
 
 def test_models_covered_and_refused() -> None:
@@ -293,9 +296,9 @@ def test_conforms_and_round_trips_without_score_modules(method) -> None:
     report = check_method("paam", {"epochs": 1, "max_steps": 1, "threshold": 0.0}, model="demo-vgg")
     assert report.params_after < report.params_before and report.scored_groups == 8
     loaded = load_model(parse_model_spec("demo-vgg"))
-    workspace = Workspace(loaded.model, loaded.input_shape, tiny_data_32(), batch_size=16)
-    scores = workspace.score(method, {"epochs": 1, "max_steps": 1})
-    pruned, _ = workspace.apply(workspace.plan(scores, Target("ratio", 0.3)), method, {"threshold": 0.0})
+    workspace = Workspace(loaded.model, loaded.input_shape, tiny_data_32(), settings=RunSettings(batch_size=16))
+    scored = workspace.score(method, {"epochs": 1, "max_steps": 1})
+    pruned = workspace.apply(workspace.plan(scored, Target("ratio", 0.3)), method, {"threshold": 0.0}, scored).model
     assert set(pruned.state_dict()) == set(loaded.model.state_dict())  # no score network in the saved model
     assert not any(m._forward_hooks for m in pruned.modules())
 

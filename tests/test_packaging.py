@@ -20,7 +20,10 @@ def test_wheel_installs_and_runs_outside_the_source_tree(tmp_path: Path) -> None
     wheel = next(tmp_path.glob("secateur-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     for expected in (
-        "secateur/core/cli.py",
+        "secateur/app/cli.py",
+        "secateur/core/api.py",
+        "secateur/core/pruning/workspace.py",
+        "secateur/core/model/checkpoint.py",
         "secateur/app/__init__.py",
         "secateur/plugins/__init__.py",
         "secateur/assets/demo_resnet.safetensors",
@@ -35,7 +38,7 @@ def test_wheel_installs_and_runs_outside_the_source_tree(tmp_path: Path) -> None
     assert install.returncode == 0, install.stderr
     probe = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "import secateur.core.models as m;"
+        "import secateur.core.api as m;"
         "assert m.__file__.startswith(sys.argv[1]), m.__file__;"
         "loaded = m.load_model(m.parse_model_spec('demo'));"
         "print(sum(p.numel() for p in loaded.model.parameters()))"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from secateur.core.errors import InputError
-from secateur.core.methods import ParamSpec
-from secateur.core.params import parse_param_assignments, validate_params
+from secateur.core.common.errors import InputError
+from secateur.core.pruning.methods import ParamSpec
+from secateur.core.pruning.params import parse_param_assignments, validate_params
 
 SPECS = (
     ParamSpec("batches", "int", 8, "batches", min=1, max=100),

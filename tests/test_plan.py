@@ -9,13 +9,14 @@ import torch
 import torchvision
 
 from conftest import ARCHS
-from secateur.core.errors import InputError
-from secateur.core.macs import trace_modules
-from secateur.core.models import load_model, parse_model_spec
-from secateur.core.plan import PlanOptions, Target
-from secateur.core.registry import load_registry
-from secateur.core.scoring import Scores
-from secateur.core.workspace import Workspace
+from secateur.core.common.errors import InputError
+from secateur.core.graph.macs import trace_modules
+from secateur.core.model.specs import parse_model_spec
+from secateur.core.pruning.loading import load_model
+from secateur.core.pruning.plan import PlanOptions, Target
+from secateur.core.pruning.registry import load_registry
+from secateur.core.pruning.scoring import Scores
+from secateur.core.pruning.workspace import Workspace
 
 
 def _workspace(spec: str) -> Workspace:
@@ -26,7 +27,7 @@ def _workspace(spec: str) -> Workspace:
 @pytest.fixture(scope="module")
 def resnet18() -> tuple[Workspace, Scores]:
     workspace = Workspace(torchvision.models.resnet18(weights=None), (3, 64, 64))
-    return workspace, workspace.score(load_registry().methods["l1"])
+    return workspace, workspace.score(load_registry().methods["l1"]).scores
 
 
 def test_local_ratio_keeps_the_most_important_channels(resnet18) -> None:
@@ -67,7 +68,7 @@ def test_minimum_rounding_locks_and_overrides(resnet18) -> None:
 def test_macs_target_is_met_within_two_points(resnet18, goal: float) -> None:
     workspace, scores = resnet18
     plan = workspace.plan(scores, Target("macs", goal))
-    pruned, _ = workspace.apply(plan)
+    pruned = workspace.apply(plan).model
     measured = trace_modules(pruned, workspace.example)[""].macs
     assert abs(1 - measured / workspace.macs - goal) <= 0.02
 
@@ -92,9 +93,10 @@ def test_ratio_outside_the_open_interval_is_refused(value: float) -> None:
 def test_apply_lands_on_the_predicted_size_and_leaves_the_original_alone(spec: str, global_ranking: bool) -> None:
     workspace = _workspace(spec)
     before = {k: v.clone() for k, v in workspace.model.state_dict().items()}
-    scores = workspace.score(load_registry().methods["l2"])
+    scores = workspace.score(load_registry().methods["l2"]).scores
     plan = workspace.plan(scores, Target("ratio", 0.4), PlanOptions(global_ranking=global_ranking))
-    pruned, edits = workspace.apply(plan)
+    applied = workspace.apply(plan)
+    pruned, edits = applied.model, list(applied.edits)
     assert sum(p.numel() for p in pruned.parameters()) == plan.predicted_params
     assert trace_modules(pruned, workspace.example)[""].macs == plan.predicted_macs
     assert plan.predicted_params < workspace.params
@@ -109,10 +111,11 @@ def test_vit_prunes_heads_and_mlp_neurons_and_keeps_the_residual_width() -> None
     workspace = Workspace(torchvision.models.vit_b_16(weights=None), (3, 224, 224))
     locked = [group for group in workspace.groups if not group.prunable]
     assert any("attention embedding" in group.locked_because for group in locked)
-    plan = workspace.plan(workspace.score(load_registry().methods["l1"]), Target("ratio", 0.5))
+    plan = workspace.plan(workspace.score(load_registry().methods["l1"]).scores, Target("ratio", 0.5))
     layers = [f"encoder.layers.encoder_layer_{i}" for i in range(12)]
     assert set(plan.groups) == {f"{x}.mlp.0" for x in layers} | {f"{x}.self_attention:heads" for x in layers}
-    pruned, edits = workspace.apply(plan)
+    applied = workspace.apply(plan)
+    pruned, edits = applied.model, list(applied.edits)
     assert [edit["kind"] for edit in edits] == ["prune_channels", "prune_heads"]
     block = pruned.encoder.layers[0]
     assert block.mlp[0].out_features == 1536 and block.self_attention.num_heads == 6

@@ -12,17 +12,19 @@ from captum.attr import LRP
 from torch import nn
 from torch.fx.experimental.optimization import fuse
 
-from secateur.core.data import load_data
-from secateur.core.errors import Cancelled, InputError
-from secateur.core.lrp import Composite, channel_map, channel_relevance, input_relevance, target_logits
-from secateur.core.lrp_canonize import canonize, zero_biases
-from secateur.core.models import load_model, parse_model_spec
-from secateur.core.params import validate_params
-from secateur.core.plan import Target
-from secateur.core.progress import Progress
-from secateur.core.registry import load_registry
+from secateur.core.common.errors import Cancelled, InputError
+from secateur.core.common.progress import Progress
+from secateur.core.common.settings import RunSettings
+from secateur.core.data.loading import load_data
+from secateur.core.explain.canonize import canonize, zero_biases
+from secateur.core.explain.lrp import Composite, channel_map, channel_relevance, input_relevance, target_logits
+from secateur.core.model.specs import parse_model_spec
+from secateur.core.pruning.loading import load_model
+from secateur.core.pruning.params import validate_params
+from secateur.core.pruning.plan import Target
+from secateur.core.pruning.registry import load_registry
+from secateur.core.pruning.workspace import Workspace
 from secateur.core.testing import check_method
-from secateur.core.workspace import Workspace
 from secateur.plugins.pxp import candidates, group_scores, layer_importance, reference_batches, search_rules
 
 EXACT = Composite(epsilon=1e-9)
@@ -205,12 +207,12 @@ def test_vision_transformers_are_scored_by_heads_and_mlp_neurons() -> None:
     vit = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=32, mlp_dim=64)
     workspace = Workspace(vit.eval(), (3, 32, 32), load_data("demo"))
     pxp = load_registry().methods["pxp"]
-    scores = workspace.score(pxp, {"samples_per_class": 1})
+    scores = workspace.score(pxp, {"samples_per_class": 1}).scores
     heads = {g.id for g in workspace.groups if g.kind == "heads"}
     assert heads and heads <= set(scores.groups)
     assert {"encoder.layers.encoder_layer_0.mlp.0", "encoder.layers.encoder_layer_1.mlp.0"} <= set(scores.groups)
     assert all(values.shape == (4,) for gid, values in scores.groups.items() if gid in heads)
-    pruned, _ = workspace.apply(workspace.plan(scores, Target("ratio", 0.5)))
+    pruned = workspace.apply(workspace.plan(scores, Target("ratio", 0.5))).model
     assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in vit.parameters())
     with pytest.raises(InputError, match="on a transformer use search=0"):
         workspace.score(pxp, {"samples_per_class": 1, "search": 2})
@@ -257,7 +259,7 @@ SEARCH = {"samples_per_class": 1, "search": 2, "search_step": 0.45, "search_imag
 
 def test_rule_search_keeps_the_best_composite_and_can_be_cancelled(method) -> None:
     loaded = load_model(parse_model_spec("demo-vgg"))
-    workspace = Workspace(loaded.model, loaded.input_shape, load_data("demo"), batch_size=100)
+    workspace = Workspace(loaded.model, loaded.input_shape, load_data("demo"), settings=RunSettings(batch_size=100))
     params = validate_params(method.params, SEARCH, "pxp")
     context = workspace.context()
     batches = reference_batches(context, 1)
@@ -267,7 +269,7 @@ def test_rule_search_keeps_the_best_composite_and_can_be_cancelled(method) -> No
     best = result.best
     assert result.areas[best] == max(result.areas.values()) and len({c[0] for c in result.curves.values()}) == 1
     rules = {f"rule_{group}": getattr(best, group) for group in ("low", "mid", "high", "fc")}
-    explicit = workspace.score(method, {"samples_per_class": 1, **rules})
+    explicit = workspace.score(method, {"samples_per_class": 1, **rules}).scores
     kept = group_scores(context, result.importance[best])
     assert set(kept) == set(explicit.groups) and all(torch.equal(kept[g], explicit.groups[g]) for g in kept)
 
@@ -302,7 +304,7 @@ def test_window_shows_a_channel_relevance_map_computed_on_the_worker(qtbot, tmp_
     shown = view.map_item.image
     session = window.session
     assert session is not None and session.data is not None
-    from secateur.core.lrp import explain_channel
+    from secateur.core.explain.lrp import explain_channel
 
     expected = explain_channel(session.model, session.data, 7, "features.3", 5, torch.device("cpu"))
     assert shown.shape == (32, 32) and np.allclose(shown, expected.relevance, atol=1e-6)

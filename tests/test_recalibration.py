@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from secateur.core.surgery import recalibrate_batchnorm
+from secateur.core.train.batchnorm import recalibrate_batchnorm
 
 
 def test_running_statistics_become_the_data_statistics() -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from secateur.core.methods import MethodInfo, ParamSpec
-from secateur.core.registry import load_registry
+from secateur.core.pruning.methods import MethodInfo, ParamSpec
+from secateur.core.pruning.registry import load_registry
 
 FAKE = Path(__file__).parent / "fake_plugins"
 
@@ -35,9 +35,10 @@ def test_good_plugin_is_listed_and_failures_are_isolated() -> None:
     reasons = {failure.plugin.split()[0]: failure.error for failure in registry.failed}
     assert "ImportError: fake_plugins.broken_plugin needs a package" in reasons["broken_plugin"]
     assert "Traceback" in reasons["broken_plugin"]
-    assert "written for Secateur plugin API version 0" in reasons["old_api_plugin"]
+    assert "written for Secateur plugin API version 1" in reasons["old_api_plugin"]
     assert "returned dict, expected MethodInfo" in reasons["wrong_type_plugin"]
-    assert "method id 'fake-good' is already provided by good_plugin" in reasons["duplicate_plugin"]
+    duplicate = "method id 'fake-good' of duplicate_plugin (duplicate_plugin) is already provided by good_plugin"
+    assert duplicate in reasons["duplicate_plugin"]
 
 
 def test_declarations_are_checked() -> None:

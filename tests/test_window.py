@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QMessageBox
 from conftest import run_cli
 from secateur.app.tree_model import BAR_ROLE, NAME_ROLE, SORT_ROLE
 from secateur.app.window import MainWindow
-from secateur.core.registry import FailedPlugin, load_registry
+from secateur.core.pruning.registry import FailedPlugin, load_registry
 from secateur.core.testing import state_hash
 
 TIMEOUT_MS = 120_000
@@ -174,7 +174,7 @@ def test_block_method_fills_block_bars_live_and_removes_blocks(qtbot, window: Ma
     assert len(removed) == 2 and all(_row_of(window, n).siblingAtColumn(5).data() == "removed" for n in removed)
     with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
         window.apply_plan()
-    assert window.session.loaded.edits[-1] == {"kind": "remove_blocks", "blocks": removed}
+    assert window.session.loaded.edits[-1] == {"kind": "remove_blocks", "blocks": list(removed)}
     assert not any(name.startswith(removed[0] + ".") for name in _rows(window.tree_model))
 
 

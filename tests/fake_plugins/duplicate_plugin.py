@@ -1,7 +1,11 @@
 """A plugin that reuses the id of good_plugin's method."""
 
-from secateur.core.hookspecs import hookimpl
-from secateur.core.methods import MethodInfo
+from secateur.core.api import API_VERSION, MethodInfo, hookimpl
+
+
+@hookimpl
+def secateur_api_version() -> int:
+    return API_VERSION
 
 
 @hookimpl

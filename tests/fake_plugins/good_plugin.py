@@ -2,9 +2,7 @@
 
 import torch
 
-from secateur.core.hookspecs import API_VERSION, hookimpl
-from secateur.core.methods import MethodInfo, ParamSpec
-from secateur.core.scoring import Scores
+from secateur.core.api import API_VERSION, MethodInfo, ParamSpec, Scores, hookimpl
 
 
 @hookimpl

@@ -1,11 +1,11 @@
-"""A plugin written for an API version this host does not provide."""
+"""A plugin written for plugin API 1: its apply takes (context, plan, params) and returns a tuple."""
 
-from secateur.core.hookspecs import hookimpl
+from secateur.core.api import hookimpl
 
 
 @hookimpl
 def secateur_api_version() -> int:
-    return 0
+    return 1
 
 
 @hookimpl

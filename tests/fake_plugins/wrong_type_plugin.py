@@ -1,6 +1,11 @@
 """A plugin whose hook returns plain dicts instead of MethodInfo."""
 
-from secateur.core.hookspecs import hookimpl
+from secateur.core.api import API_VERSION, hookimpl
+
+
+@hookimpl
+def secateur_api_version() -> int:
+    return API_VERSION
 
 
 @hookimpl

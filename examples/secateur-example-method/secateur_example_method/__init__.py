@@ -15,9 +15,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from secateur.core.hookspecs import API_VERSION, hookimpl
-from secateur.core.methods import MethodInfo, ParamSpec
-from secateur.core.scoring import Scores, ScoringContext
+from secateur.core.api import API_VERSION, MethodInfo, ParamSpec, Scores, ScoringContext, hookimpl
 
 _PRODUCERS = (nn.Conv2d, nn.Linear, nn.BatchNorm2d)
 
@@ -40,8 +38,10 @@ def score(context: ScoringContext, params: dict) -> Iterator[Scores]:
         # mean |activation| per channel: average over batch and every non-channel dimension
         per_channel = output.detach().abs().transpose(0, 1).reshape(output.shape[1], -1).mean(1).double().cpu()
         for group_id, indices, roots in producers[module]:
-            totals[group_id][roots] += per_channel[indices]
-            counts[group_id][roots] += 1
+            # index_add_, not totals[...][roots] += ...: a channel seen at several positions must add up
+            positions = torch.as_tensor(roots, dtype=torch.long)
+            totals[group_id].index_add_(0, positions, per_channel[indices])
+            counts[group_id].index_add_(0, positions, torch.ones(len(roots), dtype=torch.float64))
 
     handles = [module.register_forward_hook(record) for module in producers]
     try:

@@ -2,7 +2,7 @@
 
 import torch
 
-from secateur.core.testing import check_method
+from secateur.core.api import Workspace, check_method, installed_method, load_data, load_model, parse_model_spec
 
 
 def test_conforms_to_secateur() -> None:
@@ -11,16 +11,11 @@ def test_conforms_to_secateur() -> None:
 
 
 def test_a_channel_that_never_fires_scores_zero() -> None:
-    from secateur.core.data import load_data
-    from secateur.core.models import load_model, parse_model_spec
-    from secateur.core.registry import load_registry
-    from secateur.core.workspace import Workspace
-
     loaded = load_model(parse_model_spec("demo-vgg"))
     with torch.no_grad():  # channel 3 of the first conv outputs exactly zero after its BatchNorm
         loaded.model.features[1].weight[3] = 0
         loaded.model.features[1].bias[3] = 0
     workspace = Workspace(loaded.model, loaded.input_shape, load_data("demo"))
-    scores = workspace.score(load_registry().methods["activation"], {"batches": 1})
+    scores = workspace.score(installed_method("activation"), {"batches": 1}).scores
     first = scores.groups["features.0"]
     assert first[3] < 0.5 * first.median()

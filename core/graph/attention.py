@@ -1,0 +1,168 @@
+"""Attention heads: scoring them, removing them, and the module that carries fewer heads.
+
+``nn.MultiheadAttention`` ties its number of heads to its embedding width, so
+removing heads while keeping the residual stream's width needs another
+module: ``HeadPrunedAttention`` computes the same function with separate
+query/key/value projections of ``heads × head_dim`` outputs. Replacing a
+``nn.MultiheadAttention`` by it with all heads kept is exact; removing a head
+drops its rows of the q/k/v projections and its columns of the output
+projection.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from secateur.core.common.errors import InputError
+
+
+class HeadPrunedAttention(nn.Module):
+    """Multi-head attention whose heads may be fewer than ``embed_dim / head_dim``.
+
+    Called like ``nn.MultiheadAttention`` (query, key, value, masks,
+    ``need_weights``) and returns ``(output, None)``: attention weights are not
+    materialised, as with ``need_weights=False``.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, head_dim: int, bias: bool, batch_first: bool, dropout: float):
+        super().__init__()
+        inner = num_heads * head_dim
+        self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, head_dim
+        self.batch_first, self.dropout = batch_first, dropout
+        self.q_proj = nn.Linear(embed_dim, inner, bias=bias)
+        self.k_proj = nn.Linear(embed_dim, inner, bias=bias)
+        self.v_proj = nn.Linear(embed_dim, inner, bias=bias)
+        self.out_proj = nn.Linear(inner, embed_dim, bias=bias)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        key_padding_mask: torch.Tensor | None = None,
+        need_weights: bool = False,
+        attn_mask: torch.Tensor | None = None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
+    ) -> tuple[torch.Tensor, None]:
+        if not self.batch_first:
+            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+        batch, target, _ = query.shape
+        source = key.shape[1]
+
+        def heads(projection: nn.Linear, tensor: torch.Tensor, length: int) -> torch.Tensor:
+            return projection(tensor).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+
+        mask = _additive(attn_mask, query.dtype)
+        padding = _additive(key_padding_mask, query.dtype)
+        if padding is not None:
+            padding = padding[:, None, None, :]
+            mask = padding if mask is None else mask + padding
+        out = F.scaled_dot_product_attention(
+            heads(self.q_proj, query, target),
+            heads(self.k_proj, key, source),
+            heads(self.v_proj, value, source),
+            attn_mask=mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=is_causal and mask is None,
+        )
+        out = self.out_proj(out.transpose(1, 2).reshape(batch, target, self.num_heads * self.head_dim))
+        return (out if self.batch_first else out.transpose(0, 1)), None
+
+    def product_macs(self, inputs: tuple) -> int:
+        """MACs of q·kᵀ and attention·v for one call (the projections are counted as Linear layers)."""
+        query, key = inputs[0], inputs[1]
+        seq = 1 if self.batch_first else 0
+        batch = query.shape[1 - seq] if query.dim() == 3 else 1
+        return batch * 2 * query.shape[seq] * key.shape[seq] * self.num_heads * self.head_dim
+
+
+ATTENTION_TYPES = (nn.MultiheadAttention, HeadPrunedAttention)
+HEADS_SUFFIX = ":heads"  # the group of an attention layer's heads is "<layer>:heads"
+
+
+def _additive(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """A mask in nn.MultiheadAttention's sense (True or -inf = not attended) as an additive float mask."""
+    if mask is None:
+        return None
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(mask, float("-inf"))
+    return mask.to(dtype)
+
+
+def projection_weights(module: nn.Module) -> list[nn.Parameter]:
+    """The attention's q, k, v and output projection weights (views for nn.MultiheadAttention's packed one)."""
+    if isinstance(module, nn.MultiheadAttention):
+        if not module._qkv_same_embed_dim:
+            raise InputError("attention with separate key/value widths (kdim/vdim) cannot have its heads pruned")
+        return [module.in_proj_weight, module.out_proj.weight]
+    return [module.q_proj.weight, module.k_proj.weight, module.v_proj.weight, module.out_proj.weight]
+
+
+def per_head(module: nn.Module, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Split tensors shaped like ``projection_weights(module)`` into (heads, -1) rows: q, k, v rows, out columns."""
+    heads, embed = module.num_heads, module.embed_dim
+    if isinstance(module, nn.MultiheadAttention):
+        packed, out = tensors
+        q, k, v = packed.chunk(3, dim=0)
+    else:
+        q, k, v, out = tensors
+    head_dim = q.shape[0] // heads
+    rows = [w.reshape(heads, head_dim * embed) for w in (q, k, v)]
+    columns = out.reshape(embed, heads, head_dim).transpose(0, 1).reshape(heads, embed * head_dim)
+    return [*rows, columns]
+
+
+@torch.no_grad()
+def prune_heads(module: nn.Module, kept: list[int]) -> HeadPrunedAttention:
+    """A ``HeadPrunedAttention`` computing ``module`` with only the ``kept`` heads."""
+    if not kept:
+        raise InputError("an attention layer must keep at least one head")
+    if isinstance(module, nn.MultiheadAttention):
+        head_dim = module.embed_dim // module.num_heads
+        q, k, v = module.in_proj_weight.chunk(3, dim=0)
+        biases = module.in_proj_bias.chunk(3) if module.in_proj_bias is not None else (None, None, None)
+        source = {"q": (q, biases[0]), "k": (k, biases[1]), "v": (v, biases[2])}
+        out_weight, out_bias = module.out_proj.weight, module.out_proj.bias
+        dropout, batch_first = module.dropout, module.batch_first
+    else:
+        head_dim = module.head_dim
+        source = {
+            name: (getattr(module, f"{name}_proj").weight, getattr(module, f"{name}_proj").bias) for name in "qkv"
+        }
+        out_weight, out_bias = module.out_proj.weight, module.out_proj.bias
+        dropout, batch_first = module.dropout, module.batch_first
+    index = torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in sorted(kept)]).to(out_weight.device)
+    pruned = HeadPrunedAttention(
+        module.embed_dim, len(kept), head_dim, out_bias is not None, batch_first, float(dropout)
+    ).to(out_weight.device, out_weight.dtype)
+    for name, (weight, bias) in source.items():
+        projection = getattr(pruned, f"{name}_proj")
+        projection.weight.copy_(weight[index])
+        if bias is not None:
+            projection.bias.copy_(bias[index])
+    pruned.out_proj.weight.copy_(out_weight[:, index])
+    if out_bias is not None:
+        pruned.out_proj.bias.copy_(out_bias)
+    return pruned.train(module.training)
+
+
+def replace_module(model: nn.Module, name: str, replacement: nn.Module) -> None:
+    """Put ``replacement`` at the dotted path ``name`` inside ``model``."""
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, replacement)
+
+
+def head_edit_replay(model: nn.Module, edit: dict[str, Any], example: torch.Tensor) -> None:
+    """Replay a ``prune_heads`` edit: each named attention keeps the listed heads."""
+    modules = dict(model.named_modules())
+    for name, kept in edit["layers"].items():
+        module = modules.get(name)
+        if not isinstance(module, ATTENTION_TYPES):
+            raise InputError(f"edit prune_heads names {name!r}, which is not an attention layer of the model")
+        replace_module(model, name, prune_heads(module, list(kept)))

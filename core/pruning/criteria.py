@@ -1,0 +1,148 @@
+"""Channel importance criteria shared by the baseline plugins (and by methods built on them).
+
+Each criterion scores one dependency group: one value per channel, reduced
+over every member layer of the group by the mean, without normalisation, the
+way Torch-Pruning's group importances do (``group_reduction="mean"``,
+``normalizer=None``). The planner normalises when it ranks globally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+import torch_pruning as tp
+from torch import nn
+
+from secateur.core.graph.attention import per_head, projection_weights
+from secateur.core.graph.groups import GroupInfo
+from secateur.core.pruning.scoring import Scores, ScoringContext
+
+
+def _per_group(
+    context: ScoringContext, importance: tp.importance.Importance, stage: str, heads: Callable | None = None
+) -> Iterator[Scores]:
+    """Score each group with a Torch-Pruning criterion, and attention heads with ``heads(module)``."""
+    for index, group in enumerate(context.groups):
+        if group.kind == "heads":
+            values = None if heads is None else heads(context.model.get_submodule(group.layers[0]))
+        else:
+            values = importance(group.handle)
+        context.progress(stage, index + 1, len(context.groups))
+        if values is not None:  # None: the criterion has nothing to measure in this group
+            yield Scores(groups={group.id: values.detach().float().cpu()})
+
+
+def magnitude_scores(context: ScoringContext, p: int) -> Iterator[Scores]:
+    """Lp norm of each channel's weights, averaged over the group's layers."""
+    importance = tp.importance.GroupMagnitudeImportance(p=p, group_reduction="mean", normalizer=None)
+
+    def heads(module: nn.Module) -> torch.Tensor:
+        parts = per_head(module, [w.detach() for w in projection_weights(module)])
+        return torch.stack([part.abs().pow(p).sum(1) for part in parts]).mean(0)
+
+    yield from _per_group(context, importance, f"L{p} norms", heads)
+
+
+def batchnorm_scale_scores(context: ScoringContext) -> Iterator[Scores]:
+    """|γ| of the group's BatchNorm layers; groups without BatchNorm are not scored (so not pruned)."""
+    importance = tp.importance.GroupMagnitudeImportance(
+        p=1, group_reduction="mean", normalizer=None, target_types=[nn.modules.batchnorm._BatchNorm]
+    )
+    yield from _per_group(context, importance, "BatchNorm scales")
+
+
+def random_scores(context: ScoringContext) -> Iterator[Scores]:
+    """Uniform random importance, from the run's seed."""
+    generator = context.generator()
+    for index, group in enumerate(context.groups):
+        context.progress("random", index + 1, len(context.groups))
+        yield Scores(groups={group.id: torch.rand(group.channels, generator=generator)})
+
+
+def taylor_scores(context: ScoringContext, batches: int) -> Iterator[Scores]:
+    """First-order Taylor importance |Σ g·w| per channel, gradients summed over labelled batches.
+
+    Gradients come from ``torch.autograd.grad`` in eval mode, so neither the
+    BatchNorm statistics nor the parameters' ``.grad`` of the user's model are
+    touched. A channel's parameters in a layer are its weight slice and, for
+    producers and normalisation layers, its bias (γ and β).
+    """
+    model = context.model
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    sums = [torch.zeros_like(p) for p in parameters]
+    loader = context.loader("calibration")
+    total = min(batches, len(loader))
+    for step, (images, labels) in enumerate(loader):
+        if step >= total:
+            break
+        loss = F.cross_entropy(model(images.to(context.device)), labels.to(context.device), reduction="sum")
+        for accumulated, gradient in zip(sums, torch.autograd.grad(loss, parameters), strict=True):
+            accumulated.add_(gradient)
+        context.progress("gradients", step + 1, total)
+    gradients = {id(p): g for p, g in zip(parameters, sums, strict=True)}
+    for index, group in enumerate(context.groups):
+        if group.kind == "heads":
+            values = _taylor_heads(context.model.get_submodule(group.layers[0]), gradients)
+        else:
+            values = _taylor_group(context, group, gradients)
+        context.progress("Taylor scores", index + 1, len(context.groups))
+        if values is not None:
+            yield Scores(groups={group.id: values})
+
+
+def _signed_products(module: nn.Module, is_out: bool, gradients: dict[int, torch.Tensor]) -> torch.Tensor | None:
+    """Σ w·g per channel of one layer, along its output (or input) channel dimension."""
+    if not isinstance(module, (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._NormBase, nn.LayerNorm)):
+        return None
+    if is_out:
+        total = None
+        for parameter in module.parameters(recurse=False):
+            if id(parameter) not in gradients:
+                continue
+            product = (parameter * gradients[id(parameter)]).detach()
+            if isinstance(module, nn.modules.conv._ConvNd) and module.transposed and product.dim() > 1:
+                product = product.transpose(0, 1)
+            per_channel = product.reshape(product.shape[0], -1).sum(1)
+            total = per_channel if total is None else total + per_channel
+        return total
+    if isinstance(module, nn.modules.conv._ConvNd) and module.groups == module.in_channels and module.groups > 1:
+        return None  # depthwise: its channels are counted once, as outputs
+    weight = module.weight
+    if weight is None or id(weight) not in gradients:
+        return None
+    product = (weight * gradients[id(weight)]).detach()
+    if isinstance(module, nn.modules.conv._ConvNd) and not module.transposed:
+        per_input = product.transpose(0, 1).reshape(product.shape[1], -1).sum(1)
+        return per_input.repeat(module.groups)  # grouped conv: each group sees its own slice of inputs
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return product.reshape(product.shape[0], -1).sum(1)
+    return product.sum(0)
+
+
+def _taylor_group(context: ScoringContext, group: GroupInfo, gradients: dict[int, torch.Tensor]) -> torch.Tensor | None:
+    """Mean over the group's layers of |Σ w·g| per channel, mapped to the group's own channel order."""
+    total = torch.zeros(group.channels, dtype=torch.float64)
+    layers = torch.zeros(group.channels, dtype=torch.float64)
+    for item in group.handle:
+        products = _signed_products(
+            item.dep.target.module, context.graph.is_out_channel_pruning_fn(item.dep.handler), gradients
+        )
+        if products is None:
+            continue
+        roots = torch.as_tensor(item.root_idxs, dtype=torch.long)
+        local = products.double().cpu()[torch.as_tensor(item.idxs, dtype=torch.long)]
+        member = torch.zeros(group.channels, dtype=torch.float64).index_add_(0, roots, local)
+        total += member.abs()
+        layers[roots.unique()] += 1
+    if not layers.any():
+        return None
+    return (total / layers.clamp(min=1)).float()
+
+
+def _taylor_heads(module: nn.Module, gradients: dict[int, torch.Tensor]) -> torch.Tensor:
+    """Mean over q, k, v and the output projection of |Σ w·g| per head."""
+    weights = projection_weights(module)
+    products = [(w * gradients[id(w)]).detach() for w in weights]
+    return torch.stack([part.sum(1).abs() for part in per_head(module, products)]).mean(0).float().cpu()

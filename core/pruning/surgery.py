@@ -1,0 +1,108 @@
+"""Applying a plan: physical removal of channels with Torch-Pruning, on a copy of the model.
+
+Every structural change is also written down as an edit record (plain JSON),
+so a checkpoint can rebuild the pruned architecture from the base model by
+replaying the edits in order (``secateur.core.pruning.edits``). The edit kinds
+defined here are the core's own; a method that takes over apply declares its
+kinds in its ``MethodInfo``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from secateur.core.common.errors import InputError
+from secateur.core.graph.attention import HEADS_SUFFIX, head_edit_replay, replace_module
+from secateur.core.graph.blocks import block_bypass
+from secateur.core.graph.groups import build_dependency_graph
+from secateur.core.pruning.contract import EditReplayer
+from secateur.core.pruning.plan import PruningPlan
+
+
+def _prune_channels(model: nn.Module, edit: dict[str, Any], example: torch.Tensor) -> None:
+    """Replay channel removals: one dependency graph for all the groups of the edit."""
+    prune_channel_groups(model, build_dependency_graph(model, example), edit["groups"])
+
+
+def prune_channel_groups(model: nn.Module, graph: tp.DependencyGraph, removed_by_group: dict[str, list[int]]) -> None:
+    """Remove channels from the groups rooted at the named layers, in place, through ``graph``."""
+    modules = dict(model.named_modules())
+    for group_id, removed in removed_by_group.items():
+        if not removed:
+            continue
+        if group_id not in modules:
+            raise InputError(f"edit prune_channels names layer {group_id!r}, which the model does not have")
+        root = modules[group_id]
+        handler = graph.get_pruner_of_module(root).prune_out_channels
+        graph.get_pruning_group(root, handler, idxs=list(removed)).prune()
+
+
+def block_edit(blocks: list[str]) -> dict[str, Any]:
+    """The edit record of removing residual blocks, by module path, in the order they went."""
+    return {"kind": "remove_blocks", "blocks": list(blocks)}
+
+
+def remove_blocks(model: nn.Module, blocks: list[str]) -> None:
+    """Replace each named block by its parameter-free bypass, in place (module paths stay stable)."""
+    for name in blocks:
+        try:
+            block = model.get_submodule(name)
+        except AttributeError:
+            raise InputError(f"edit remove_blocks names {name!r}, which the model does not have") from None
+        try:
+            bypass = block_bypass(block)
+        except ValueError as error:
+            raise InputError(f"edit remove_blocks: {name!r}: {error}") from None
+        replace_module(model, name, bypass.to(next(block.parameters(), torch.empty(0)).device))
+
+
+def _remove_blocks(model: nn.Module, edit: dict[str, Any], example: torch.Tensor) -> None:
+    remove_blocks(model, list(edit["blocks"]))
+
+
+CORE_EDITS: dict[str, EditReplayer] = {
+    "prune_channels": _prune_channels,
+    "remove_blocks": _remove_blocks,
+    "prune_heads": head_edit_replay,
+}
+
+
+def plan_edits(plan: PruningPlan) -> list[dict[str, Any]]:
+    """The edit records of a plan: channel removals, then attention heads (by layer name)."""
+    channels = {gid: g.removed for gid, g in plan.groups.items() if g.removed and not gid.endswith(HEADS_SUFFIX)}
+    heads = {
+        gid.removesuffix(HEADS_SUFFIX): g.kept
+        for gid, g in plan.groups.items()
+        if g.removed and gid.endswith(HEADS_SUFFIX)
+    }
+    edits: list[dict[str, Any]] = [{"kind": "prune_channels", "groups": channels}]
+    if heads:
+        edits.append({"kind": "prune_heads", "layers": heads})
+    return edits
+
+
+def prune_in_place(model: nn.Module, graph: tp.DependencyGraph, plan: PruningPlan, example: torch.Tensor) -> nn.Module:
+    """Apply a plan to ``model`` itself, through a graph already traced on it; returns the model."""
+    first, *rest = plan_edits(plan)
+    prune_channel_groups(model, graph, first["groups"])
+    replay_core_edits(model, rest, example)
+    return model.eval()
+
+
+def apply_plan(model: nn.Module, plan: PruningPlan, example: torch.Tensor) -> tuple[nn.Module, list[dict[str, Any]]]:
+    """A pruned copy of ``model`` and the edits that made it; ``model`` itself is left untouched."""
+    pruned = copy.deepcopy(model).eval()
+    edits = plan_edits(plan)
+    replay_core_edits(pruned, edits, example.to(next(pruned.parameters()).device))
+    return pruned, edits
+
+
+def replay_core_edits(model: nn.Module, edits: list[dict[str, Any]], example: torch.Tensor) -> None:
+    """Replay edits of the core's own kinds, in order (plans, block removal, heads)."""
+    for edit in edits:
+        CORE_EDITS[edit["kind"]](model, edit, example)

@@ -1,0 +1,283 @@
+"""The workspace: one model, its data and device, and the pipeline steps over them.
+
+``score`` → ``plan`` → ``apply`` is what ``secateur prune`` and the window's
+Run/Apply buttons call. The workspace's model is never modified: scoring reads
+it, apply works on a copy.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from secateur.core.common.errors import InputError, WorkError
+from secateur.core.common.progress import SILENT, Progress
+from secateur.core.common.settings import RunSettings, UsesSettings
+from secateur.core.data.loading import DataBundle
+from secateur.core.graph.blocks import BlockInfo, residual_blocks
+from secateur.core.graph.groups import GroupInfo, build_dependency_graph, dependency_groups
+from secateur.core.graph.layer_tree import find_classifier
+from secateur.core.graph.macs import finish_records, recording_modules
+from secateur.core.pruning.contract import Applied, Scored
+from secateur.core.pruning.guard import Fingerprint, changed_tensors, fingerprint
+from secateur.core.pruning.methods import MethodInfo
+from secateur.core.pruning.params import validate_params
+from secateur.core.pruning.plan import (
+    MACS_TOLERANCE,
+    PlanOptions,
+    PruningPlan,
+    Target,
+    block_count,
+    decide_channels,
+    predict_size,
+    predict_without_blocks,
+    rank_blocks,
+    with_removed_blocks,
+)
+from secateur.core.pruning.scoring import Scores, ScoringContext, collect_scores, plugin_errors
+from secateur.core.pruning.surgery import CORE_EDITS, block_edit, plan_edits, prune_in_place, replay_core_edits
+
+
+@dataclass
+class _Prepared:
+    """A working copy of the model with its dependency graph, groups and per-module MACs."""
+
+    model: nn.Module
+    graph: tp.DependencyGraph
+    groups: list[GroupInfo]
+    own_macs: dict[str, int]
+
+
+@dataclass
+class Workspace(UsesSettings):
+    """A model ready to prune.
+
+    The user's model is never modified: the workspace prepares a working copy
+    and traces it once (Torch-Pruning's graph and the MACs count share one
+    forward pass). Methods score the working copy; ``apply`` prunes it in
+    place with that same graph and hands it over, and the next step prepares a
+    fresh copy.
+    """
+
+    model: nn.Module
+    input_shape: tuple[int, ...]
+    data: DataBundle | None = None
+    settings: RunSettings = field(default_factory=RunSettings)
+
+    def __post_init__(self) -> None:
+        self.model = self.model.eval().to(self.device)
+        self.example = torch.zeros((1, *self.input_shape), device=self.device)
+        self.params = sum(p.numel() for p in self.model.parameters())
+        self._prepared: _Prepared | None = None
+        self._prepare()
+
+    def _prepare(self) -> _Prepared:
+        if self._prepared is None:
+            work = copy.deepcopy(self.model)
+            with recording_modules(work) as records:
+                graph = build_dependency_graph(work, self.example)
+            records = finish_records(work, records, self.example.shape[0])
+            self.macs = records[""].macs
+            self.classifier = find_classifier(work, records)
+            groups = dependency_groups(work, graph, [self.classifier] if self.classifier else [])
+            own = {name: record.own_macs for name, record in records.items()}
+            self._prepared = _Prepared(work, graph, groups, own)
+        return self._prepared
+
+    def prepared(self) -> bool:
+        """Whether the working copy is traced and ready (it is handed over by ``apply``)."""
+        return self._prepared is not None
+
+    @property
+    def groups(self) -> list[GroupInfo]:
+        return self._prepare().groups
+
+    @property
+    def graph(self) -> tp.DependencyGraph:
+        return self._prepare().graph
+
+    @cached_property
+    def blocks(self) -> list[BlockInfo]:
+        return residual_blocks(self.model)
+
+    # --- scoring ----------------------------------------------------------------
+
+    def context(
+        self, progress: Progress = SILENT, on_partial: Callable[[Scores], None] | None = None
+    ) -> ScoringContext:
+        prepared = self._prepare()
+        return ScoringContext(
+            model=prepared.model,
+            example=self.example,
+            graph=prepared.graph,
+            groups=[group for group in prepared.groups if group.prunable],
+            blocks=self.blocks,
+            classifier=self.classifier,
+            data=self.data,
+            settings=self.settings,
+            progress=progress,
+            on_partial=on_partial,
+        )
+
+    def score(
+        self,
+        method: MethodInfo,
+        params: dict[str, Any] | None = None,
+        progress: Progress = SILENT,
+        on_partial: Callable[[Scores], None] | None = None,
+    ) -> Scored:
+        """Run a method's scoring to the end; partial scores go to ``on_partial`` as they come.
+
+        The model the method reads is fingerprinted before and after: a method
+        that changed it fails (naming itself and its package), and the
+        workspace prepares a fresh copy for the next step.
+        """
+        values = validate_params(method.params, params or {}, method.id)
+        if ("calibration-data" in method.needs or "labels" in method.needs) and self.data is None:
+            raise InputError(f"method {method.id} needs data: give --data SPEC")
+        torch.manual_seed(self.seed)
+        context = self.context(progress, on_partial)
+        before = fingerprint(context.model)
+        try:
+            assert method.score is not None
+            with plugin_errors(method.id, "scoring"):
+                stream = method.score(context, values)
+            return collect_scores(stream, context, method.id)
+        finally:
+            self._guard(context.model, before, method)
+
+    def _guard(self, model: nn.Module, before: Fingerprint, method: MethodInfo) -> None:
+        """Fail a method that changed the model it was handed (and forget that copy)."""
+        changed = changed_tensors(before, fingerprint(model))
+        if not changed:
+            return
+        self._prepared = None
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        raise WorkError(
+            f"method {method.id} ({method.provider}) changed the model it was given to score ({shown}); "
+            "a method must leave context.model as it is and change context.copy_model() instead. Nothing was saved."
+        )
+
+    # --- planning -----------------------------------------------------------------
+
+    def plan(
+        self, scores: Scores | Scored, target: Target, options: PlanOptions | None = None, method: str = ""
+    ) -> PruningPlan:
+        """The plan that meets ``target``; a MACs target is found by bisection on the channel ratio."""
+        options = options or PlanOptions()
+        if isinstance(scores, Scored):
+            scores = scores.scores
+        if target.kind == "blocks" or (scores.blocks and not scores.groups):
+            return self._plan_blocks(scores, target, options, method)
+        if target.kind == "ratio":
+            return self._plan_at(scores, target, options, method, target.value)
+        goal = target.value
+        low, high = 0.0, options.max_layer_ratio
+        best = self._plan_at(scores, target, options, method, high)
+        reachable = 1.0 - best.predicted_macs / self.macs
+        if reachable < goal - MACS_TOLERANCE:
+            raise InputError(
+                f"--macs-reduction {goal}: cannot be reached with these scores and limits; "
+                f"the most this plan can remove is {reachable:.3f} of the MACs"
+            )
+        for _ in range(40):
+            middle = (low + high) / 2
+            candidate = self._plan_at(scores, target, options, method, middle)
+            reduction = 1.0 - candidate.predicted_macs / self.macs
+            if abs(reduction - goal) <= abs(1.0 - best.predicted_macs / self.macs - goal):
+                best = candidate
+            if abs(reduction - goal) <= MACS_TOLERANCE / 4:
+                break
+            if reduction < goal:
+                low = middle
+            else:
+                high = middle
+        achieved = 1.0 - best.predicted_macs / self.macs
+        if abs(achieved - goal) > MACS_TOLERANCE:
+            raise InputError(
+                f"--macs-reduction {goal}: the nearest reachable reduction is {achieved:.3f} "
+                "(channel steps are too coarse; try a smaller --round-to or another target)"
+            )
+        return best
+
+    def _plan_blocks(self, scores: Scores, target: Target, options: PlanOptions, method: str) -> PruningPlan:
+        """Remove the least important blocks: a count, a fraction of the scored ones, or until a MACs reduction."""
+        if not scores.blocks:
+            raise InputError(f"--blocks: method {method or '(unnamed)'} scores channels, not residual blocks")
+        prepared = self._prepare()
+        order, notes = rank_blocks(self.blocks, scores, options)
+
+        def plan_of(count: int) -> PruningPlan:
+            removed = order[:count]
+            params, macs = predict_without_blocks(prepared.model, removed, prepared.own_macs, self.macs)
+            return PruningPlan(method, target, {}, removed, params, macs, notes, options)
+
+        if target.kind != "macs":
+            return plan_of(block_count(target, order, len(scores.blocks), options))
+        for count in range(1, len(order) + 1):
+            candidate = plan_of(count)
+            if 1.0 - candidate.predicted_macs / self.macs >= target.value - MACS_TOLERANCE:
+                return candidate
+        reachable = 1.0 - plan_of(len(order)).predicted_macs / self.macs
+        raise InputError(
+            f"--macs-reduction {target.value}: removing every removable block saves only {reachable:.3f} of the MACs"
+        )
+
+    def _plan_at(self, scores: Scores, target: Target, options: PlanOptions, method: str, ratio: float) -> PruningPlan:
+        prepared = self._prepare()
+        plans, notes = decide_channels(prepared.groups, scores, ratio, options)
+        params, macs = predict_size(prepared.model, prepared.graph, prepared.groups, plans, prepared.own_macs)
+        return PruningPlan(method, target, plans, [], params, macs, notes, options)
+
+    # --- applying -------------------------------------------------------------------
+
+    def apply(
+        self,
+        plan: PruningPlan,
+        method: MethodInfo | None = None,
+        params: dict[str, Any] | None = None,
+        scored: Scored | None = None,
+    ) -> Applied:
+        """A pruned copy of the model, the edit records that rebuild it and the effective plan.
+
+        A method that takes over apply (fusion, implants, block removal) builds
+        the result itself from the plan and its ``Scored``; its edit kinds are
+        declared in its ``MethodInfo``.
+        """
+        if method is None or method.apply is None:
+            return self._apply_plan(plan)
+        if scored is None:
+            raise InputError(f"method {method.id} applies its own plan from its scores: score with it first")
+        values = validate_params(method.params, params or {}, method.id)
+        with plugin_errors(method.id, "applying"):
+            result = method.apply(self.context(), plan, values, scored)
+        if not isinstance(result, Applied) or not isinstance(result.model, nn.Module):
+            raise WorkError(f"method {method.id}: apply must return an Applied, got {type(result).__name__}")
+        edits = tuple(_with_provider(edit, method) for edit in result.edits)
+        effective = with_removed_blocks(result.plan, edits).with_notes(*result.notes)
+        return Applied(result.model, edits, effective)
+
+    def _apply_plan(self, plan: PruningPlan) -> Applied:
+        """The core's own apply: remove the plan's blocks, or its channels and heads with Torch-Pruning."""
+        if plan.blocks_removed:
+            pruned = copy.deepcopy(self.model)
+            edits = [block_edit(list(plan.blocks_removed))]
+            replay_core_edits(pruned, edits, self.example)
+            return Applied(pruned.eval(), edits, plan)
+        prepared = self._prepare()
+        self._prepared = None  # the working copy becomes the result; the next step prepares another
+        return Applied(prune_in_place(prepared.model, prepared.graph, plan, self.example), plan_edits(plan), plan)
+
+
+def _with_provider(edit: dict[str, Any], method: MethodInfo) -> dict[str, Any]:
+    """A plugin's edit record, signed with its method and package so a missing plugin can be named on load."""
+    if edit.get("kind") in CORE_EDITS or "provider" in edit:
+        return edit
+    return {**edit, "provider": {"method": method.id, "package": method.package, "version": method.version}}

@@ -1,0 +1,1 @@
+"""Evaluating and training a model: accuracy, loss, size, latency, fine-tuning and BatchNorm recalibration."""
