@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--ratio", type=float, help="fraction of the prunable channels to remove, in (0, 1)")
     target.add_argument("--macs-reduction", type=float, help="fraction of the MACs to remove, in (0, 1)")
     target.add_argument("--blocks", type=_positive_int, help="residual blocks to remove (block methods)")
+    target.add_argument(
+        "--latency-reduction", type=float, help="fraction of the measured latency to remove, in (0, 1) (timed: slower)"
+    )
     prune.add_argument("--global-ranking", action="store_true", help="rank channels across layers, not per layer")
     prune.add_argument("--max-layer-ratio", type=float, default=0.9, help="at most this fraction of a layer goes (0.9)")
     prune.add_argument("--min-channels", type=_positive_int, default=1, help="keep at least this many channels (1)")
@@ -131,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--out", required=True, metavar="FILE", help="the pruned checkpoint (.safetensors)")
     prune.add_argument("--report", metavar="FILE", help="write the JSON report here too")
     prune.add_argument("--latency-runs", type=_positive_int, default=20, help="timed runs per evaluation (20)")
+    prune.add_argument(
+        "--latency-batch-size", type=_positive_int, default=1, help="batch of latency targets and measurements (1)"
+    )
     _common(prune)
 
     score = commands.add_parser("score", help="per-group per-channel (or per-block) importance as JSON")
@@ -260,6 +266,8 @@ def _prune(args: argparse.Namespace) -> int:
         target = Target("ratio", args.ratio)
     elif args.blocks is not None:
         target = Target("blocks", args.blocks)
+    elif args.latency_reduction is not None:
+        target = Target("latency", args.latency_reduction)
     else:
         target = Target("macs", args.macs_reduction)
     request = PruneRequest(
@@ -278,6 +286,8 @@ def _prune(args: argparse.Namespace) -> int:
             overrides=_overrides(args.override),
             min_stage_blocks=args.min_stage_blocks,
             raw_scores=method.comparable_scores,
+            latency_batch_size=args.latency_batch_size,
+            latency_rounds=max(3, args.latency_runs),
         ),
         finetune=FinetuneConfig(epochs=args.finetune_epochs, lr=args.finetune_lr),
         recalibrate_bn=args.recalibrate_bn,

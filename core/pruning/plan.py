@@ -41,13 +41,13 @@ class Target:
     value: float
 
     def __post_init__(self) -> None:
-        if self.kind not in ("ratio", "macs", "blocks"):
-            raise InputError(f"target kind {self.kind!r}: expected ratio, macs or blocks")
+        if self.kind not in ("ratio", "macs", "blocks", "latency"):
+            raise InputError(f"target kind {self.kind!r}: expected ratio, macs, blocks or latency")
         if self.kind == "blocks":
             if self.value != int(self.value) or self.value < 1:
                 raise InputError(f"--blocks {self.value}: must be a whole number of blocks, at least 1")
             return
-        option = "--ratio" if self.kind == "ratio" else "--macs-reduction"
+        option = {"ratio": "--ratio", "macs": "--macs-reduction", "latency": "--latency-reduction"}[self.kind]
         if not 0.0 < self.value < 1.0:
             raise InputError(f"{option} {self.value}: must be strictly between 0 and 1")
 
@@ -67,12 +67,16 @@ class PlanOptions:
     overrides: dict[str, float] = field(default_factory=dict)
     min_stage_blocks: int = 2  # a stage keeps at least this many residual blocks (the CKA paper's code)
     raw_scores: bool = False  # global ranking compares raw scores (methods whose scores are comparable across layers)
+    latency_batch_size: int = 1  # the batch a latency target is measured at
+    latency_rounds: int = 15  # interleaved timed runs per candidate plan of a latency target
 
     def __post_init__(self) -> None:
         if self.min_stage_blocks < 1:
             raise InputError(f"--min-stage-blocks {self.min_stage_blocks}: a stage keeps at least 1 block")
         if not 0.0 < self.max_layer_ratio < 1.0:
             raise InputError(f"per-layer cap {self.max_layer_ratio}: must be strictly between 0 and 1")
+        if self.latency_batch_size < 1 or self.latency_rounds < 3:
+            raise InputError("a latency target needs a batch of at least 1 and at least 3 timed runs")
         if self.min_channels < 1 or self.round_to < 1:
             raise InputError("minimum channels and rounding must be at least 1")
         for name, ratio in self.overrides.items():

@@ -27,6 +27,7 @@ from secateur.core.graph.layer_tree import find_classifier
 from secateur.core.graph.macs import finish_records, recording_modules
 from secateur.core.pruning.contract import Applied, Scored
 from secateur.core.pruning.guard import Fingerprint, changed_tensors, fingerprint
+from secateur.core.pruning.latency import plan_for_latency
 from secateur.core.pruning.methods import MethodInfo
 from secateur.core.pruning.params import validate_params
 from secateur.core.pruning.plan import (
@@ -168,12 +169,33 @@ class Workspace(UsesSettings):
     # --- planning -----------------------------------------------------------------
 
     def plan(
-        self, scores: Scores | Scored, target: Target, options: PlanOptions | None = None, method: str = ""
+        self,
+        scores: Scores | Scored,
+        target: Target,
+        options: PlanOptions | None = None,
+        method: str = "",
+        progress: Progress = SILENT,
     ) -> PruningPlan:
-        """The plan that meets ``target``; a MACs target is found by bisection on the channel ratio."""
+        """The plan that meets ``target``; a MACs target is found by bisection on the channel ratio.
+
+        A latency target is met by timing candidate plans (``secateur.core.pruning.latency``).
+        """
         options = options or PlanOptions()
         if isinstance(scores, Scored):
             scores = scores.scores
+        if target.kind == "latency":
+            if scores.blocks and not scores.groups:
+                raise InputError("--latency-reduction: works with channel methods; for blocks use --blocks or --ratio")
+            return plan_for_latency(
+                self.model,
+                self.example,
+                lambda ratio: self._plan_at(scores, target, options, method, ratio),
+                target,
+                options.max_layer_ratio,
+                options.latency_batch_size,
+                progress,
+                options.latency_rounds,
+            )
         if target.kind == "blocks" or (scores.blocks and not scores.groups):
             return self._plan_blocks(scores, target, options, method)
         if target.kind == "ratio":

@@ -38,6 +38,7 @@ class Measure:
     data: DataBundle
     settings: RunSettings
     latency_runs: int = 20
+    latency_batch_size: int = 1
 
     def __call__(self, model: nn.Module, progress: Progress = SILENT) -> Metrics:
         return evaluate(
@@ -46,6 +47,7 @@ class Measure:
             device=self.settings.device,
             batch_size=self.settings.batch_size * 2,
             num_workers=self.settings.num_workers,
+            latency_batch_size=self.latency_batch_size,
             latency_runs=self.latency_runs,
             progress=progress,
         )
@@ -119,8 +121,8 @@ def run_prune(request: PruneRequest, progress: Progress = SILENT) -> dict[str, A
         raise InputError(f"--out {request.out}: the folder {request.out.parent} does not exist")
     workspace = Workspace(request.loaded.model, request.loaded.input_shape, request.data, request.settings)
     scored = workspace.score(method, params, progress)
-    plan = workspace.plan(scored.scores, request.target, request.options, method.id)
-    measure = Measure(request.data, request.settings, request.latency_runs)
+    plan = workspace.plan(scored.scores, request.target, request.options, method.id, progress)
+    measure = Measure(request.data, request.settings, request.latency_runs, request.options.latency_batch_size)
     step = prune_step(workspace, plan, method, params, scored, measure, request.recalibrate_bn, progress)
     pruned = step.applied.model
     after_finetune = None

@@ -1,0 +1,137 @@
+"""Planning for measured speed: a latency-reduction target, met by timing candidate pruned models.
+
+MACs predict CPU and GPU time poorly at small batches, so a ``latency`` target
+is met by measurement: candidate plans at several channel ratios are applied
+to copies of the model and timed *interleaved* with the unpruned model
+(A, B, A, B, ... so that drift and other load hit both alike), and the
+channel ratio is bisected on the measured reduction until it lies within
+±3 points of the goal. Which channels go still comes from the method's scores.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from secateur.core.common.errors import InputError
+from secateur.core.common.progress import SILENT, Progress
+from secateur.core.pruning.plan import PruningPlan, Target
+from secateur.core.pruning.surgery import apply_plan
+
+LATENCY_TOLERANCE = 0.03
+MAX_CANDIDATES = 8
+
+
+@dataclass(frozen=True)
+class TimedPair:
+    """Interleaved timings (milliseconds) of a reference model and a candidate on the same input."""
+
+    reference: tuple[float, ...]
+    candidate: tuple[float, ...]
+
+    @property
+    def reduction(self) -> float:
+        """1 − candidate / reference, by medians."""
+        return 1.0 - statistics.median(self.candidate) / statistics.median(self.reference)
+
+    def describe(self, batch_size: int, device: torch.device) -> str:
+        return (
+            f"measured latency at batch {batch_size} on {device}: {_spread(self.reference)} ms before, "
+            f"{_spread(self.candidate)} ms after ({self.reduction:.1%} less)"
+        )
+
+
+def _spread(times: tuple[float, ...]) -> str:
+    """Median with p10–p90."""
+    ordered = sorted(times)
+    low = ordered[round(0.1 * (len(ordered) - 1))]
+    high = ordered[round(0.9 * (len(ordered) - 1))]
+    return f"{statistics.median(ordered):.2f} ({low:.2f}–{high:.2f})"
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def time_interleaved(
+    reference: nn.Module, candidate: nn.Module, batch: torch.Tensor, rounds: int = 15, warmup: int = 3
+) -> TimedPair:
+    """Time ``reference`` and ``candidate`` alternately, ``rounds`` times each, after warm-up."""
+    reference.eval()
+    candidate.eval()
+    for _ in range(warmup):
+        reference(batch)
+        candidate(batch)
+    _synchronize(batch.device)
+    times: dict[int, list[float]] = {0: [], 1: []}
+    for round_index in range(rounds):
+        order = (0, 1) if round_index % 2 == 0 else (1, 0)
+        for which in order:
+            model = reference if which == 0 else candidate
+            started = time.perf_counter()
+            model(batch)
+            _synchronize(batch.device)
+            times[which].append((time.perf_counter() - started) * 1000.0)
+    return TimedPair(tuple(times[0]), tuple(times[1]))
+
+
+def plan_for_latency(
+    model: nn.Module,
+    example: torch.Tensor,
+    plan_at: Callable[[float], PruningPlan],
+    target: Target,
+    max_ratio: float,
+    batch_size: int = 1,
+    progress: Progress = SILENT,
+    rounds: int = 15,
+) -> PruningPlan:
+    """The plan whose measured latency reduction is within ±3 points of ``target.value``.
+
+    ``plan_at(ratio)`` makes the method's plan at a channel ratio; each
+    candidate is applied to a copy of ``model`` and timed against it.
+    """
+    goal = target.value
+    batch = torch.randn((batch_size, *example.shape[1:]), generator=torch.Generator().manual_seed(0))
+    batch = batch.to(example.device)
+    measured: list[tuple[float, PruningPlan, TimedPair]] = []
+
+    def measure(ratio: float) -> float:
+        progress.check()
+        plan = plan_at(ratio)
+        pruned, _ = apply_plan(model, plan, example)
+        pair = time_interleaved(model, pruned, batch, rounds)
+        measured.append((ratio, plan, pair))
+        progress("latency target: timing candidate plans", len(measured), MAX_CANDIDATES)
+        return pair.reduction
+
+    low, high = 0.0, max_ratio
+    if measure(high) < goal - LATENCY_TOLERANCE:
+        best = max(pair.reduction for _, _, pair in measured)
+        raise InputError(
+            f"--latency-reduction {goal}: cannot be reached with these scores and limits; the most removed "
+            f"(ratio {max_ratio}) measured {best:.3f} less latency (raise --max-layer-ratio or aim lower)"
+        )
+    while len(measured) < MAX_CANDIDATES:
+        middle = (low + high) / 2
+        reduction = measure(middle)
+        if abs(reduction - goal) <= LATENCY_TOLERANCE / 2:
+            break
+        if reduction < goal:
+            low = middle
+        else:
+            high = middle
+    ratio, plan, pair = min(measured, key=lambda item: (abs(item[2].reduction - goal), item[0]))
+    if abs(pair.reduction - goal) > LATENCY_TOLERANCE:
+        raise InputError(
+            f"--latency-reduction {goal}: the nearest measured reduction is {pair.reduction:.3f} at channel ratio "
+            f"{ratio:.3f} (timings too noisy or steps too coarse; try more --latency-runs or another target)"
+        )
+    note = f"latency target {goal}: channel ratio {ratio:.3f}; " + pair.describe(batch_size, example.device)
+    return plan.with_notes(note)
