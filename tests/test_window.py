@@ -8,28 +8,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QMessageBox
 
 from conftest import run_cli
 from secateur.app.tree_model import BAR_ROLE, NAME_ROLE, SORT_ROLE
 from secateur.app.window import MainWindow
-from secateur.core.pruning.registry import FailedPlugin, load_registry
 from secateur.core.testing import state_hash
 
 TIMEOUT_MS = 120_000
-
-
-@pytest.fixture
-def window(qtbot, tmp_path: Path) -> MainWindow:
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    registry = load_registry()
-    registry.failed.append(FailedPlugin("broken (secateur_broken)", "Traceback ...\nImportError: no module named x"))
-    window = MainWindow(registry, settings)
-    qtbot.addWidget(window)
-    window.resize(1280, 800)
-    window.show()
-    return window
 
 
 def _open(qtbot, window: MainWindow, spec: str = "demo") -> None:
@@ -150,7 +136,8 @@ def test_finetuning_plots_each_epoch_and_can_be_undone(qtbot, window: MainWindow
         window.finetune(1)
     log = window.session.training
     assert len(log.epochs) == 1 and len(log.steps) == log.steps_per_epoch > 1
-    assert len(window.training.smooth.getData()[0]) == len(log.steps) and len(window.training.accuracy.getData()[0]) == 1
+    assert len(window.training.smooth.getData()[0]) == len(log.steps)
+    assert len(window.training.accuracy.getData()[0]) == 1
     assert window.session.model is not before and window.panel.undo_button.isEnabled()
     with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
         window.undo()

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QThread
+from test_window import TIMEOUT_MS, _open, _rows
 from torch import nn
 
 from conftest import run_cli
@@ -17,7 +18,6 @@ from secateur.app.time_left import TimeLeft
 from secateur.app.training_view import smoothed
 from secateur.app.tree_model import BAR_ROLE
 from secateur.app.window import MainWindow
-from test_window import TIMEOUT_MS, _open, _rows, window  # noqa: F401 - the window fixture
 
 MAIN = threading.main_thread()
 
@@ -123,7 +123,7 @@ def test_apply_shows_the_new_structure_before_the_measurements(qtbot, window: Ma
     assert "(" in latency and "–" in latency and "batch 1" in window.results.caption.text()
 
 
-def test_table_after_fine_tuning_equals_a_fresh_eval_and_follows_undo(qtbot, window: MainWindow, tmp_path: Path) -> None:
+def test_table_after_fine_tuning_equals_a_fresh_eval_and_follows_undo(qtbot, window: MainWindow, tmp_path) -> None:
     _open(qtbot, window, "demo-vgg")
     _small_training_set(window)
     curve_points: list[tuple[int, int]] = []
@@ -196,7 +196,7 @@ def test_time_left_waits_until_meaningful_and_does_not_jump() -> None:
         left = estimate.update("score", step, 100, now)
         if left is not None:
             shown.append(left)
-    assert shown and all(0.7 < b / a < 1.05 for a, b in zip(shown, shown[1:], strict=False))
+    assert shown and all(0.7 < b / a < 1.05 for a, b in itertools.pairwise(shown))
     assert shown[-1] == pytest.approx(41 * 0.5, rel=0.25)
     assert estimate.update("evaluate", 1, 10, now=30.0) is None  # a new phase starts without a number
     assert estimate.text(30.0) == "evaluate"
