@@ -71,7 +71,7 @@ def caption(before: Metrics | None, after: Metrics | None) -> str:
     """Which split and how many samples, and how latency was measured."""
     shown = after or before
     if shown is None:
-        return "Not measured yet: apply, fine-tune or press Measure."
+        return "Not measured yet: apply, fine-tune or press Measure again."
     latency = shown.latency
     return (
         f"{shown.split} split, {shown.samples} samples · latency: median (p10–p90) of {latency.runs} runs "

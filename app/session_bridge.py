@@ -18,6 +18,7 @@ from PySide6.QtCore import QObject, QTimer, Signal, Slot
 from secateur.core.workflow.session import Session
 
 INTERVAL = 0.1  # seconds between two redraws
+GATHER = 0.01  # a burst of events (apply announces five at once) is drawn once, a moment after its first
 IMMEDIATE = ("job", "notice")  # events shown at once, with their argument
 
 
@@ -62,7 +63,7 @@ class SessionBridge(QObject):
             return
         self._dirty.add(name)
         if not self._timer.isActive():
-            wait = max(0.0, INTERVAL - (time.monotonic() - self._last))
+            wait = max(GATHER, INTERVAL - (time.monotonic() - self._last))
             self._timer.start(int(wait * 1000))
 
     def flush(self) -> None:
