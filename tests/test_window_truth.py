@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 from PySide6.QtCore import QThread
-from test_window import TIMEOUT_MS, _open, _rows
+from test_window import TIMEOUT_MS, _open, _rows, small_training_set
 from torch import nn
 
 from conftest import run_cli
@@ -34,13 +34,6 @@ def _kept_column(window: MainWindow) -> list[str]:
 
 def _bars(window: MainWindow) -> list[object]:
     return [window.tree_model._rows[name][6].data(BAR_ROLE) for name in _rows(window.tree_model)]
-
-
-def _small_training_set(window: MainWindow, samples: int = 384) -> None:
-    """Fine-tune on a few batches (the test split stays whole, so `secateur eval` can check the table)."""
-    data = window.session.data
-    data.train = data.train.subset(list(range(samples)))
-    data.calibration = data.calibration.subset(list(range(128)))
 
 
 def test_switching_method_clears_heatmaps_bars_plan_and_apply(qtbot, window: MainWindow) -> None:
@@ -95,7 +88,8 @@ def test_controls_follow_the_job_and_cancel_is_acknowledged_at_once(qtbot, windo
         assert window.progress.format() == "cancelling…" and "cancelling" in window.statusBar().currentMessage()
         assert not window.panel.cancel_button.isEnabled()
     stopped = time.monotonic() - clicked
-    assert acknowledged < 0.1 and stopped < 3.0  # ≤ 1 s in bench/gui_responsiveness.py; slack for a loaded CI
+    assert acknowledged < 0.1  # the job itself stops at its next batch: timed in bench/gui_responsiveness.py
+    assert stopped < 10.0  # a generous bound: the test machine is shared
     assert "cancelled; nothing was changed" in window.statusBar().currentMessage()
     assert window.panel.run_button.isEnabled() and window.progress.format() == "idle"
 
@@ -118,14 +112,14 @@ def test_apply_shows_the_new_structure_before_the_measurements(qtbot, window: Ma
     assert unmeasured and accuracy_cell == "measuring…"  # structure first, accuracy later
     assert window.session.tree.params < params_before
     assert window.results.cell(2, 2) != window.results.cell(2, 1)  # params after differ from before
-    assert after_seconds < 30  # ≤ 1 s unloaded: see bench/gui_responsiveness.py
+    assert after_seconds < 30  # ~1 s: see bench/gui_responsiveness.py
     latency = window.results.cell(4, 2)
     assert "(" in latency and "–" in latency and "batch 1" in window.results.caption.text()
 
 
 def test_table_after_fine_tuning_equals_a_fresh_eval_and_follows_undo(qtbot, window: MainWindow, tmp_path) -> None:
     _open(qtbot, window, "demo-vgg")
-    _small_training_set(window)
+    small_training_set(window)
     curve_points: list[tuple[int, int]] = []
 
     def on_changed(names: set[str]) -> None:
