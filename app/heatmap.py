@@ -83,7 +83,7 @@ class HeatmapPanel(QWidget):
         """Draw one group's per-channel importance (or clear it when it has none yet)."""
         self._group_id = group_id
         if values is None or len(values) == 0:
-            self.title.setText(f"{group_id}: no scores yet")
+            self.title.setText(f"{group_id}: no scores yet" if group_id else "No scores yet: run a method")
             self.image.clear()
             self._values = np.zeros(0)
             return

@@ -58,6 +58,7 @@ class MethodPanel(QWidget):
     apply_requested = Signal()
     undo_requested = Signal()
     sweep_requested = Signal()
+    params_checked = Signal(bool)  # the form was validated (True: every value is accepted)
 
     def __init__(self, methods: dict[str, MethodInfo], parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -81,6 +82,10 @@ class MethodPanel(QWidget):
         self.target_blocks.setRange(1, 1000)
         self.target_blocks.setToolTip("residual blocks to remove")
         self.global_ranking = QCheckBox("rank channels globally")
+        self.recalibrate = QCheckBox("recalibrate BatchNorm after apply")
+        self.recalibrate.setToolTip("re-estimate BatchNorm statistics on the calibration split after pruning")
+        self.plan_info = QLabel()
+        self.plan_info.setWordWrap(True)
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -99,6 +104,7 @@ class MethodPanel(QWidget):
         self.target_form.addRow("fraction", self.target_value)
         self.target_form.addRow("blocks", self.target_blocks)
         self.target_form.addRow(self.global_ranking)
+        self.target_form.addRow(self.recalibrate)
         self.target_form.setRowVisible(self.target_blocks, False)
         self.target_kind.currentIndexChanged.connect(self._show_target_kind)
         buttons = QHBoxLayout()
@@ -114,6 +120,7 @@ class MethodPanel(QWidget):
         layout.addWidget(self.form_box)
         layout.addWidget(self.error)
         layout.addWidget(target)
+        layout.addWidget(self.plan_info)
         layout.addLayout(buttons)
         layout.addLayout(actions)
         layout.addStretch(1)
@@ -179,22 +186,24 @@ class MethodPanel(QWidget):
         return PlanOptions(global_ranking=self.global_ranking.isChecked(), raw_scores=self.method().comparable_scores)
 
     def check_params(self) -> bool:
-        """Validate the form as it is typed in, showing the core's message under it."""
+        """Validate the form as it is typed in, showing the core's message under it (the window enables Run)."""
         try:
             self.params()
         except InputError as error:
             self.error.setText(str(error))
-            self.run_button.setEnabled(False)
+            self.params_checked.emit(False)
             return False
         self.error.clear()
-        self.run_button.setEnabled(True)
+        self.params_checked.emit(True)
+        return True
+
+    def params_ok(self) -> bool:
+        try:
+            self.params()
+        except InputError:
+            return False
         return True
 
     def _on_run(self) -> None:
         if self.check_params():
             self.run_requested.emit()
-
-    def set_running(self, running: bool) -> None:
-        self.run_button.setEnabled(not running)
-        self.cancel_button.setEnabled(running)
-        self.picker.setEnabled(not running)

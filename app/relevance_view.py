@@ -37,7 +37,7 @@ def explainable_layers(model: nn.Module) -> dict[str, int]:
 class ChannelRelevanceView(QWidget):
     """Layer and channel (picked here or by clicking the heatmap), a training image, and the two images."""
 
-    job_requested = Signal(str, object, object)  # job name, job(progress, on_partial), on_success
+    job_requested = Signal(str, object, object)  # job name, job(progress), on_success
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -123,7 +123,7 @@ class ChannelRelevanceView(QWidget):
         model, data, device = current
         layer, channel, index = self.layer.currentText(), self.channel.value(), self.image_index.value()
 
-        def job(progress: Any, on_partial: Any) -> ChannelExplanation:
+        def job(progress: Any) -> ChannelExplanation:
             progress("channel relevance", 0, 1)
             result = explain_channel(model, data, index, layer, channel, device)
             progress("channel relevance", 1, 1)

@@ -60,50 +60,49 @@ class LayerTreeModel(QStandardItemModel):
     def group_of(self, layer: str) -> str | None:
         return self._group_of.get(layer)
 
-    def show_importance(self, group_means: dict[str, float]) -> None:
-        """Fill the importance bar of every layer whose group has scores (values already in [0, 1])."""
+    def show_scores(self, group_means: dict[str, float], block_scores: dict[str, float]) -> None:
+        """Every row's importance bar: its group's mean (already in [0, 1]), its block's score, or none."""
+        top = max(block_scores.values(), default=1.0) or 1.0
         for name, row in self._rows.items():
             group = self._group_of.get(name)
             if group in group_means:
-                row[6].setData(group_means[group], BAR_ROLE)
-                row[6].setData(group_means[group], SORT_ROLE)
-                row[6].setToolTip(f"mean normalised importance {group_means[group]:.3f}")
+                value, sort, tip = (
+                    group_means[group],
+                    group_means[group],
+                    f"mean normalised importance {group_means[group]:.3f}",
+                )
+            elif name in block_scores:
+                score = block_scores[name]
+                value, sort, tip = (
+                    max(0.0, score / top),
+                    score,
+                    f"block score {score:.4g} (higher: removing the block changes more)",
+                )
+            else:
+                value, sort, tip = None, -1.0, ""
+            if row[6].data(BAR_ROLE) != value:
+                row[6].setData(value, BAR_ROLE)
+                row[6].setData(sort, SORT_ROLE)
+                row[6].setToolTip(tip)
 
-    def show_block_scores(self, block_scores: dict[str, float]) -> None:
-        """Fill the importance bar of each scored residual block's own row (scaled to the highest score)."""
-        top = max(block_scores.values(), default=1.0) or 1.0
-        for name, value in block_scores.items():
-            row = self._rows.get(name)
-            if row is None:
-                continue
-            row[6].setData(max(0.0, value / top), BAR_ROLE)
-            row[6].setData(value, SORT_ROLE)
-            row[6].setToolTip(f"block score {value:.4g} (higher: removing the block changes more)")
-
-    def show_removed_blocks(self, removed: list[str]) -> None:
-        """Mark the blocks a plan removes in the kept column."""
-        for name in removed:
-            row = self._rows.get(name)
-            if row is not None:
-                row[5].setText("removed")
-                row[5].setData(0.0, SORT_ROLE)
-                row[5].setForeground(QColor("#c0392b"))
-
-    def show_plan(self, kept: dict[str, tuple[int, int]]) -> None:
-        """Show kept / total channels per layer from a plan (groups the plan leaves alone show total / total)."""
+    def show_plan(self, kept: dict[str, tuple[int, int]], removed_blocks: list[str] | tuple[str, ...] = ()) -> None:
+        """Kept / total channels per layer from a plan ({} for none: total / total), and its removed blocks."""
+        removed = set(removed_blocks)
         for name, row in self._rows.items():
             group = self._group_of.get(name)
-            if group is None:
-                continue
-            total = self._channels.get(group, 0)
-            count = kept.get(group, (total, total))[0]
-            row[5].setText(f"{count} / {total}")
-            row[5].setData(count / total if total else 1.0, SORT_ROLE)
-            row[5].setForeground(QColor("#c0392b") if count < total else QColor("#2c3e50"))
-        for row in self._rows.values():  # a block row holds no group: clear an earlier plan's mark
-            if row[5].text() == "removed":
-                row[5].setText("")
-                row[5].setForeground(QColor("#2c3e50"))
+            if name in removed:
+                text, sort, colour = "removed", 0.0, "#c0392b"
+            elif group is not None:
+                total = self._channels.get(group, 0)
+                count = kept.get(group, (total, total))[0]
+                text, sort = f"{count} / {total}", count / total if total else 1.0
+                colour = "#c0392b" if count < total else "#2c3e50"
+            else:
+                text, sort, colour = "", -1.0, "#2c3e50"
+            if row[5].text() != text:
+                row[5].setText(text)
+                row[5].setData(sort, SORT_ROLE)
+                row[5].setForeground(QColor(colour))
 
 
 class SortProxy(QSortFilterProxyModel):

@@ -1,17 +1,23 @@
-"""Secateur's main window: layer tree, heatmaps, method panel and results over a core Session."""
+"""Secateur's main window: layer tree, heatmaps, method panel and results, all redrawn from a core Session.
+
+The window keeps no copy of the session's state. Every action is a Session
+call run as its own job (``Job``) off the Qt thread; the session announces
+what changed (psygnal events, relayed and throttled by ``SessionBridge``) and
+every view redraws from the session's state. Controls follow the job state.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
+import gc
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pyqtgraph as pg
 import torch
 import torchvision  # noqa: F401 - imported here, on the Qt thread: a first import in the worker would hold the GIL
-from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import QSettings, Qt, QThreadPool, QTimer, Signal
 from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
     QComboBox,
@@ -23,8 +29,6 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QSplitter,
-    QTableWidget,
-    QTableWidgetItem,
     QTabWidget,
     QTreeView,
     QVBoxLayout,
@@ -35,23 +39,40 @@ from secateur.app.heatmap import HeatmapPanel
 from secateur.app.method_panel import MethodPanel
 from secateur.app.relevance_view import ChannelRelevanceView
 from secateur.app.report import human_count
+from secateur.app.results import MEASURING, ResultsView, Side, caption, metric_rows
+from secateur.app.session_bridge import SessionBridge
+from secateur.app.time_left import TimeLeft
+from secateur.app.training_view import TrainingView
 from secateur.app.tree_model import NAME_ROLE, ImportanceBarDelegate, LayerTreeModel, SortProxy
-from secateur.app.worker import Worker
+from secateur.app.worker import Job
 from secateur.core.common.errors import InputError
+from secateur.core.common.progress import Progress
+from secateur.core.graph.layer_tree import LayerTree
 from secateur.core.pruning.registry import Registry, load_registry
-from secateur.core.pruning.scoring import Scores
-from secateur.core.train.finetune import EpochRecord, FinetuneConfig
+from secateur.core.train.finetune import FinetuneConfig
 from secateur.core.workflow.session import Session
 
 SWEEP_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 MAX_RECENT = 8
+PREVIEW_DELAY_MS = 150  # the plan preview waits for the target to stop changing
 BLOCK_SCORES_NOTE = "a block method: each removable block's score is the bar on its row of the tree"
 
 
+def _enable(widget: Any, reason: str) -> None:
+    """Enable a control when ``reason`` is empty; otherwise disable it and say why in its tooltip."""
+    default = widget.property("default_tip")
+    if default is None:
+        default = widget.toolTip()
+        widget.setProperty("default_tip", default)
+    widget.setEnabled(not reason)
+    widget.setToolTip(reason or default)
+
+
 class MainWindow(QMainWindow):
-    """The window. Every action runs a Session method on the worker; widgets change only here."""
+    """The window. Every action runs a Session method as a job; views redraw from the session's events."""
 
     job_done = Signal(str)  # the name of the job that just ended (tests and --screenshot wait on it)
+    preview_done = Signal()  # a plan preview ended
 
     def __init__(self, registry: Registry | None = None, settings: QSettings | None = None) -> None:
         super().__init__()
@@ -60,12 +81,14 @@ class MainWindow(QMainWindow):
         self.registry = registry or load_registry()
         self.settings = settings or QSettings("Secateur", "Secateur")
         self.session: Session | None = None
-        self.scores = Scores()
-        self.worker = Worker(self)
-        self._job_name = ""
+        self.job: Job | None = None
+        self._queued: tuple[Job, Callable[[Any], None] | None] | None = None
+        self._preview_pending = False
+        self._plan_error = ""
+        self._shown_tree: LayerTree | None = None
         self._started = 0.0
-        self._epochs: list[EpochRecord] = []
-        self._pending_success = None  # the success handler of the running job, dropped if it fails
+        self.time_left = TimeLeft()
+        self.bridge = SessionBridge(self)
 
         self.tree_model = LayerTreeModel()
         self.proxy = SortProxy()
@@ -84,15 +107,12 @@ class MainWindow(QMainWindow):
         self.tree.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
         self.heatmap = HeatmapPanel()
         self.panel = MethodPanel(self.registry.methods)
-        self.results = QTableWidget(0, 3)
-        self.results.setHorizontalHeaderLabels(["", "before", "after"])
-        self.results.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.results = ResultsView()
         self.curve = pg.PlotWidget(title="accuracy against ratio (no fine-tuning)")
         self.curve.setLabel("bottom", "channel ratio removed")
         self.curve.setLabel("left", "accuracy %")
-        self.training = pg.PlotWidget(title="fine-tuning, per epoch")
-        self.training.setLabel("bottom", "epoch")
-        self.training.addLegend()
+        self.sweep_line = self.curve.plot(symbol="o")
+        self.training = TrainingView()
         tabs = QTabWidget()
         tabs.addTab(self.results, "Before / after")
         tabs.addTab(self.curve, "Sweep")
@@ -118,7 +138,8 @@ class MainWindow(QMainWindow):
         self.device_picker.addItems(["cpu", *(["cuda"] if torch.cuda.is_available() else [])])
         self.device_picker.setCurrentText(str(self.settings.value("device", "cpu")))
         self.progress = QProgressBar()
-        self.progress.setMaximumWidth(220)
+        self.progress.setMaximumWidth(260)
+        self.progress.setFormat("idle")
         self.elapsed = QLabel()
         self.statusBar().addPermanentWidget(QLabel("device"))
         self.statusBar().addPermanentWidget(self.device_picker)
@@ -127,11 +148,18 @@ class MainWindow(QMainWindow):
         self._clock = QTimer(self)
         self._clock.setInterval(500)
         self._clock.timeout.connect(self._tick)
-        self._last_fraction = 0.0
+        self._preview_timer = QTimer(self)
+        self._preview_timer.setSingleShot(True)
+        self._preview_timer.setInterval(PREVIEW_DELAY_MS)
+        self._preview_timer.timeout.connect(self.preview_plan)
 
         self._build_menus()
         self._connect()
         self._report_failed_plugins()
+        self._update_controls()
+        # Everything alive now (modules, classes, widgets) lives as long as the window: keep it out of
+        # the cyclic collector, so the collection before each job (see Job.start) takes milliseconds, not a second.
+        gc.freeze()
 
     # --- set-up ---------------------------------------------------------------------
 
@@ -144,22 +172,25 @@ class MainWindow(QMainWindow):
         self.recent_menu = file_menu.addMenu("Open recent")
         self._fill_recent()
         file_menu.addSeparator()
-        save = QAction("Save checkpoint…", self)
-        save.triggered.connect(self.ask_save)
-        file_menu.addAction(save)
-        export_menu = file_menu.addMenu("Export")
+        self.save_action = QAction("Save checkpoint…", self)
+        self.save_action.triggered.connect(self.ask_save)
+        file_menu.addAction(self.save_action)
+        self.export_menu = file_menu.addMenu("Export")
         for file_format, label in (("onnx", "ONNX…"), ("torchscript", "TorchScript…"), ("pt2", "torch.export…")):
             action = QAction(label, self)
             action.triggered.connect(lambda _=False, f=file_format: self.ask_export(f))
-            export_menu.addAction(action)
+            self.export_menu.addAction(action)
         file_menu.addSeparator()
         quit_action = QAction("Quit", self)
         quit_action.triggered.connect(self.close)
         file_menu.addAction(quit_action)
         prune_menu = self.menuBar().addMenu("&Prune")
-        finetune_action = QAction("Fine-tune…", self)
-        finetune_action.triggered.connect(self.ask_finetune)
-        prune_menu.addAction(finetune_action)
+        self.finetune_action = QAction("Fine-tune…", self)
+        self.finetune_action.triggered.connect(self.ask_finetune)
+        prune_menu.addAction(self.finetune_action)
+        self.recalibrate_action = QAction("Recalibrate BatchNorm", self)
+        self.recalibrate_action.triggered.connect(self.recalibrate)
+        prune_menu.addAction(self.recalibrate_action)
         help_menu = self.menuBar().addMenu("&Help")
         plugins = QAction("Plugins that failed to load", self)
         plugins.triggered.connect(self.show_failed_plugins)
@@ -182,20 +213,24 @@ class MainWindow(QMainWindow):
             lambda: None if self.session is None else (self.session.model, self.session.data, self.session.device)
         )
         self.panel.run_requested.connect(self.run_method)
-        self.panel.cancel_requested.connect(self.worker.cancel)
+        self.panel.cancel_requested.connect(self.cancel)
         self.panel.apply_requested.connect(self.apply_plan)
         self.panel.undo_requested.connect(self.undo)
         self.panel.sweep_requested.connect(self.sweep)
-        self.panel.target_value.valueChanged.connect(lambda _: self._preview_plan())
-        self.panel.target_kind.currentIndexChanged.connect(lambda _: self._preview_plan())
-        self.panel.target_blocks.valueChanged.connect(lambda _: self._preview_plan())
-        self.panel.global_ranking.toggled.connect(lambda _: self._preview_plan())
+        self.panel.params_checked.connect(lambda _: self._update_controls())
+        self.panel.picker.currentTextChanged.connect(self._method_changed)
+        for changed in (
+            self.panel.target_value.valueChanged,
+            self.panel.target_kind.currentIndexChanged,
+            self.panel.target_blocks.valueChanged,
+            self.panel.global_ranking.toggled,
+        ):
+            changed.connect(lambda _: self._preview_timer.start())
+        self.results.measure_requested.connect(self.measure_again)
         self.device_picker.currentTextChanged.connect(self._set_device)
-        self.worker.progressed.connect(self._on_progress)
-        self.worker.partial.connect(self._on_partial)
-        self.worker.failed.connect(self._on_failed)
-        self.worker.cancelled.connect(self._on_cancelled)
-        self.worker.busy_changed.connect(self._on_busy)
+        self.bridge.changed.connect(self._redraw)
+        self.bridge.notice.connect(lambda text: self.statusBar().showMessage(text, 10000))
+        self.bridge.job.connect(lambda _: self._update_controls())
 
     def _report_failed_plugins(self) -> None:
         if self.registry.failed:
@@ -204,94 +239,284 @@ class MainWindow(QMainWindow):
 
     # --- running jobs ------------------------------------------------------------------
 
-    def _run(self, name: str, job, on_success) -> None:
-        if self.worker.busy():
-            self.statusBar().showMessage("busy: wait for the current job or cancel it", 5000)
+    def busy(self) -> bool:
+        """Whether a job the user asked for runs (a plan preview does not count)."""
+        return self.job is not None and not self.job.quiet
+
+    def _run(
+        self, name: str, func: Callable[[Progress], Any], on_success: Callable[[Any], None] | None = None
+    ) -> Job | None:
+        """Run ``func(progress)`` as its own job: queued behind a plan preview, refused (and said so) behind another."""
+        job = Job(name, func)
+        if self.job is not None and not self.job.quiet:
+            self.statusBar().showMessage(f"busy: {self.job.name} is running; wait for it or cancel it", 5000)
+            return None
+        if self.job is not None:
+            self._queued = (job, on_success)
+            self.statusBar().showMessage(f"{name} queued: it starts when the plan preview ends")
+            return job
+        self._start(job, on_success)
+        return job
+
+    def _start(self, job: Job, on_success: Callable[[Any], None] | None) -> None:
+        self.job = job
+        job.progressed.connect(lambda stage, done, total: self._on_progress(job, stage, done, total))
+        job.succeeded.connect(lambda result: self._ended(job, "done", result, on_success))
+        job.failed.connect(lambda message, details: self._ended(job, "failed", (message, details)))
+        job.cancelled.connect(lambda: self._ended(job, "cancelled"))
+        if not job.quiet:
+            self._started = time.monotonic()
+            self.time_left = TimeLeft()
+            self.progress.setValue(0)
+            self.progress.setFormat(f"{job.name}…")
+            self.elapsed.clear()
+            self._clock.start()
+            self.statusBar().showMessage(f"{job.name}…")
+            if self.session is not None:
+                self.session.set_job(job.name)
+        self._update_controls()
+        job.start()
+
+    def cancel(self) -> None:
+        """Ask the running job to stop, and say so at once; the job stops at its next check."""
+        job = self.job
+        if job is None or job.quiet or job.cancel_requested:
             return
-        self._job_name = name
-        self._started = time.monotonic()
-        self._last_fraction = 0.0
-        self.progress.setValue(0)
-        self._clock.start()
-        self.statusBar().showMessage(f"{name}…")
+        job.cancel()
+        self.progress.setFormat("cancelling…")
+        self.statusBar().showMessage(f"cancelling {job.name}…")
+        self._update_controls()
 
-        def finished(result: Any) -> None:
-            self.worker.succeeded.disconnect(finished)
-            on_success(result)
-            self.statusBar().showMessage(f"{name}: done in {time.monotonic() - self._started:.1f} s", 8000)
-            self.job_done.emit(name)
-
-        self.worker.succeeded.connect(finished)
-        self._pending_success = finished
-        self.worker.start(job)
-
-    def _on_busy(self, busy: bool) -> None:
-        self.panel.set_running(busy)
-        if not busy:
-            self._clock.stop()
-            self._tick()
-
-    def _on_progress(self, stage: str, done: int, total: int) -> None:
-        self._last_fraction = done / max(1, total)
-        self.progress.setFormat(f"{stage} %p%")
-        self.progress.setValue(int(100 * self._last_fraction))
+    def _on_progress(self, job: Job, stage: str, done: int, total: int) -> None:
+        if job is not self.job or job.quiet:
+            return
+        self.time_left.update(stage, done, total, time.monotonic())
+        if not job.cancel_requested:
+            self.progress.setFormat(f"{stage} %p%")
+        self.progress.setValue(int(100 * done / max(1, total)))
 
     def _tick(self) -> None:
-        if not self._started:
-            return
-        elapsed = time.monotonic() - self._started
-        text = f"{elapsed:.0f} s"
-        if self.worker.busy() and self._last_fraction > 0.02:
-            text += f", about {elapsed * (1 - self._last_fraction) / self._last_fraction:.0f} s left"
-        self.elapsed.setText(text)
+        if self.busy():
+            now = time.monotonic()
+            phase = self.time_left.text(now)
+            self.elapsed.setText(f"{now - self._started:.0f} s" + (f" · {phase}" if phase else ""))
 
-    def _on_failed(self, message: str, details: str) -> None:
-        self._disconnect_pending()
+    def _ended(
+        self, job: Job, outcome: str, payload: Any = None, on_success: Callable[[Any], None] | None = None
+    ) -> None:
+        if job is not self.job:
+            return
+        self.job = None
+        if not job.quiet:
+            self._clock.stop()
+            seconds = time.monotonic() - self._started
+            self.progress.setValue(0)
+            self.progress.setFormat("idle")
+            self.elapsed.setText(f"{job.name}: {seconds:.1f} s")
+            if self.session is not None:
+                self.session.set_job("")
+        self.bridge.flush()  # the views show the job's last changes before its end is reported
+        if outcome == "done":
+            if on_success is not None:
+                on_success(payload)
+            if not job.quiet:
+                self.statusBar().showMessage(f"{job.name}: done in {seconds:.1f} s", 8000)
+        elif outcome == "cancelled":
+            self.statusBar().showMessage(f"{job.name} cancelled; nothing was changed", 8000)
+        else:
+            self._show_failure(job.name, *payload)
+        self._update_controls()
+        if job.quiet:
+            self.preview_done.emit()
+        else:
+            self.job_done.emit(job.name)
+        self._next_job()
+
+    def _next_job(self) -> None:
+        if self.job is not None:
+            return
+        if self._queued is not None:
+            job, on_success = self._queued
+            self._queued = None
+            self._start(job, on_success)
+        elif self._preview_pending:
+            self._preview_pending = False
+            self.preview_plan()
+
+    def _show_failure(self, name: str, message: str, details: str) -> None:
         box = QMessageBox(QMessageBox.Icon.Warning, "Secateur", message, parent=self)
         box.setDetailedText(details)
         box.setObjectName("error-dialog")
         box.open()
-        self.statusBar().showMessage(f"{self._job_name} failed: {message.splitlines()[0]}", 10000)
-        self.job_done.emit(self._job_name)
-
-    def _on_cancelled(self) -> None:
-        self._disconnect_pending()
-        self.statusBar().showMessage(f"{self._job_name} cancelled; nothing was changed", 8000)
-        self.job_done.emit(self._job_name)
-
-    def _disconnect_pending(self) -> None:
-        pending = self._pending_success
-        if pending is not None:
-            with contextlib.suppress(RuntimeError, TypeError):
-                self.worker.succeeded.disconnect(pending)
-            self._pending_success = None
+        self.statusBar().showMessage(f"{name} failed: {message.splitlines()[0]}", 10000)
 
     def show_error(self, message: str) -> None:
         QMessageBox.warning(self, "Secateur", message)
 
+    def _update_controls(self) -> None:
+        """Every control from the job state and the session: disabled with the reason, never silently inert."""
+        session, panel = self.session, self.panel
+        waiting = f"wait: {self.job.name} is running (or cancel it)" if self.busy() else ""
+        no_model = "" if session is not None else "open a model first"
+        no_data = "" if session is not None and session.data is not None else "open a model and a data set first"
+        method = panel.method().id if panel.methods else ""
+        plan = session.plan if session is not None else None
+        if plan is None:
+            no_plan = self._plan_error or f"no plan yet: run {method or 'a method'} first"
+        elif (plan.method or session.scored_by) != method:
+            no_plan = f"the plan was made with {plan.method}; run {method} first"
+        else:
+            no_plan = ""
+        scores = session.scores if session is not None else None
+        no_channels = (
+            ""
+            if scores is not None and scores.groups and session.scored is not None
+            else ("run a channel method first: the sweep prunes by its scores")
+        )
+        _enable(panel.run_button, waiting or no_model or ("" if panel.params_ok() else "fix the parameters first"))
+        _enable(panel.apply_button, waiting or no_model or no_plan)
+        _enable(panel.undo_button, waiting or no_model or ("" if session and session.history else "nothing to undo"))
+        _enable(panel.sweep_button, waiting or no_data or no_channels)
+        cancelling = self.job is not None and self.job.cancel_requested
+        _enable(panel.cancel_button, "" if self.busy() and not cancelling else "no job to cancel")
+        _enable(panel.picker, waiting)
+        _enable(self.device_picker, waiting)
+        _enable(self.results.measure_button, waiting or no_data)
+        for action in (self.finetune_action, self.recalibrate_action):
+            action.setEnabled(not (waiting or no_data))
+        self.save_action.setEnabled(not (waiting or no_model))
+        self.export_menu.setEnabled(not (waiting or no_model))
+
+    # --- drawing from the session ----------------------------------------------------------
+
+    def _redraw(self, names: set[str]) -> None:
+        if "model" in names:
+            self._draw_model()
+        if names & {"model", "scores"}:
+            self._draw_scores()
+        if names & {"model", "plan"}:
+            self._draw_plan()
+        if names & {"model", "metrics", "history"}:
+            self._draw_metrics()
+        if "training" in names:
+            self.training.show_log(self.session.training if self.session else None)
+        if "sweep" in names:
+            self._draw_sweep()
+        self._update_controls()
+
+    def _draw_model(self) -> None:
+        tree = self.session.tree if self.session is not None else None
+        if tree is self._shown_tree:
+            return
+        self._shown_tree = tree
+        selected = self._selected_name()
+        if tree is None:
+            self.tree_model.removeRows(0, self.tree_model.rowCount())
+        else:
+            self.tree_model.set_tree(tree)
+            self.tree.expandToDepth(0)
+            if selected:
+                self.select_layer(selected)
+        self.relevance.refresh()
+
+    def _draw_scores(self) -> None:
+        scores = self.session.scores if self.session is not None else None
+        groups = scores.groups if scores is not None else {}
+        blocks = scores.blocks if scores is not None else {}
+        arrays = [(gid, values.numpy()) for gid, values in groups.items()]
+        self.heatmap.show_overview(arrays)
+        means = {gid: float(values.mean()) for gid, values in arrays}
+        top = max(means.values(), default=1.0) or 1.0
+        self.tree_model.show_scores({gid: mean / top for gid, mean in means.items()}, blocks)
+        current = self.tree.currentIndex()
+        if current.isValid():
+            self._show_selected(current)
+        elif blocks and not groups:
+            self.heatmap.show_note(BLOCK_SCORES_NOTE)
+        else:
+            self.heatmap.show_group("", None)
+
+    def _draw_plan(self) -> None:
+        plan = self.session.plan if self.session is not None else None
+        if plan is None:
+            self.tree_model.show_plan({})
+            self.panel.plan_info.setText(self._plan_error)
+            return
+        self.tree_model.show_plan({gid: (len(g.kept), g.total) for gid, g in plan.groups.items()}, plan.blocks_removed)
+        self.panel.plan_info.setText(
+            f"plan ({plan.method}): {human_count(plan.predicted_params)} params, "
+            f"{human_count(plan.predicted_macs)} MACs after pruning"
+        )
+
+    def _draw_metrics(self) -> None:
+        session = self.session
+        if session is None:
+            self.results.show_rows([], caption(None, None))
+            return
+        root_tree = session.history[0].tree if session.history else session.tree
+        before = Side(session.metrics_before, *(_size(root_tree)))
+        after = Side(session.metrics_after, *(_size(session.tree)))
+        if not session.history and session.metrics_after is None:
+            after = Side(None, None, None)
+        pending = MEASURING if self.busy() else "—"
+        self.results.show_rows(
+            metric_rows(before, after, pending), caption(session.metrics_before, session.metrics_after)
+        )
+
+    def _draw_sweep(self) -> None:
+        points = self.session.sweep_points if self.session is not None else []
+        self.sweep_line.setData([p[0] for p in points], [p[1] for p in points])
+
+    def _selected_name(self) -> str | None:
+        index = self.tree.currentIndex()
+        return self.proxy.mapToSource(index.siblingAtColumn(0)).data(NAME_ROLE) if index.isValid() else None
+
+    def _show_selected(self, index) -> None:
+        name = self.proxy.mapToSource(index.siblingAtColumn(0)).data(NAME_ROLE)
+        group = self.tree_model.group_of(name) if name else None
+        scores = self.session.scores if self.session is not None else None
+        blocks = scores.blocks if scores is not None else {}
+        if name in blocks:
+            self.heatmap.show_note(f"block {name}: score {blocks[name]:.4g} (the bar on its tree row)")
+            return
+        if group is None and blocks and not scores.groups:
+            self.heatmap.show_note(BLOCK_SCORES_NOTE)
+            return
+        if group is None:
+            self.heatmap.show_note(f"{name}: no channel group of its own; select a layer inside it")
+            return
+        self._show_group(group)
+
+    def _show_group(self, group: str) -> None:
+        scores = self.session.scores if self.session is not None else None
+        values = scores.groups.get(group) if scores is not None else None
+        self.heatmap.show_group(group, None if values is None else values.numpy())
+
     # --- opening ---------------------------------------------------------------------------
 
     def open(self, model_spec: str, data_spec: str | None = "demo") -> None:
-        """Load a model (and data) in the background, then show its tree."""
+        """Load a model (and data) and trace its tree in the background, then show it."""
         device = torch.device(self.device_picker.currentText())
+        self._run(
+            "open", lambda progress: Session.open(model_spec, data_spec, device), lambda s: self._adopt(model_spec, s)
+        )
 
-        def job(progress, on_partial):
-            session = Session.open(model_spec, data_spec, device)
-            return session, session.tree()
-
-        self._run("open", job, lambda result: self._opened(model_spec, *result))
-
-    def _opened(self, spec: str, session: Session, tree) -> None:
+    def _adopt(self, spec: str, session: Session) -> None:
+        """Show a newly opened session; whatever belonged to the previous model is gone with it."""
+        previous = self.session
+        had = previous is not None and (
+            previous.scores is not None or previous.plan is not None or previous.metrics_after is not None
+        )
         self.session = session
-        self.scores = Scores()
-        self.tree_model.set_tree(tree)
-        self.tree.expandToDepth(0)
-        self.heatmap.show_overview([])
-        self.heatmap.show_group("", None)
+        self._locked, self._overrides, self._plan_error = set(), {}, ""
+        session.select_method(self.panel.method().id)
+        self.bridge.follow(session)
         self.setWindowTitle(f"Secateur: {spec}" + (f" on {session.data.spec}" if session.data else ""))
-        self.panel.sweep_button.setEnabled(session.data is not None)
-        self.panel.undo_button.setEnabled(bool(session.history))
         self._remember(spec)
+        if had:
+            self.statusBar().showMessage(
+                f"opened {spec}: the previous model's scores, plan, heatmaps and results were cleared", 10000
+            )
 
     def ask_model(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
@@ -339,7 +564,13 @@ class MainWindow(QMainWindow):
     def _set_device(self, name: str) -> None:
         self.settings.setValue("device", name)
         if self.session is not None:
-            self.session.settings = dataclasses.replace(self.session.settings, device=torch.device(name))
+            self.session.set_device(torch.device(name))
+
+    def _method_changed(self, method_id: str) -> None:
+        self._plan_error = ""
+        if self.session is not None:
+            self.session.select_method(method_id)
+        self._update_controls()
 
     # --- scoring and planning --------------------------------------------------------------
 
@@ -347,91 +578,44 @@ class MainWindow(QMainWindow):
         if self.session is None:
             self.show_error("Open a model first.")
             return
-        method, params = self.panel.method(), self.panel.params()
-        session = self.session
-        self.scores = Scores()
-
-        def job(progress, on_partial):
-            return session.score(method, params, progress, on_partial)
-
-        self._run(f"score with {method.id}", job, self._scored)
-
-    def _on_partial(self, value: Any) -> None:
-        """Partial results of whichever job runs: scores, sweep points or a fine-tuning epoch."""
-        if isinstance(value, Scores):
-            self.scores.update(value)
-            self._draw_scores()
-        elif isinstance(value, EpochRecord):
-            self._epochs.append(value)
-            epochs = [record.epoch for record in self._epochs]
-            self.training.clear()
-            self.training.plot(epochs, [r.val_accuracy for r in self._epochs], symbol="o", name="validation accuracy %")
-            self.training.plot(
-                epochs, [100 * r.train_loss for r in self._epochs], symbol="t", pen="r", name="training loss × 100"
-            )
-        elif isinstance(value, list):
-            self._draw_sweep(value)
-
-    def _scored(self, scores: Scores) -> None:
-        self.scores = scores
-        self._draw_scores()
-        self._preview_plan()
-
-    def _draw_scores(self) -> None:
-        arrays = [(gid, values.numpy()) for gid, values in self.scores.groups.items()]
-        self.heatmap.show_overview(arrays)
-        means = {}
-        for gid, values in arrays:
-            means[gid] = float(values.mean())
-        top = max(means.values(), default=1.0) or 1.0
-        self.tree_model.show_importance({gid: mean / top for gid, mean in means.items()})
-        self.tree_model.show_block_scores(self.scores.blocks)
-        if self.scores.blocks and not self.scores.groups:
-            self.heatmap.show_note(BLOCK_SCORES_NOTE)
-        current = self.tree.currentIndex()
-        if current.isValid():
-            self._show_selected(current)
-
-    def _show_selected(self, index) -> None:
-        name = self.proxy.mapToSource(index.siblingAtColumn(0)).data(NAME_ROLE)
-        group = self.tree_model.group_of(name) if name else None
-        if name in self.scores.blocks:
-            self.heatmap.show_note(f"block {name}: score {self.scores.blocks[name]:.4g} (the bar on its tree row)")
+        try:
+            method, params = self.panel.method(), self.panel.params()
+        except InputError as error:
+            self.panel.error.setText(str(error))
             return
-        if group is None and self.scores.blocks and not self.scores.groups:
-            self.heatmap.show_note(BLOCK_SCORES_NOTE)
-            return
-        if group is None:
-            self.heatmap.show_group(name or "", None)
-            return
-        self._show_group(group)
+        session, target, options = self.session, self.panel.target(), self._options()
+        self._plan_error = ""
 
-    def _show_group(self, group: str) -> None:
-        values = self.scores.groups.get(group)
-        self.heatmap.show_group(group, None if values is None else values.numpy())
+        def job(progress: Progress) -> str:
+            session.score(method, params, progress)
+            return _plan_or_error(session, target, options, method.id)
 
-    def _preview_plan(self) -> None:
-        if self.session is None or not (self.scores.groups or self.scores.blocks) or self.worker.busy():
-            return
-        if not self.session.planning_ready():  # tracing belongs to the worker; scoring prepares it
-            return
+        self._run(f"score with {method.id}", job, self._planned)
+
+    def _options(self):
         options = self.panel.options()
         options.locked = tuple(self._locked)
         options.overrides = dict(self._overrides)
-        try:
-            plan = self.session.make_plan(self.panel.target(), options, self.panel.method().id)
-        except InputError as error:
-            self.panel.error.setText(str(error))
-            self.panel.apply_button.setEnabled(False)
+        return options
+
+    def preview_plan(self) -> None:
+        """Make the plan for the current target on a worker (quietly); after a running job when one runs."""
+        session = self.session
+        if session is None or session.scored is None:
             return
-        self.panel.error.clear()
-        self.tree_model.show_plan({gid: (len(g.kept), g.total) for gid, g in plan.groups.items()})
-        self.tree_model.show_removed_blocks(plan.blocks_removed)
-        self.panel.apply_button.setEnabled(True)
-        self.statusBar().showMessage(
-            f"plan: {human_count(plan.predicted_params)} params, {human_count(plan.predicted_macs)} MACs after pruning",
-            10000,
-        )
+        if self.job is not None:
+            self._preview_pending = True
+            return
+        target, options, method = self.panel.target(), self._options(), self.panel.method().id
+        job = Job("plan preview", lambda progress: _plan_or_error(session, target, options, method), quiet=True)
+        self._start(job, self._planned)
+
+    def _planned(self, error: str) -> None:
+        self._plan_error = error
+        self._draw_plan()
+        plan = self.session.plan if self.session is not None else None
+        if plan is not None:
+            self.statusBar().showMessage(self.panel.plan_info.text(), 10000)
 
     def select_layer(self, name: str) -> bool:
         """Select a layer's row by its module path (expanding its parents); False when it is not there."""
@@ -446,17 +630,14 @@ class MainWindow(QMainWindow):
         return True
 
     def _selected_group(self) -> str | None:
-        index = self.tree.currentIndex()
-        if not index.isValid():
-            return None
-        name = self.proxy.mapToSource(index.siblingAtColumn(0)).data(NAME_ROLE)
-        return self.tree_model.group_of(name)
+        name = self._selected_name()
+        return self.tree_model.group_of(name) if name else None
 
     def _lock_selected(self) -> None:
         group = self._selected_group()
         if group:
             self._locked ^= {group}
-            self._preview_plan()
+            self.preview_plan()
 
     def _override_selected(self) -> None:
         group = self._selected_group()
@@ -465,77 +646,43 @@ class MainWindow(QMainWindow):
         ratio, ok = QInputDialog.getDouble(self, "Override", f"Fraction of {group} to remove:", 0.5, 0.0, 0.95, 2)
         if ok:
             self._overrides[group] = ratio
-            self._preview_plan()
+            self.preview_plan()
 
-    # --- applying, undo, sweep, fine-tuning, saving ------------------------------------------
+    # --- applying, undo, sweep, fine-tuning, measuring, saving --------------------------------
 
     def apply_plan(self) -> None:
-        if self.session is None or self.session.plan is None:
+        session = self.session
+        if session is None or session.plan is None:
+            self.statusBar().showMessage("no plan to apply: run a method first", 5000)
             return
-        session, method, params = self.session, self.panel.method(), self.panel.params()
-
-        def job(progress, on_partial):
-            before, after = session.apply(method, params, progress)
-            return before, after, session.tree()
-
-        self._run("apply", job, self._applied)
-
-    def _applied(self, result) -> None:
-        before, after, tree = result
-        self.scores = Scores()
-        self.tree_model.set_tree(tree)
-        self.tree.expandToDepth(0)
-        self.heatmap.show_overview([])
-        self.show_metrics(before, after)
-        self.panel.apply_button.setEnabled(False)
-        self.panel.undo_button.setEnabled(True)
-
-    def show_metrics(self, before, after) -> None:
-        rows = [
-            ("accuracy %", lambda m: f"{m.accuracy:.2f}"),
-            ("loss", lambda m: f"{m.loss:.4f}"),
-            ("params", lambda m: human_count(m.params)),
-            ("MACs", lambda m: human_count(m.macs)),
-            ("latency ms", lambda m: f"{m.latency.median:.2f}"),
-        ]
-        self.results.setRowCount(len(rows))
-        for row, (label, fmt) in enumerate(rows):
-            self.results.setItem(row, 0, QTableWidgetItem(label))
-            self.results.setItem(row, 1, QTableWidgetItem(fmt(before) if before else "-"))
-            self.results.setItem(row, 2, QTableWidgetItem(fmt(after) if after else "-"))
+        method, params, recalibrate = self.panel.method(), self.panel.params(), self.panel.recalibrate.isChecked()
+        self.tabs.setCurrentWidget(self.results)
+        self._run("apply", lambda progress: session.apply(method, params, progress, recalibrate))
 
     def undo(self) -> None:
-        if self.session is None or self.worker.busy():
-            return
         session = self.session
-
-        def job(progress, on_partial):
-            session.undo()
-            return session.tree()
-
-        def undone(tree) -> None:
-            self.scores = Scores()
-            self.tree_model.set_tree(tree)
-            self.tree.expandToDepth(0)
-            self.results.setRowCount(0)
-            self.panel.undo_button.setEnabled(bool(session.history))
-
-        self._run("undo", job, undone)
+        if session is not None:
+            self._run("undo", lambda progress: session.undo())
 
     def sweep(self) -> None:
-        if self.session is None or not self.scores.groups:
-            self.show_error("Run a method first: the sweep prunes by its scores.")
+        session = self.session
+        if session is None or session.scored is None or not session.scored.scores.groups:
+            self.show_error("Run a channel method first: the sweep prunes by its scores.")
             return
-        session, scores, options = self.session, self.scores, self.panel.options()
+        options = self._options()
+        self.tabs.setCurrentWidget(self.curve)
+        self._run("sweep", lambda progress: session.sweep(SWEEP_RATIOS, options, progress))
 
-        def job(progress, on_partial):
-            return session.sweep(scores, SWEEP_RATIOS, options, progress, on_partial)
+    def measure_again(self) -> None:
+        session = self.session
+        if session is not None:
+            self._run("measure", lambda progress: session.measure_again(progress))
 
-        self._run("sweep", job, self._draw_sweep)
-
-    def _draw_sweep(self, points) -> None:
-        self.curve.clear()
-        self.curve.plot([p[0] for p in points], [p[1] for p in points], symbol="o")
+    def recalibrate(self) -> None:
+        session = self.session
+        if session is not None:
+            self.tabs.setCurrentWidget(self.results)
+            self._run("recalibrate BatchNorm", lambda progress: session.recalibrate(progress))
 
     def ask_finetune(self) -> None:
         if self.session is None or self.session.data is None:
@@ -548,17 +695,13 @@ class MainWindow(QMainWindow):
     def finetune(self, epochs: int) -> None:
         session = self.session
         assert session is not None
-        self.training.clear()
-        self._epochs: list[EpochRecord] = []
-
-        def job(progress, on_partial):
-            return session.finetune(FinetuneConfig(epochs=epochs), progress, on_epoch=on_partial)
+        config = FinetuneConfig(epochs=epochs)
+        self.tabs.setCurrentWidget(self.training)
 
         def done(result) -> None:
-            self.panel.undo_button.setEnabled(True)
             self.statusBar().showMessage(f"fine-tuned: best epoch {result.best_epoch}", 8000)
 
-        self._run(f"fine-tune {epochs} epoch(s)", job, done)
+        self._run(f"fine-tune {epochs} epoch(s)", lambda progress: session.finetune(config, progress), done)
 
     def ask_save(self) -> None:
         if self.session is None:
@@ -572,7 +715,7 @@ class MainWindow(QMainWindow):
     def save(self, path: str) -> None:
         session = self.session
         assert session is not None
-        self._run("save", lambda progress, on_partial: session.save(path), lambda p: None)
+        self._run("save", lambda progress: session.save(path))
 
     def ask_export(self, file_format: str) -> None:
         if self.session is None:
@@ -581,7 +724,7 @@ class MainWindow(QMainWindow):
         path, _ = QFileDialog.getSaveFileName(self, f"Export {file_format}", f"model{suffix}")
         if path:
             session = self.session
-            self._run("export", lambda progress, on_partial: session.export(file_format, path), lambda p: None)
+            self._run("export", lambda progress: session.export(file_format, path))
 
     def show_failed_plugins(self) -> None:
         if not self.registry.failed:
@@ -601,11 +744,28 @@ class MainWindow(QMainWindow):
         self.splitter.setSizes([int(width * 0.50), int(width * 0.26), int(width * 0.24)])
 
     def closeEvent(self, event) -> None:
-        self.worker.cancel()
-        self.worker.wait()
+        if self.job is not None:
+            self.job.cancel()
+        self._queued = None
+        QThreadPool.globalInstance().waitForDone(60_000)
+        self.bridge.follow(None)
         super().closeEvent(event)
+
+
+def _plan_or_error(session: Session, target, options, method: str) -> str:
+    """Make the plan (on the worker); an unreachable target is a message for the panel, not a failure."""
+    try:
+        session.make_plan(target, options, method)
+    except InputError as error:
+        return str(error)
+    return ""
+
+
+def _size(tree: LayerTree | None) -> tuple[int | None, int | None]:
+    return (tree.params, tree.macs) if tree is not None else (None, None)
 
 
 def grab_png(window: MainWindow, path: str | Path) -> None:
     """Render the window to a PNG (works offscreen)."""
+    window.bridge.flush()
     window.grab().save(str(path), "PNG")

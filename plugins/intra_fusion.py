@@ -191,12 +191,13 @@ def apply(context: ScoringContext, plan: PruningPlan, params: dict[str, Any], sc
     model = copy.deepcopy(context.model)
     fold_batchnorm(model, batchnorm_pairs(context.model, context.graph))
     notes = []
-    for group in context.groups:
-        if group.kind != "channels" or group.id not in plan.groups or not plan.groups[group.id].removed:
-            continue
+    fused = [g for g in context.groups if g.kind == "channels" and g.id in plan.groups and plan.groups[g.id].removed]
+    for index, group in enumerate(fused):
+        context.progress.check()  # one optimal-transport problem per group: cancellable between them
         note = fuse_group(context, model, group, plan.groups[group.id].kept, params, scored.scores)
         if note:
             notes.append(note)
+        context.progress("intra-fusion: optimal transport per group", index + 1, len(fused))
     pruned, edits = apply_plan(model, plan, context.example)
     return Applied(pruned, edits, plan, notes)
 

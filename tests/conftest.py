@@ -28,3 +28,21 @@ def run_cli(
     command = [sys.executable, "-m", "secateur.app.cli", *args]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env, check=False)
+
+
+@pytest.fixture
+def window(qtbot, tmp_path: Path):
+    """The main window at 1280×800 with its own settings file, and one plugin that failed to load."""
+    from PySide6.QtCore import QSettings
+
+    from secateur.app.window import MainWindow
+    from secateur.core.pruning.registry import FailedPlugin, load_registry
+
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    registry = load_registry()
+    registry.failed.append(FailedPlugin("broken (secateur_broken)", "Traceback ...\nImportError: no module named x"))
+    window = MainWindow(registry, settings)
+    qtbot.addWidget(window)
+    window.resize(1280, 800)
+    window.show()
+    return window

@@ -266,12 +266,14 @@ class Workspace(UsesSettings):
         method: MethodInfo | None = None,
         params: dict[str, Any] | None = None,
         scored: Scored | None = None,
+        progress: Progress = SILENT,
     ) -> Applied:
         """A pruned copy of the model, the edit records that rebuild it and the effective plan.
 
         A method that takes over apply (fusion, implants, block removal) builds
         the result itself from the plan and its ``Scored``; its edit kinds are
-        declared in its ``MethodInfo``.
+        declared in its ``MethodInfo``. Its context carries ``progress``, so a
+        long apply reports and can be cancelled.
         """
         if method is None or method.apply is None:
             return self._apply_plan(plan)
@@ -279,7 +281,7 @@ class Workspace(UsesSettings):
             raise InputError(f"method {method.id} applies its own plan from its scores: score with it first")
         values = validate_params(method.params, params or {}, method.id)
         with plugin_errors(method.id, "applying"):
-            result = method.apply(self.context(), plan, values, scored)
+            result = method.apply(self.context(progress), plan, values, scored)
         if not isinstance(result, Applied) or not isinstance(result.model, nn.Module):
             raise WorkError(f"method {method.id}: apply must return an Applied, got {type(result).__name__}")
         edits = tuple(_with_provider(edit, method) for edit in result.edits)

@@ -22,13 +22,18 @@ CPU = torch.device("cpu")
 
 @dataclass
 class Latency:
-    """Wall-clock time of one forward pass of a batch, after warm-up, in milliseconds."""
+    """Wall-clock time of one forward pass of a batch, after warm-up, in milliseconds.
+
+    ``p10``..``p90`` is the spread of the timed runs: on a loaded machine a
+    single number can mislead (a pruned model reading slower than the original).
+    """
 
     median: float
     p90: float
     batch_size: int
     device: str
     runs: int
+    p10: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -112,7 +117,7 @@ def measure_latency(
     progress: Progress = SILENT,
     channels_last: bool = False,
 ) -> Latency:
-    """Median and 90th-percentile time of a forward pass, after ``warmup`` untimed passes.
+    """Median, 10th- and 90th-percentile time of a forward pass, after ``warmup`` untimed passes.
 
     ``channels_last`` times the model and input in that memory layout (often
     the faster one for convolutions on CPU); the model is converted in place.
@@ -128,6 +133,7 @@ def measure_latency(
         model.to(memory_format=torch.channels_last)
         batch = batch.contiguous(memory_format=torch.channels_last)
     for _ in range(warmup):
+        progress.check()
         _run_model(model, batch)
     synchronize(device)
     times = []
@@ -138,8 +144,19 @@ def measure_latency(
         times.append((time.perf_counter() - started) * 1000.0)
         progress("latency", run + 1, runs)
     times.sort()
-    p90 = times[min(len(times) - 1, round(0.9 * (len(times) - 1)))]
-    return Latency(round(statistics.median(times), 4), round(p90, 4), batch_size, str(device), runs)
+    return Latency(
+        round(statistics.median(times), 4),
+        round(_percentile(times, 0.9), 4),
+        batch_size,
+        str(device),
+        runs,
+        p10=round(_percentile(times, 0.1), 4),
+    )
+
+
+def _percentile(ordered: list[float], fraction: float) -> float:
+    """The nearest-rank percentile of already sorted values."""
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def model_macs(model: nn.Module, input_shape: tuple[int, ...], device: torch.device = CPU) -> int:

@@ -1,6 +1,6 @@
 """The prune pipeline: one implementation for ``secateur prune``, ``secateur score`` and the window.
 
-``prune_step`` (measure, apply, recalibrate, measure again) is the step the
+``prune_step`` (apply, recalibrate, measure before and after) is the step the
 CLI's ``run_prune`` and the window's ``Session.apply`` share; ``run_prune``
 wraps it in scoring, planning, fine-tuning and saving.
 """
@@ -73,14 +73,16 @@ def prune_step(
     recalibrate_bn: bool = False,
     progress: Progress = SILENT,
     on_applied: Callable[[Applied], None] | None = None,
+    before: Metrics | None = None,
 ) -> PruneStep:
-    """Measure the model, apply the plan, optionally recalibrate BatchNorm, measure the result.
+    """Apply the plan, optionally recalibrate BatchNorm, then measure the model before and after.
 
-    ``on_applied`` sees the new structure as soon as surgery ends, before the
-    (slower) measurements.
+    Surgery comes first so ``on_applied`` sees the new structure at once; the
+    (slower) measurements follow. The workspace's model is never changed, so
+    measuring it afterwards gives what measuring it first would. ``before``
+    skips measuring the model when its metrics are already known.
     """
-    before = measure(workspace.model, progress) if measure else None
-    applied = workspace.apply(plan, method, params, scored)
+    applied = workspace.apply(plan, method, params, scored, progress)
     batches = 0
     if recalibrate_bn:
         if workspace.data is None:
@@ -89,6 +91,8 @@ def prune_step(
         batches = recalibrate_batchnorm(applied.model, loader, workspace.device)
     if on_applied is not None:
         on_applied(applied)
+    if measure is not None and before is None:
+        before = measure(workspace.model, progress)
     after = measure(applied.model, progress) if measure else None
     return PruneStep(applied, before, after, batches)
 

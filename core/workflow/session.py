@@ -1,21 +1,31 @@
-"""A pruning session: the state behind the window, as plain core calls.
+"""A pruning session: the state behind the window, as plain core calls that announce every change.
 
-The window holds one ``Session``; every button runs one of its methods on the
-worker thread. The session keeps the loaded model, the data, the latest
-scores and plan, and the history of applied prunes, so undo returns to the
-model before the last apply.
+The window holds one ``Session``; every button runs one of its methods on a
+worker thread. The session keeps the loaded model and its layer tree, the
+data, the latest scores and plan, the before/after measurements, the
+fine-tuning curve, the sweep and the history of applied steps (undo returns to
+the model before the last one).
+
+Every change is announced on ``session.events`` (psygnal signals, emitted in
+whichever thread made the change, so the core stays free of Qt). A view never
+keeps its own copy of this state: it subscribes and redraws from the session,
+so nothing on screen can be stale. Changing the method or the device clears
+what no longer applies and says so on ``events.notice``.
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from psygnal import Signal, SignalGroup
 from torch import nn
 
-from secateur.core.common.errors import InputError
+from secateur.core.common.errors import Cancelled, InputError
 from secateur.core.common.progress import SILENT, Progress
 from secateur.core.common.settings import RunSettings
 from secateur.core.data.loading import DataBundle, load_data
@@ -23,24 +33,53 @@ from secateur.core.graph.layer_tree import LayerTree, tree_of
 from secateur.core.model.checkpoint import CheckpointInfo, save_checkpoint
 from secateur.core.model.export import export_model
 from secateur.core.model.specs import LoadedModel, parse_model_spec
-from secateur.core.pruning.contract import Scored
+from secateur.core.pruning.contract import Applied, Scored
 from secateur.core.pruning.loading import load_model
 from secateur.core.pruning.methods import MethodInfo
 from secateur.core.pruning.plan import PlanOptions, PruningPlan, Target
 from secateur.core.pruning.scoring import Scores
 from secateur.core.pruning.workspace import Workspace
-from secateur.core.train.evaluate import Metrics, accuracy_and_loss
-from secateur.core.train.finetune import FinetuneConfig, FinetuneResult, finetune
-from secateur.core.workflow.pipeline import Measure, prune_step
+from secateur.core.train.batchnorm import recalibrate_batchnorm
+from secateur.core.train.evaluate import Metrics, accuracy_and_loss, measure_latency
+from secateur.core.train.finetune import EpochRecord, FinetuneConfig, FinetuneResult, finetune
+from secateur.core.workflow.pipeline import Measure, PruneStep, prune_step
+
+LATENCY_RUNS = 30  # timed runs per latency measurement: enough for a p10–p90 spread
+LATENCY_WARMUP = 5
+
+
+class SessionEvents(SignalGroup):
+    """What changed in a session. Handlers run in the thread that made the change; read the session's state."""
+
+    model = Signal()  # the model and its layer tree were replaced (open, apply, fine-tune, recalibrate, undo)
+    scores = Signal()  # scores changed: partial, complete or cleared
+    plan = Signal()  # the plan was made or cleared
+    metrics = Signal()  # the before/after measurements changed (or were cleared)
+    history = Signal()  # the undo stack changed
+    training = Signal()  # a fine-tuning step or epoch was recorded, or the curve was reset
+    sweep = Signal()  # a sweep point arrived, or the sweep was cleared
+    job = Signal(str)  # the running job's name; "" when none runs
+    notice = Signal(str)  # a sentence for the user: what was cleared and why
 
 
 @dataclass
 class _Step:
-    """One applied prune: the model before it, and what was done."""
+    """One applied step: the model before it, its edits and measurements, and what was done."""
 
     model: nn.Module
     edits: list[dict[str, Any]]
     method: str
+    metrics: Metrics | None
+    tree: LayerTree | None
+
+
+@dataclass
+class TrainingLog:
+    """The fine-tuning curve: loss per step and validation accuracy per epoch, as they happen."""
+
+    steps: list[tuple[int, float]] = field(default_factory=list)  # (step, training loss)
+    epochs: list[EpochRecord] = field(default_factory=list)
+    steps_per_epoch: int = 0
 
 
 @dataclass
@@ -52,17 +91,26 @@ class Session:
     settings: RunSettings = field(default_factory=RunSettings)
     scored: Scored | None = None
     plan: PruningPlan | None = None
-    metrics_before: Metrics | None = None
-    metrics_after: Metrics | None = None
+    metrics_before: Metrics | None = None  # the model as opened (the root of the history)
+    metrics_after: Metrics | None = None  # the current model, once measured
     history: list[_Step] = field(default_factory=list)
+    tree: LayerTree | None = None  # the current model's layer tree, traced on the worker
+    scored_by: str = ""  # the method whose scores (and plan) the session holds
+    training: TrainingLog = field(default_factory=TrainingLog)
+    sweep_points: list[tuple[float, float]] = field(default_factory=list)
+    job: str = ""
+    events: SessionEvents = field(default_factory=SessionEvents, repr=False, compare=False)
+    _live: Scores | None = field(default=None, repr=False)  # scores arriving while a method runs
     _workspace: Workspace | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, model_spec: str, data_spec: str | None = None, device: torch.device | None = None) -> Session:
-        """Load a model SPEC (and a data SPEC) as the CLI would."""
+        """Load a model SPEC (and a data SPEC) as the CLI would, and trace its layer tree."""
         loaded = load_model(parse_model_spec(model_spec))
         data = load_data(data_spec, input_size=loaded.input_shape[1]) if data_spec else None
-        return cls(loaded, data, RunSettings(device=device or torch.device("cpu")))
+        session = cls(loaded, data, RunSettings(device=device or torch.device("cpu")))
+        session.tree = tree_of(loaded, session.device)
+        return session
 
     @property
     def model(self) -> nn.Module:
@@ -74,11 +122,56 @@ class Session:
 
     @property
     def scores(self) -> Scores | None:
-        """The latest scores (the state the method returned with them stays in ``scored``)."""
-        return self.scored.scores if self.scored else None
+        """The latest scores, partial while a method runs (the method's state stays in ``scored``)."""
+        return self.scored.scores if self.scored else self._live
 
-    def tree(self) -> LayerTree:
-        return tree_of(self.loaded, self.device)
+    @property
+    def root_model(self) -> nn.Module:
+        """The model as opened, before any step of the history."""
+        return self.history[0].model if self.history else self.model
+
+    # --- what the user picks --------------------------------------------------------
+
+    def set_job(self, name: str) -> None:
+        """Record the running job (the window calls this when a job starts and ends)."""
+        self.job = name
+        self.events.job.emit(name)
+
+    def select_method(self, method_id: str) -> str | None:
+        """Another method: another method's scores and plan no longer apply. Returns what was cleared."""
+        if method_id == self.scored_by:
+            return None
+        previous, had = self.scored_by, self.scores is not None or self.plan is not None
+        self._clear_scores()
+        self.scored_by = method_id
+        if not had:
+            return None
+        return self._notice(f"method {method_id}: {previous}'s scores, plan and heatmaps were cleared")
+
+    def set_device(self, device: torch.device) -> str | None:
+        """Another device: scores, plan and latencies measured on the old one no longer apply."""
+        if device == self.device:
+            return None
+        had = self.scores is not None or self.plan is not None or self.metrics_after is not None
+        self.settings = replace(self.settings, device=device)
+        self._workspace = None
+        if not had:
+            return None
+        self._clear_scores()
+        self._set_metrics(None, None)
+        return self._notice(f"device {device}: scores, plan and measurements from the previous device were cleared")
+
+    def _notice(self, text: str) -> str:
+        self.events.notice.emit(text)
+        return text
+
+    # --- scoring and planning ---------------------------------------------------------
+
+    def tree_now(self) -> LayerTree:
+        """The current model's layer tree (traced here if it is not known yet)."""
+        if self.tree is None:
+            self.tree = tree_of(self.loaded, self.device)
+        return self.tree
 
     def workspace(self) -> Workspace:
         """The workspace of the current model, built once per model (tracing it is the costly part)."""
@@ -88,25 +181,64 @@ class Session:
             self._workspace = cached
         return cached
 
-    def planning_ready(self) -> bool:
-        """Whether a plan can be made without tracing the model again (cheap enough for the window's thread)."""
-        cached = self._workspace
-        return self.scored is not None and cached is not None and cached.model is self.model and cached.prepared()
+    def score(
+        self,
+        method: MethodInfo,
+        params: dict[str, Any],
+        progress: Progress = SILENT,
+        on_partial: Callable[[Scores], None] | None = None,
+    ) -> Scores:
+        """Score with a method; partial scores are announced as they come, the state is kept for plan and apply."""
+        self._clear_scores()
+        self.scored_by = method.id
+        self._live = Scores()
 
-    def score(self, method: MethodInfo, params: dict[str, Any], progress: Progress = SILENT, on_partial=None) -> Scores:
-        """Score with a method; the scores and the method's state are kept for planning and apply."""
-        self.scored = self.workspace().score(method, params, progress, on_partial)
-        self.plan = None
+        def partial(scores: Scores) -> None:
+            live = self._live or Scores()
+            merged = Scores(dict(live.groups), dict(live.blocks))  # a new object: readers never see it change
+            merged.update(scores)
+            self._live = merged
+            self.events.scores.emit()
+            if on_partial is not None:
+                on_partial(scores)
+
+        try:
+            self.scored = self.workspace().score(method, params, progress, partial)
+        finally:
+            self._live = None
+            self.events.scores.emit()
         return self.scored.scores
 
     def make_plan(self, target: Target, options: PlanOptions, method: str = "") -> PruningPlan:
+        """The plan for a target from the current scores; an unreachable target clears the plan and raises."""
         if self.scored is None:
             raise InputError("run a method first: there are no scores to plan from")
-        self.plan = self.workspace().plan(self.scored.scores, target, options, method)
-        return self.plan
+        try:
+            plan = self.workspace().plan(self.scored.scores, target, options, method or self.scored_by)
+        except InputError:
+            self._set_plan(None)
+            raise
+        self._set_plan(plan)
+        return plan
+
+    def _set_plan(self, plan: PruningPlan | None) -> None:
+        self.plan = plan
+        self.events.plan.emit()
+
+    def _clear_scores(self) -> None:
+        had_scores, had_plan = self.scores is not None, self.plan is not None
+        self.scored, self._live, self.plan = None, None, None
+        self.sweep_points = []
+        if had_scores:
+            self.events.scores.emit()
+            self.events.sweep.emit()
+        if had_plan:
+            self.events.plan.emit()
+
+    # --- measuring --------------------------------------------------------------------
 
     def _measure(self) -> Measure | None:
-        return Measure(self.data, self.settings, latency_runs=10) if self.data else None
+        return Measure(self.data, self.settings, latency_runs=LATENCY_RUNS) if self.data else None
 
     def evaluate(self, model: nn.Module | None = None, progress: Progress = SILENT) -> Metrics:
         measure = self._measure()
@@ -114,58 +246,184 @@ class Session:
             raise InputError("open a data set first: evaluation needs one")
         return measure(model or self.model, progress)
 
+    def _set_metrics(self, before: Metrics | None, after: Metrics | None) -> None:
+        self.metrics_before, self.metrics_after = before, after
+        self.events.metrics.emit()
+
+    def _measure_current(self, progress: Progress) -> None:
+        """Measure the current model (and the model as opened, once), then announce the table."""
+        if self.data is None:
+            return
+        before = self.metrics_before or self.evaluate(self.root_model, progress)
+        if self.history and self.history[0].metrics is None:
+            self.history[0].metrics = before
+        self._set_metrics(before, self.evaluate(self.model, progress))
+
+    def measure_again(self, progress: Progress = SILENT) -> Metrics | None:
+        """Repeat the latency measurements (warm-up first) of the model as opened and of the current one."""
+        if self.metrics_before is None or self.metrics_after is None:
+            self._measure_current(progress)
+            return self.metrics_after
+        shape = self.loaded.input_shape
+        before = measure_latency(
+            self.root_model, shape, self.device, warmup=LATENCY_WARMUP, runs=LATENCY_RUNS, progress=progress
+        )
+        after = measure_latency(
+            self.model, shape, self.device, warmup=LATENCY_WARMUP, runs=LATENCY_RUNS, progress=progress
+        )
+        self._set_metrics(replace(self.metrics_before, latency=before), replace(self.metrics_after, latency=after))
+        return self.metrics_after
+
+    # --- changing the model -------------------------------------------------------------
+
+    def _push(self, model: nn.Module, edits: list[dict[str, Any]], method: str) -> None:
+        """Make ``model`` current; the one before goes on the undo stack. Announced at once, measured later."""
+        self.history.append(_Step(self.model, list(self.loaded.edits), method, self.metrics_after, self.tree))
+        self.loaded = replace(self.loaded, model=model, edits=edits)
+        self.tree = tree_of(self.loaded, self.device)
+        self._clear_scores()
+        self.metrics_after = None
+        self.events.model.emit()
+        self.events.history.emit()
+        self.events.metrics.emit()
+
+    def _pop(self) -> _Step:
+        step = self.history.pop()
+        self.loaded = replace(self.loaded, model=step.model, edits=step.edits)
+        self.tree = step.tree or tree_of(self.loaded, self.device)
+        self._clear_scores()
+        self.metrics_after = step.metrics
+        if not self.history and step.metrics is None:
+            self.metrics_before = None
+        self.events.model.emit()
+        self.events.history.emit()
+        self.events.metrics.emit()
+        return step
+
+    def _undo_if_cancelled(self, work: Callable[[], None]) -> None:
+        """Run the measurements after a step; if they are cancelled, the step is undone: nothing changed."""
+        try:
+            work()
+        except Cancelled:
+            self._pop()
+            raise
+
     def apply(
-        self, method: MethodInfo | None, params: dict[str, Any], progress: Progress = SILENT
+        self,
+        method: MethodInfo | None,
+        params: dict[str, Any],
+        progress: Progress = SILENT,
+        recalibrate_bn: bool = False,
     ) -> tuple[Metrics | None, Metrics | None]:
-        """Apply the current plan; the model before it goes on the undo stack."""
+        """Apply the current plan; the new structure is announced as soon as surgery ends, metrics when measured."""
         if self.plan is None:
             raise InputError("make a plan first (run a method, then preview the plan)")
-        step = prune_step(self.workspace(), self.plan, method, params, self.scored, self._measure(), progress=progress)
-        self.history.append(_Step(self.model, list(self.loaded.edits), self.plan.method))
-        self.loaded = replace(self.loaded, model=step.applied.model, edits=[*self.loaded.edits, *step.applied.edits])
-        self.metrics_before, self.metrics_after = step.before, step.after
-        self.scored, self.plan = None, None
-        return step.before, step.after
+        plan, scored, label = self.plan, self.scored, self.plan.method or self.scored_by
 
-    def finetune(self, config: FinetuneConfig, progress: Progress = SILENT, on_epoch=None) -> FinetuneResult:
-        """Fine-tune the current model (undoable like an apply)."""
+        def applied(result: Applied) -> None:
+            self._push(result.model, [*self.loaded.edits, *result.edits], label)
+
+        root, measure = self.metrics_before, self._measure()
+        self._undo_if_cancelled(
+            lambda: self._finish_apply(
+                prune_step(
+                    self.workspace(),
+                    plan,
+                    method,
+                    params,
+                    scored,
+                    measure,
+                    recalibrate_bn,
+                    progress,
+                    on_applied=applied,
+                    before=self.metrics_after,
+                ),
+                root,
+            )
+        )
+        return self.metrics_before, self.metrics_after
+
+    def _finish_apply(self, step: PruneStep, root: Metrics | None) -> None:
+        if self.history[-1].metrics is None:
+            self.history[-1].metrics = step.before
+        self._set_metrics(root or step.before, step.after)
+
+    def finetune(
+        self,
+        config: FinetuneConfig,
+        progress: Progress = SILENT,
+        on_epoch: Callable[[EpochRecord], None] | None = None,
+    ) -> FinetuneResult:
+        """Fine-tune the current model (undoable like an apply); the curve is announced step by step."""
         if self.data is None:
             raise InputError("open a data set first: fine-tuning needs one")
-        result = finetune(self.model, self.data, config, self.settings, progress, on_epoch=on_epoch)
-        self.history.append(_Step(self.model, list(self.loaded.edits), "finetune"))
-        self.loaded = replace(self.loaded, model=result.model)
+        self.training = TrainingLog()
+        self.events.training.emit()
+
+        def step(done: int, total: int, loss: float) -> None:
+            self.training.steps_per_epoch = max(1, total // max(1, config.epochs))
+            self.training.steps.append((done, loss))
+            self.events.training.emit()
+
+        def epoch(record: EpochRecord) -> None:
+            self.training.epochs.append(record)
+            self.events.training.emit()
+            if on_epoch is not None:
+                on_epoch(record)
+
+        result = finetune(self.model, self.data, config, self.settings, progress, on_step=step, on_epoch=epoch)
+        self._push(result.model, list(self.loaded.edits), "finetune")
+        self._undo_if_cancelled(lambda: self._measure_current(progress))
         return result
+
+    def recalibrate(self, progress: Progress = SILENT) -> int:
+        """Re-estimate BatchNorm statistics on the calibration split (undoable); returns the batches used."""
+        if self.data is None:
+            raise InputError("open a data set first: BatchNorm recalibration needs calibration data")
+        model = copy.deepcopy(self.model)
+        loader = self.data.loader("calibration", self.settings.batch_size, num_workers=self.settings.num_workers)
+
+        def reported():
+            for index, batch in enumerate(loader):
+                progress("recalibrate BatchNorm", index + 1, len(loader))
+                yield batch
+
+        batches = recalibrate_batchnorm(model, reported(), self.device)
+        self._push(model.eval(), list(self.loaded.edits), "recalibrate-bn")
+        self._undo_if_cancelled(lambda: self._measure_current(progress))
+        return batches
 
     def sweep(
         self,
-        scores: Scores,
         ratios: tuple[float, ...],
         options: PlanOptions,
         progress: Progress = SILENT,
-        on_point=None,
     ) -> list[tuple[float, float]]:
-        """Test accuracy after pruning at each ratio by ``scores`` (no fine-tuning): the accuracy-sparsity curve."""
+        """Test accuracy after pruning at each ratio by the current scores, without fine-tuning (the sweep curve)."""
         if self.data is None:
             raise InputError("open a data set first: the sweep evaluates accuracy")
+        if self.scored is None or not self.scored.scores.groups:
+            raise InputError("run a channel method first: the sweep prunes by its scores")
+        scores = self.scored.scores
         workspace = Workspace(self.model, self.loaded.input_shape, self.data, self.settings)
-        points: list[tuple[float, float]] = []
+        self.sweep_points = []
+        self.events.sweep.emit()
         for index, ratio in enumerate(ratios):
             pruned = workspace.apply(workspace.plan(scores, Target("ratio", ratio), options)).model
-            accuracy, _, _ = accuracy_and_loss(pruned, self.data, "test", self.device)
-            points.append((ratio, accuracy))
+            accuracy, _, _ = accuracy_and_loss(pruned, self.data, "test", self.device, progress=progress)
+            self.sweep_points = [*self.sweep_points, (ratio, accuracy)]
+            self.events.sweep.emit()
             progress("sweep", index + 1, len(ratios))
-            if on_point is not None:
-                on_point(list(points))
-        return points
+        return self.sweep_points
 
     def undo(self) -> bool:
-        """Return to the model before the last apply; False when there is nothing to undo."""
+        """Return to the model before the last step; False when there is nothing to undo."""
         if not self.history:
             return False
-        step = self.history.pop()
-        self.loaded = replace(self.loaded, model=step.model, edits=step.edits)
-        self.scored, self.plan, self.metrics_before, self.metrics_after = None, None, None, None
+        self._pop()
         return True
+
+    # --- files ----------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> Path:
         extra = {"method": self.history[-1].method if self.history else None}
