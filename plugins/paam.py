@@ -198,15 +198,18 @@ def score(context: ScoringContext, params: dict[str, Any]) -> Generator[Scores, 
     total = params["epochs"] * steps
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     done = 0
+
+    def penalty() -> torch.Tensor:  # λ · mean score: drives unneeded filters toward zero
+        return params["lambda"] * gates.penalty()
+
     for _ in range(params["epochs"]):
         model.train()
         for index, (images, labels) in enumerate(loader):
             if index == steps:
                 break
-            train_step(
-                model, images, labels, optimizer, schedule, context.device, lambda: params["lambda"] * gates.penalty()
-            )
+            loss = train_step(model, images, labels, optimizer, schedule, context.device, penalty)
             done += 1
+            context.report_loss(done, steps, loss)
             context.progress("PAAM training", done, total)
         yield Scores(groups=gates.scores())
     _settle_batchnorm(model, context, min(steps, SETTLE_BATCHES))

@@ -107,3 +107,15 @@ def test_cancelled_measurements_after_a_step_undo_the_step(monkeypatch: pytest.M
     with pytest.raises(Cancelled):
         session.recalibrate(Progress(report=report, cancelled=cancel_in_measurement))
     assert not session.history and state_hash(session.model) == before
+
+
+def test_a_training_method_draws_its_loss_curve_through_the_session() -> None:
+    """PAAM reports its loss per step while it scores; the session keeps the curve over epochs and announces it."""
+    session = Session.open("demo-vgg", "demo")
+    announced: list[int] = []
+    session.events.training.connect(lambda: announced.append(len(session.training.steps)))
+    session.score(METHODS["paam"], {"epochs": 2, "max_steps": 3})
+    steps = session.training.steps
+    assert [step for step, _ in steps] == [1, 2, 3, 4, 5, 6] and session.training.steps_per_epoch == 3
+    assert all(loss > 0 for _, loss in steps)
+    assert announced[0] == 0 and announced[1:] == [1, 2, 3, 4, 5, 6]  # reset first, then one event per step

@@ -80,6 +80,7 @@ class ScoringContext(UsesSettings):
     settings: RunSettings = field(default_factory=RunSettings)
     progress: Progress = field(default_factory=Progress)
     on_partial: Callable[[Scores], None] | None = None
+    on_loss: Callable[[int, int, float], None] | None = None
     classifier: str | None = None  # the final classifier's module path, when the model has one
 
     def members(self, group: GroupInfo) -> Iterator[Member]:
@@ -123,6 +124,14 @@ class ScoringContext(UsesSettings):
         """Hand partial scores to whoever watches (the window's heatmaps)."""
         if self.on_partial is not None:
             self.on_partial(scores)
+
+    def report_loss(self, step: int, steps_per_epoch: int, loss: float) -> None:
+        """A method that trains reports its training loss after each step (counted from 1 over all epochs).
+
+        The window plots it as it comes, over epochs (``step / steps_per_epoch``).
+        """
+        if self.on_loss is not None:
+            self.on_loss(step, steps_per_epoch, loss)
 
     def cancelled(self) -> bool:
         return self.progress.cancelled is not None and self.progress.cancelled()

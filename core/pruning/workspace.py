@@ -111,7 +111,10 @@ class Workspace(UsesSettings):
     # --- scoring ----------------------------------------------------------------
 
     def context(
-        self, progress: Progress = SILENT, on_partial: Callable[[Scores], None] | None = None
+        self,
+        progress: Progress = SILENT,
+        on_partial: Callable[[Scores], None] | None = None,
+        on_loss: Callable[[int, int, float], None] | None = None,
     ) -> ScoringContext:
         prepared = self._prepare()
         return ScoringContext(
@@ -125,6 +128,7 @@ class Workspace(UsesSettings):
             settings=self.settings,
             progress=progress,
             on_partial=on_partial,
+            on_loss=on_loss,
         )
 
     def score(
@@ -133,6 +137,7 @@ class Workspace(UsesSettings):
         params: dict[str, Any] | None = None,
         progress: Progress = SILENT,
         on_partial: Callable[[Scores], None] | None = None,
+        on_loss: Callable[[int, int, float], None] | None = None,
     ) -> Scored:
         """Run a method's scoring to the end; partial scores go to ``on_partial`` as they come.
 
@@ -144,7 +149,7 @@ class Workspace(UsesSettings):
         if ("calibration-data" in method.needs or "labels" in method.needs) and self.data is None:
             raise InputError(f"method {method.id} needs data: give --data SPEC")
         torch.manual_seed(self.seed)
-        context = self.context(progress, on_partial)
+        context = self.context(progress, on_partial, on_loss)
         before = fingerprint(context.model)
         try:
             assert method.score is not None

@@ -202,8 +202,16 @@ class Session:
             if on_partial is not None:
                 on_partial(scores)
 
+        self.training = TrainingLog()  # a method that trains (PAAM) draws its loss curve here
+        self.events.training.emit()
+
+        def loss(step: int, steps_per_epoch: int, value: float) -> None:
+            self.training.steps_per_epoch = steps_per_epoch
+            self.training.steps.append((step, value))
+            self.events.training.emit()
+
         try:
-            self.scored = self.workspace().score(method, params, progress, partial)
+            self.scored = self.workspace().score(method, params, progress, partial, loss)
         finally:
             self._live = None
             self.events.scores.emit()
