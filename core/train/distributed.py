@@ -132,7 +132,7 @@ class GlobalBatchNorm:
             return super().forward(x)  # type: ignore[misc]
         dims = [0, *range(2, x.dim())]
         shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
-        values = x.float()
+        values = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
         shift = layer.running_mean.detach().float().view(shape) if layer.running_mean is not None else 0.0
         shifted = values - shift
         count = float(values.numel() // values.shape[1]) * dist.get_world_size()
