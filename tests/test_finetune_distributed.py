@@ -31,16 +31,16 @@ from secateur.core.train.state_file import read_state, state_path
 from secateur.core.workflow.finetune_run import FinetuneRequest, run_finetune, torchrun_command
 
 ENV = {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-# 80 training images: batch 8 on one process, or 4 on each of two, gives 10 steps per epoch
+# 40 training images: batch 8 on one process, or 4 on each of two, gives 5 steps per epoch
 TRAIN = ["--input-size", "32", "--device", "cpu", "--quiet", "--seed", "3"]
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small seeded image folder of 10 classes (8 train and 2 val images each), 32×32."""
+    """A small seeded image folder of 10 classes (4 train images and 1 val image each), 32×32."""
     root = tmp_path_factory.mktemp("images")
     rng = np.random.default_rng(0)
-    for split, count in (("train", 8), ("val", 2)):
+    for split, count in (("train", 4), ("val", 1)):
         for label in range(10):
             directory = root / split / f"class{label}"
             directory.mkdir(parents=True)
@@ -119,7 +119,7 @@ def _epoch_in_state(path: Path) -> int | None:
 
 
 def test_a_run_killed_mid_epoch_resumes_from_its_last_finished_epoch(tmp_path: Path, folder: Path) -> None:
-    common = ["finetune", "demo", "--data", f"imagefolder:{folder}", "--epochs", "3", "--batch-size", "4", *TRAIN]
+    common = ["finetune", "demo", "--data", f"imagefolder:{folder}", "--epochs", "3", "--batch-size", "2", *TRAIN]
     (tmp_path / "whole").mkdir()
     (tmp_path / "killed").mkdir()
     whole = run_cli(*common, "--out", str(tmp_path / "whole" / "ft.safetensors"), env=ENV)
@@ -132,7 +132,7 @@ def test_a_run_killed_mid_epoch_resumes_from_its_last_finished_epoch(tmp_path: P
         assert process.poll() is None, process.stderr.read().decode()[-2000:] if process.stderr else ""
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    time.sleep(0.3)  # into epoch 2 (20 steps)
+    time.sleep(0.3)  # into epoch 2 (20 steps of 2 images)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
     assert _epoch_in_state(state_path(out)) == 1, "the kill came too late to be mid-epoch"
