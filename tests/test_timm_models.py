@@ -137,5 +137,6 @@ def test_unknown_timm_name_suggests_close_ones() -> None:
 
 def test_without_timm_the_spec_is_refused_with_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "timm", None)  # makes `import timm` raise ImportError
-    with pytest.raises(InputError, match=r"needs timm, which is not installed; install it with pip install 'secateur\[timm\]'"):
+    expected = r"needs timm, which is not installed; install it with pip install 'secateur\[timm\]'"
+    with pytest.raises(InputError, match=expected):
         build_model(parse_model_spec("timm:resnet18"))
