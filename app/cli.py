@@ -378,13 +378,14 @@ def _finetune(args: argparse.Namespace) -> int:
     from secateur.core.workflow.finetune_run import FinetuneRequest, run_finetune, torchrun_command, torchrun_text
 
     world = World.from_environment()
-    device = resolve_device(args.device)
     config = FinetuneConfig(args.epochs, args.lr, args.momentum, args.weight_decay, args.steps_per_epoch)
     spec = parse_model_spec(args.model, args.num_classes, args.weights, args.input_size)
-    if args.print_torchrun:
-        words = torchrun_command(spec, args.data, args.out, config, _settings(args, device), args.print_torchrun)
+    if args.print_torchrun:  # for the cluster: its devices, not this machine's, decide
+        settings = _settings(args, torch.device("cpu"))
+        words = torchrun_command(spec, args.data, args.out, config, settings, args.print_torchrun, device=args.device)
         print(json.dumps({"command": words}) if args.json else torchrun_text(words))
         return 0
+    device = resolve_device(args.device)
     world.join(world.device_for(device))
     try:
         torch.manual_seed(args.seed)

@@ -192,13 +192,15 @@ def torchrun_command(
     nnodes: int = 1,
     rendezvous: str | None = None,
     keep_global_batch: bool = True,
+    device: str | None = None,
 ) -> list[str]:
     """The ``torchrun`` command that runs this fine-tuning on ``nnodes`` × ``nproc_per_node`` processes.
 
     With ``keep_global_batch`` each process gets ``ceil(batch / processes)`` images, so the global
     batch (and the learning rate that suits it) stays that of ``settings``; otherwise every process
     takes ``settings.batch_size``. Several nodes need ``rendezvous`` (``HOST:PORT`` of the first node);
-    the command is the same on every node. Join the words with ``shlex.join`` to show them.
+    the command is the same on every node. ``device`` is the ``--device`` word (default: cuda or
+    cpu, from ``settings``; ``auto`` lets each node choose). Join the words with ``shlex.join`` to show them.
     """
     if nproc_per_node < 1 or nnodes < 1:
         raise InputError("a cluster run needs at least one node and one process per node")
@@ -214,7 +216,8 @@ def torchrun_command(
     if config.steps_per_epoch is not None:
         words += ["--steps-per-epoch", str(config.steps_per_epoch)]
     words += ["--num-workers", str(settings.num_workers), "--seed", str(settings.seed)]
-    words += ["--device", "cuda" if settings.device.type == "cuda" else "cpu", "--out", str(out)]
+    device = device or ("cuda" if settings.device.type == "cuda" else "cpu")
+    words += ["--device", device, "--out", str(out)]
     return words
 
 
