@@ -166,6 +166,7 @@ def format_finetune(report: dict) -> str:
         for record in report["history"]
     ]
     resumed = report.get("resumed_from_epoch")
+    best = f"best epoch {report['best_epoch']}, marked *" if report["best_epoch"] else "no epoch beat the start: kept"
     lines = [
         f"fine-tuned {report['model']} on {report['data']}: {report['processes']} process(es) × batch "
         f"{report['batch_size']} = global batch {report['global_batch']}, {report['steps_per_epoch']} steps per epoch"
@@ -173,7 +174,6 @@ def format_finetune(report: dict) -> str:
         "",
         _table(["epoch", "train loss", "val accuracy %", "val loss"], rows, {1, 2, 3}),
         "",
-        f"checkpoint {report['out']} (best epoch {report['best_epoch']}; * above), "
-        f"resume state {report['state']} ({report['seconds']:.1f} s)",
+        f"checkpoint {report['out']} ({best}), resume state {report['state']} ({report['seconds']:.1f} s)",
     ]
     return "\n".join(lines)
