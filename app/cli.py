@@ -1,4 +1,4 @@
-"""The ``secateur`` command line: inspect, eval, prune, score, export and methods.
+"""The ``secateur`` command line: inspect, eval, prune, score, export, finetune and methods.
 
 Results go to stdout (text, or JSON with ``--json``), progress to stderr.
 Exit codes: 0 success, 1 the work failed, 2 bad usage or bad input, 130
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from secateur.app.report import format_eval, format_layer_tree, format_methods, format_prune
+from secateur.app.report import format_eval, format_finetune, format_layer_tree, format_methods, format_prune
 from secateur.core.common.devices import DEVICE_CHOICES, resolve_device
 from secateur.core.common.errors import Cancelled, InputError, SecateurError
 from secateur.core.common.files import write_json_atomic
@@ -74,7 +74,9 @@ def _model_options(parser: argparse.ArgumentParser, optional: bool = False) -> N
     parser.add_argument("model", metavar="SPEC", nargs="?" if optional else None, help=f"the model: {SPEC_FORMS}")
     parser.add_argument("--num-classes", type=_positive_int, help="classes of a torchvision or file model's head")
     parser.add_argument("--weights", metavar="FILE", help="a state dict to load: .safetensors, .pt or .pth")
-    parser.add_argument("--input-size", type=_positive_int, help="input height and width in pixels")
+    parser.add_argument(
+        "--input-size", metavar="S|CxHxW", help="input side in pixels (224) or channels×height×width (1x28x28)"
+    )
 
 
 def _method_options(parser: argparse.ArgumentParser) -> None:
@@ -149,7 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(export)
     export.add_argument("--format", required=True, choices=("onnx", "torchscript", "pt2"))
     export.add_argument("--out", required=True, metavar="FILE")
+    export.add_argument(
+        "--static-batch", action="store_true", help="fix the batch axis to 1 (ONNX and pt2 have a dynamic one)"
+    )
     _common(export)
+
+    _add_finetune_command(commands)
 
     methods = commands.add_parser("methods", help="installed pruning methods, their parameters, failed plugins")
     methods.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
@@ -340,8 +347,75 @@ def _score(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     loaded = _load(args)
-    path = export_model(loaded.model, loaded.input_shape, args.format, args.out)
+    path = export_model(loaded.model, loaded.input_shape, args.format, args.out, not args.static_batch)
     print(json.dumps({"format": args.format, "out": str(path)}) if args.json else f"wrote {args.format} to {path}")
+    return 0
+
+
+def _add_finetune_command(commands: argparse._SubParsersAction) -> None:
+    finetune = commands.add_parser(
+        "finetune",
+        help="fine-tune a model, saving and resumable after every epoch; runs unchanged under torchrun",
+        description=(
+            "Fine-tune (SGD, Nesterov momentum, cosine schedule) and keep the best epoch on the calibration split. "
+            "Under `torchrun --nproc-per-node K` every process trains on its shard with --batch-size images "
+            "(global batch = K × --batch-size); only rank 0 prints and writes."
+        ),
+    )
+    _model_options(finetune)
+    finetune.add_argument("--data", required=True, metavar="SPEC", help=f"the data: {DATA_FORMS}")
+    finetune.add_argument("--epochs", required=True, type=_positive_int, help="epochs to train")
+    finetune.add_argument("--out", required=True, metavar="FILE", help="the checkpoint (.safetensors), every epoch")
+    finetune.add_argument("--lr", type=float, default=0.01, help="peak learning rate of the cosine schedule (0.01)")
+    finetune.add_argument("--momentum", type=float, default=0.9, help="Nesterov momentum (0.9)")
+    finetune.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay (5e-4)")
+    finetune.add_argument("--batch-size", type=_positive_int, default=128, help="batch size per process (128)")
+    finetune.add_argument("--num-workers", type=_non_negative_int, default=0, help="data loader workers (0)")
+    finetune.add_argument("--steps-per-epoch", type=_positive_int, help="cap an epoch at this many steps")
+    finetune.add_argument("--resume", action="store_true", help="continue after the last finished epoch of --out")
+    finetune.add_argument(
+        "--print-torchrun",
+        type=_positive_int,
+        metavar="K",
+        help="print the torchrun command for K processes per node (same global batch) and exit",
+    )
+    _common(finetune)
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from secateur.core.model.checkpoint import read_checkpoint_info
+    from secateur.core.train.distributed import World
+    from secateur.core.workflow.finetune_run import FinetuneRequest, run_finetune, torchrun_command, torchrun_text
+
+    world = World.from_environment()
+    config = FinetuneConfig(args.epochs, args.lr, args.momentum, args.weight_decay, args.steps_per_epoch)
+    spec = parse_model_spec(args.model, args.num_classes, args.weights, args.input_size)
+    if args.print_torchrun:  # for the cluster: its devices, not this machine's, decide
+        settings = _settings(args, torch.device("cpu"))
+        words = torchrun_command(spec, args.data, args.out, config, settings, args.print_torchrun, device=args.device)
+        print(json.dumps({"command": words}) if args.json else torchrun_text(words))
+        return 0
+    device = resolve_device(args.device)
+    world.join(world.device_for(device))
+    try:
+        torch.manual_seed(args.seed)
+        loaded = load_model(spec)
+        extra = read_checkpoint_info(spec.path).extra if spec.kind == "checkpoint" else {}
+        request = FinetuneRequest(
+            loaded=loaded,
+            data=load_data(args.data, input_size=loaded.input_shape[1]),
+            config=config,
+            settings=_settings(args, device),
+            out=Path(args.out),
+            resume=args.resume,
+            extra={k: v for k, v in extra.items() if k not in ("finetune", "libraries")},
+        )
+        progress = _stderr_progress(args.quiet or not world.is_main)
+        report = run_finetune(request, world, progress)
+    finally:
+        world.leave()
+    if world.is_main:
+        print(json.dumps(report, indent=2) if args.json else format_finetune(report))
     return 0
 
 
@@ -352,6 +426,7 @@ _COMMANDS = {
     "score": _score,
     "export": _export,
     "methods": _methods,
+    "finetune": _finetune,
 }
 
 

@@ -152,3 +152,28 @@ def format_prune(report: dict) -> str:
     ]
     lines.extend(f"note: {note}" for note in report["plan"].get("notes", []))
     return "\n".join(lines)
+
+
+def format_finetune(report: dict) -> str:
+    """A fine-tuning report: one row per epoch, the best one marked, and the files written."""
+    rows = [
+        [
+            f"{record['epoch']}{' *' if record['epoch'] == report['best_epoch'] else ''}",
+            f"{record['train_loss']:.4f}",
+            f"{record['val_accuracy']:.2f}",
+            f"{record['val_loss']:.4f}",
+        ]
+        for record in report["history"]
+    ]
+    resumed = report.get("resumed_from_epoch")
+    best = f"best epoch {report['best_epoch']}, marked *" if report["best_epoch"] else "no epoch beat the start: kept"
+    lines = [
+        f"fine-tuned {report['model']} on {report['data']}: {report['processes']} process(es) × batch "
+        f"{report['batch_size']} = global batch {report['global_batch']}, {report['steps_per_epoch']} steps per epoch"
+        + (f", resumed after epoch {resumed}" if resumed is not None else ""),
+        "",
+        _table(["epoch", "train loss", "val accuracy %", "val loss"], rows, {1, 2, 3}),
+        "",
+        f"checkpoint {report['out']} ({best}), resume state {report['state']} ({report['seconds']:.1f} s)",
+    ]
+    return "\n".join(lines)

@@ -16,6 +16,7 @@ import torch_pruning as tp
 from torch import nn
 
 from secateur.core.graph.attention import ATTENTION_TYPES, HEADS_SUFFIX
+from secateur.core.graph.timm_layers import timm_attention_lock
 
 
 @dataclass
@@ -30,6 +31,7 @@ class GroupInfo:
     handle: tp.Group | None = field(default=None, repr=False)  # Torch-Pruning's group; None when locked
     locked_because: str = ""
     kind: str = "channels"  # or "heads": the units are an attention layer's heads
+    plan_note: str = ""  # said in every plan: a lock the user did not ask for, on a layer they may expect pruned
 
     def to_dict(self) -> dict[str, object]:
         result = {
@@ -89,6 +91,12 @@ def dependency_groups(model: nn.Module, graph: tp.DependencyGraph, locked: list[
         if attention:
             reason = f"the attention embedding of {attention[0]} (its channels go by whole heads)"
             groups.append(GroupInfo(names[root], len(group[0].idxs), members, False, out_layers, None, reason))
+            continue
+        timm_lock = next(filter(None, (timm_attention_lock(model, name) for name in members)), "")
+        if timm_lock:
+            note = f"group {names[root]} kept whole: {timm_lock}"
+            groups.append(GroupInfo(names[root], len(group[0].idxs), members, False, out_layers, None, timm_lock))
+            groups[-1].plan_note = note
             continue
         groups.append(GroupInfo(names[root], len(group[0].idxs), members, True, out_layers, group))
     for name, module in model.named_modules():

@@ -23,6 +23,7 @@ from torch import nn
 from secateur.core.common.errors import InputError
 from secateur.core.common.files import atomic_target
 from secateur.core.model.specs import ModelSpec
+from secateur.core.model.timm_models import timm_version
 
 FORMAT = "secateur-checkpoint"
 VERSION = 1
@@ -38,14 +39,25 @@ class CheckpointInfo:
     extra: dict[str, Any] = field(default_factory=dict)  # method, params, seed, metrics, ...
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "base": self.base.to_dict(),
-                "input_shape": list(self.input_shape),
-                "edits": self.edits,
-                **self.extra,
-            }
-        )
+        record = {"base": self.base.to_dict(), "input_shape": list(self.input_shape), "edits": self.edits, **self.extra}
+        libraries = library_versions(self.base)
+        if libraries:
+            record["libraries"] = libraries
+        return json.dumps(record)
+
+    def version_note(self) -> str:
+        """Why a rebuild may not fit: the base was built by another timm version than the installed one."""
+        recorded = (self.extra.get("libraries") or {}).get("timm")
+        installed = timm_version()
+        if self.base.kind != "timm" or recorded is None or recorded == installed:
+            return ""
+        return f" (the checkpoint was made with timm {recorded}; this machine has timm {installed or 'not installed'})"
+
+
+def library_versions(base: ModelSpec) -> dict[str, str]:
+    """The versions of the libraries whose code defines the base architecture (timm), for the metadata."""
+    version = timm_version() if base.kind == "timm" else None
+    return {"timm": version} if version else {}
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, info: CheckpointInfo) -> Path:

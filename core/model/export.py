@@ -1,7 +1,11 @@
 """Exporting a (pruned) model: ONNX, TorchScript and torch.export programs.
 
-Each export writes to a temporary file in the target folder and renames it
-into place, so a failed export never leaves a half-written file behind.
+ONNX and torch.export programs have a dynamic batch axis (named ``batch``), so
+one file serves any batch size; they are traced on a batch of two, since
+tracing on one would let the exporter specialise the axis to 1. TorchScript
+traces carry no shape constraints. Each export writes a temporary file in the
+target folder, fsyncs it and renames it into place (with the user's umask), so
+a failed export never leaves a half-written file behind.
 """
 
 from __future__ import annotations
@@ -17,46 +21,61 @@ from secateur.core.common.errors import InputError, WorkError
 from secateur.core.common.files import atomic_target
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2"}
+TRACE_BATCH = 2
+MAX_BATCH = 65536
 
 
-def _onnx(model: nn.Module, example: torch.Tensor, path: str) -> None:
+def _dynamic_batch(dynamic: bool) -> tuple[dict[int, object], ...] | None:
+    return ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},) if dynamic else None
+
+
+def _onnx(model: nn.Module, example: torch.Tensor, path: str, dynamic: bool) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            model, (example,), dynamo=True, input_names=["input"], output_names=["logits"], verbose=False
+            model,
+            (example,),
+            dynamo=True,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_shapes=_dynamic_batch(dynamic),
+            verbose=False,
         )
     program.save(path)
 
 
-def _torchscript(model: nn.Module, example: torch.Tensor, path: str) -> None:
+def _torchscript(model: nn.Module, example: torch.Tensor, path: str, dynamic: bool) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model, example)
     torch.jit.save(traced, path)
 
 
-def _pt2(model: nn.Module, example: torch.Tensor, path: str) -> None:
-    torch.export.save(torch.export.export(model, (example,)), path)
+def _pt2(model: nn.Module, example: torch.Tensor, path: str, dynamic: bool) -> None:
+    torch.export.save(torch.export.export(model, (example,), dynamic_shapes=_dynamic_batch(dynamic)), path)
 
 
-_WRITERS: dict[str, Callable[[nn.Module, torch.Tensor, str], None]] = {
+_WRITERS: dict[str, Callable[[nn.Module, torch.Tensor, str, bool], None]] = {
     "onnx": _onnx,
     "torchscript": _torchscript,
     "pt2": _pt2,
 }
 
 
-def export_model(model: nn.Module, input_shape: tuple[int, ...], file_format: str, out: str | Path) -> Path:
-    """Write ``model`` (traced on a batch of one) as ``file_format`` to ``out``, atomically."""
+def export_model(
+    model: nn.Module, input_shape: tuple[int, ...], file_format: str, out: str | Path, dynamic_batch: bool = True
+) -> Path:
+    """Write ``model`` as ``file_format`` to ``out``, atomically, with a dynamic batch axis unless told not to."""
     if file_format not in _WRITERS:
         raise InputError(f"--format {file_format!r}: expected one of {', '.join(FORMATS)}")
     model = model.eval().cpu()
-    example = torch.zeros((1, *input_shape))
+    example = torch.zeros((TRACE_BATCH if dynamic_batch else 1, *input_shape))
     try:
         with atomic_target(out) as temporary, torch.no_grad():
-            _WRITERS[file_format](model, example, temporary)
+            _WRITERS[file_format](model, example, temporary, dynamic_batch)
     except InputError:
         raise
     except Exception as error:
-        raise WorkError(f"export to {file_format} failed: {type(error).__name__}: {error}") from None
+        hint = " (if the model fixes its batch size, try --static-batch)" if dynamic_batch else ""
+        raise WorkError(f"export to {file_format} failed: {type(error).__name__}: {error}{hint}") from None
     return Path(out)

@@ -5,8 +5,12 @@ Accepted forms:
 - ``demo`` and ``demo-vgg``: the embedded demo models with their shipped weights;
 - ``torchvision:NAME``: a torchvision classification architecture, built with
   ``weights=None`` (nothing is downloaded); ``--weights FILE`` loads a state dict;
+- ``timm:NAME``: a timm architecture (the optional extra ``secateur[timm]``), built with
+  ``pretrained=False`` at the model's default input size;
 - ``path/to/file.py:factory``: a user's own architecture, built by calling
   ``factory()`` (with ``num_classes=N`` when ``--num-classes`` is given).
+
+``--input-size`` is a square side (``224``) or a full ``C×H×W`` shape (``1x28x28``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from torch import nn
 from secateur.core.common.errors import InputError
 from secateur.core.model.demo_architectures import NUM_CLASSES as DEMO_CLASSES
 from secateur.core.model.demo_architectures import DemoResNet, DemoVGG
+from secateur.core.model.input_size import InputSize, parse_input_size, requested_shape
+from secateur.core.model.timm_models import build_timm
 from secateur.core.model.weights import load_weights_into, read_state_dict
 
 DEMO_MODELS = {
@@ -34,26 +40,30 @@ DEMO_MODELS = {
 }
 DEMO_INPUT_SHAPE = (3, 32, 32)
 DEFAULT_INPUT_SIZE = 224
-SPEC_FORMS = "demo, demo-vgg, torchvision:NAME, path/to/file.py:factory, or a checkpoint .safetensors file"
+SPEC_FORMS = "demo, demo-vgg, torchvision:NAME, timm:NAME, path/to/file.py:factory, or a checkpoint .safetensors file"
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """A parsed model SPEC with its options; plain data, stored in checkpoints."""
 
-    kind: str  # "demo", "torchvision", "file" or "checkpoint"
-    name: str  # demo id, torchvision architecture, or factory name
+    kind: str  # "demo", "torchvision", "timm", "file" or "checkpoint"
+    name: str  # demo id, torchvision or timm architecture, or factory name
     path: str | None = None  # the .py file of a "file" spec
     num_classes: int | None = None
     weights: str | None = None
-    input_size: int | None = None
+    input_size: InputSize = None  # a square side, or (channels, height, width)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.input_size, list):  # read back from a checkpoint's JSON
+            object.__setattr__(self, "input_size", tuple(self.input_size))
 
     def text(self) -> str:
         """The SPEC as a user would type it."""
         if self.kind == "demo":
             return self.name
-        if self.kind == "torchvision":
-            return f"torchvision:{self.name}"
+        if self.kind in ("torchvision", "timm"):
+            return f"{self.kind}:{self.name}"
         if self.kind == "checkpoint":
             return str(self.path)
         return f"{self.path}:{self.name}"
@@ -77,14 +87,13 @@ def parse_model_spec(
     text: str,
     num_classes: int | None = None,
     weights: str | None = None,
-    input_size: int | None = None,
+    input_size: object = None,
 ) -> ModelSpec:
     """Parse a model SPEC; a malformed one is refused naming the accepted forms."""
     text = text.strip()
     if num_classes is not None and num_classes < 1:
         raise InputError(f"--num-classes {num_classes}: must be a positive whole number")
-    if input_size is not None and not 8 <= input_size <= 4096:
-        raise InputError(f"--input-size {input_size}: must be between 8 and 4096 pixels")
+    input_size = parse_input_size(input_size)
     if text in DEMO_MODELS:
         return ModelSpec("demo", text, None, num_classes, weights, input_size)
     if text.startswith("torchvision:"):
@@ -92,6 +101,11 @@ def parse_model_spec(
         if not name:
             raise InputError("model SPEC 'torchvision:' names no architecture; e.g. torchvision:resnet18")
         return ModelSpec("torchvision", name, None, num_classes, weights, input_size)
+    if text.startswith("timm:"):
+        name = text.split(":", 1)[1].strip()
+        if not name:
+            raise InputError("model SPEC 'timm:' names no architecture; e.g. timm:resnet18")
+        return ModelSpec("timm", name, None, num_classes, weights, input_size)
     if text.endswith(".safetensors"):
         if weights is not None:
             raise InputError(f"model SPEC {text}: a checkpoint carries its own weights; drop --weights")
@@ -117,6 +131,8 @@ def build_model(spec: ModelSpec, with_weights: bool = True) -> LoadedModel:
         model, input_shape = _build_demo(spec, with_weights)
     elif spec.kind == "torchvision":
         model, input_shape = _build_torchvision(spec)
+    elif spec.kind == "timm":
+        model, input_shape = build_timm(spec.name, spec.num_classes, spec.input_size, f"model SPEC {spec.text()}")
     else:
         model, input_shape = _build_from_file(spec)
     if spec.weights is not None:
@@ -128,8 +144,8 @@ def _build_demo(spec: ModelSpec, with_weights: bool) -> tuple[nn.Module, tuple[i
     factory, weight_file = DEMO_MODELS[spec.name]
     if spec.num_classes not in (None, DEMO_CLASSES):
         raise InputError(f"--num-classes {spec.num_classes}: the {spec.name} model has {DEMO_CLASSES} classes")
-    if spec.input_size not in (None, DEMO_INPUT_SHAPE[1]):
-        raise InputError(f"--input-size {spec.input_size}: the {spec.name} model takes 32×32 images")
+    if requested_shape(spec.input_size, DEMO_INPUT_SHAPE) != DEMO_INPUT_SHAPE:
+        raise InputError(f"--input-size {spec.input_size}: the {spec.name} model takes 3×32×32 images")
     model = factory()
     if spec.weights is None and with_weights:
         shipped = files("secateur.assets").joinpath(weight_file)
@@ -152,17 +168,24 @@ def _build_torchvision(spec: ModelSpec) -> tuple[nn.Module, tuple[int, int, int]
         close = difflib.get_close_matches(spec.name, names, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}?" if close else "run `secateur inspect --list-architectures`"
         raise InputError(f"model SPEC torchvision:{spec.name}: unknown architecture; {hint}")
-    size = spec.input_size or DEFAULT_INPUT_SIZE
+    shape = requested_shape(spec.input_size, (3, DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE))
+    if shape[0] != 3:
+        raise InputError(
+            f"--input-size {spec.input_size}: torchvision:{spec.name} takes 3 channels; "
+            "for other channel counts use timm:NAME or your own file.py:factory"
+        )
     options: dict[str, object] = {"weights": None}
     if spec.num_classes is not None:
         options["num_classes"] = spec.num_classes
     if spec.name.startswith("vit_") and spec.input_size is not None:
-        options["image_size"] = size
+        if shape[1] != shape[2]:
+            raise InputError(f"--input-size {spec.input_size}: torchvision:{spec.name} takes square images")
+        options["image_size"] = shape[1]
     try:
         model = torchvision.models.get_model(spec.name, **options)
     except (TypeError, ValueError) as error:
         raise InputError(f"model SPEC torchvision:{spec.name}: cannot build it with these options ({error})") from None
-    return model, (3, size, size)
+    return model, shape
 
 
 def _build_from_file(spec: ModelSpec) -> tuple[nn.Module, tuple[int, int, int]]:
@@ -224,11 +247,8 @@ def _user_input_shape(spec: ModelSpec, module: object, model: nn.Module) -> tupl
         shape = tuple(int(v) for v in declared)
         if len(shape) != 3:
             raise InputError(f"model SPEC {spec.text()}: INPUT_SHAPE must be (channels, height, width), got {declared}")
-        if spec.input_size is not None:
-            shape = (shape[0], spec.input_size, spec.input_size)
-        return shape  # type: ignore[return-value]
-    size = spec.input_size or DEFAULT_INPUT_SIZE
-    return (3, size, size)
+        return requested_shape(spec.input_size, shape)  # type: ignore[arg-type]
+    return requested_shape(spec.input_size, (3, DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE))
 
 
 def example_input(loaded: LoadedModel, batch_size: int = 1, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from secateur.core.common.errors import InputError
 from secateur.core.model.checkpoint import CheckpointInfo, read_checkpoint_info, read_checkpoint_tensors
 from secateur.core.model.specs import LoadedModel, ModelSpec, build_model
 from secateur.core.model.weights import load_weights_into
@@ -31,9 +32,15 @@ def load_model(spec: ModelSpec, with_weights: bool = True) -> LoadedModel:
 def load_checkpoint_model(path: str | Path) -> tuple[LoadedModel, CheckpointInfo]:
     """Rebuild a pruned model: base architecture, edits replayed, tensors loaded strictly."""
     info = read_checkpoint_info(path)
-    model = build_model(replace(info.base, weights=None), with_weights=False).model
-    replay_edits(model, info.edits, torch.zeros((1, *info.input_shape)))
-    load_weights_into(model, read_checkpoint_tensors(path), f"checkpoint {path}")
+    try:
+        model = build_model(replace(info.base, weights=None), with_weights=False).model
+        replay_edits(model, info.edits, torch.zeros((1, *info.input_shape)))
+        load_weights_into(model, read_checkpoint_tensors(path), f"checkpoint {path}")
+    except InputError as error:
+        note = info.version_note()
+        if not note:
+            raise
+        raise InputError(f"{error}{note}") from None
     loaded = LoadedModel(model.eval(), info.base, info.input_shape, edits=info.edits)  # type: ignore[arg-type]
     return loaded, info
 

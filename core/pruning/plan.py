@@ -205,6 +205,8 @@ def decide_channels(
     eligible = []
     plans: dict[str, GroupPlan] = {}
     for group in groups:
+        if group.plan_note:
+            notes.append(group.plan_note)
         if not group.prunable or group.id in locked:
             continue
         if group.id not in scores.groups:
