@@ -16,7 +16,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from secateur.core.common.errors import InputError
+from secateur.core.common.errors import InputError, WorkError
 from secateur.core.graph.attention import HEADS_SUFFIX, head_edit_replay, replace_module
 from secateur.core.graph.blocks import block_bypass
 from secateur.core.graph.groups import build_dependency_graph
@@ -29,17 +29,44 @@ def _prune_channels(model: nn.Module, edit: dict[str, Any], example: torch.Tenso
     prune_channel_groups(model, build_dependency_graph(model, example), edit["groups"])
 
 
+class SurgeryFailed(WorkError):
+    """Torch-Pruning (or a head edit) failed on one group: a bug, reported with the group and layer."""
+
+    def __init__(self, group: str, layer: str, error: Exception) -> None:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        self.group, self.layer = group, layer
+        super().__init__(f"group {group} (layer {layer}): {type(error).__name__}: {first[:300]}")
+
+
 def prune_channel_groups(model: nn.Module, graph: tp.DependencyGraph, removed_by_group: dict[str, list[int]]) -> None:
     """Remove channels from the groups rooted at the named layers, in place, through ``graph``."""
     modules = dict(model.named_modules())
+    names = {module: name for name, module in modules.items()}
     for group_id, removed in removed_by_group.items():
         if not removed:
             continue
         if group_id not in modules:
             raise InputError(f"edit prune_channels names layer {group_id!r}, which the model does not have")
         root = modules[group_id]
-        handler = graph.get_pruner_of_module(root).prune_out_channels
-        graph.get_pruning_group(root, handler, idxs=list(removed)).prune()
+        try:
+            handler = graph.get_pruner_of_module(root).prune_out_channels
+            graph.get_pruning_group(root, handler, idxs=list(removed)).prune()
+        except InputError:
+            raise
+        except Exception as error:
+            raise SurgeryFailed(group_id, _failing_layer(error, names) or group_id, error) from error
+
+
+def _failing_layer(error: BaseException, names: dict[nn.Module, str]) -> str:
+    """The layer Torch-Pruning was cutting when ``error`` was raised (its pruning functions take ``layer``)."""
+    frame_layer = ""
+    trace = error.__traceback__
+    while trace is not None:
+        layer = trace.tb_frame.f_locals.get("layer")
+        if isinstance(layer, nn.Module) and layer in names:
+            frame_layer = names[layer]
+        trace = trace.tb_next
+    return frame_layer
 
 
 def block_edit(blocks: list[str]) -> dict[str, Any]:
@@ -90,7 +117,14 @@ def prune_in_place(model: nn.Module, graph: tp.DependencyGraph, plan: PruningPla
     """Apply a plan to ``model`` itself, through a graph already traced on it; returns the model."""
     first, *rest = plan_edits(plan)
     prune_channel_groups(model, graph, first["groups"])
-    replay_core_edits(model, rest, example)
+    for edit in rest:  # attention heads
+        try:
+            replay_core_edits(model, [edit], example)
+        except InputError:
+            raise
+        except Exception as error:
+            layers = ", ".join(edit.get("layers", {}))
+            raise SurgeryFailed(f"{layers}{HEADS_SUFFIX}", layers, error) from error
     return model.eval()
 
 
