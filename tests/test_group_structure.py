@@ -216,3 +216,17 @@ def test_a_model_broken_by_pruning_is_reported_as_such() -> None:
     message = str(broken.value)
     assert "pruning with l1 broke the model" in message and "conv" in message
     assert "belong together" not in message
+
+
+def test_plugins_and_checkpoints_meet_the_same_rules_through_apply_plan() -> None:
+    """``apply_plan`` (what plugins and checkpoint replay use) refuses an unbalanced cut before surgery."""
+    from secateur.core.api import apply_plan
+
+    model = user_models.grouped_se_net()
+    before = state_hash(model)
+    workspace = workspace_of(model)
+    group = next(g for g in workspace.groups if g.blocks is not None)
+    plan = PruningPlan("plugin", Target("ratio", 0.5), {group.id: GroupPlan([0, 1, 2], group.channels)})
+    with pytest.raises(InputError, match=f"edit prune_channels: group {group.id} .*every block must keep"):
+        apply_plan(model, plan, workspace.example)
+    assert state_hash(model) == before

@@ -19,14 +19,39 @@ from torch import nn
 from secateur.core.common.errors import InputError, WorkError
 from secateur.core.graph.attention import HEADS_SUFFIX, head_edit_replay, replace_module
 from secateur.core.graph.blocks import block_bypass
-from secateur.core.graph.groups import build_dependency_graph
+from secateur.core.graph.groups import build_dependency_graph, dependency_groups
+from secateur.core.pruning.checks import check_group
 from secateur.core.pruning.contract import EditReplayer
-from secateur.core.pruning.plan import PruningPlan
+from secateur.core.pruning.plan import GroupPlan, PruningPlan
 
 
 def _prune_channels(model: nn.Module, edit: dict[str, Any], example: torch.Tensor) -> None:
-    """Replay channel removals: one dependency graph for all the groups of the edit."""
-    prune_channel_groups(model, build_dependency_graph(model, example), edit["groups"])
+    """Replay channel removals: one dependency graph for all the groups of the edit, checked before any cut.
+
+    Plugins that take over apply and checkpoints both come through here, so
+    their removals meet the same rules as the host's plans (``check_group``).
+    """
+    graph = build_dependency_graph(model, example)
+    removals = {gid: list(removed) for gid, removed in edit["groups"].items() if removed}
+    if removals and _has_block_layers(model):
+        groups = {group.id: group for group in dependency_groups(model, graph, [])}
+        for gid, removed in removals.items():
+            group = groups.get(gid)
+            if group is None or not group.prunable:
+                continue
+            gone = set(removed)
+            problem = check_group(group, GroupPlan([i for i in range(group.channels) if i not in gone], group.channels))
+            if problem:
+                raise InputError(f"edit prune_channels: group {gid} (layers {', '.join(group.layers[:3])}) {problem}")
+    prune_channel_groups(model, graph, removals)
+
+
+def _has_block_layers(model: nn.Module) -> bool:
+    """Whether a model holds any grouped conv or GroupNorm at all (the only layers with block rules)."""
+    return any(
+        (isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups < m.out_channels) or isinstance(m, nn.GroupNorm)
+        for m in model.modules()
+    )
 
 
 class SurgeryFailed(WorkError):
