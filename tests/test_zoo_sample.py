@@ -30,7 +30,7 @@ SAMPLE = {  # architecture: smallest square input it runs on
     "densenet121": 32,  # dense concatenations
     "googlenet": 32,  # inception branches
     "convnext_tiny": 32,  # depthwise 7×7, LayerNorm, layer scale
-    "swin_t": 32,  # windowed attention in its own modules
+    "regnet_x_400mf": 32,  # grouped convs without squeeze-excitation
 }
 
 

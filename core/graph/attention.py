@@ -92,10 +92,26 @@ def is_fused_qkv_attention(module: nn.Module) -> bool:
     (and timm's ``Attention``) qualifies; its forward must reshape with
     ``num_heads`` and ``head_dim`` (or ``attn_dim``), which head removal updates.
     """
+    return looks_fused_qkv(module) and not _other_head_tensors(module)
+
+
+def looks_fused_qkv(module: nn.Module) -> bool:
+    """A ``qkv`` Linear of 3 × heads × head_dim outputs, a ``proj`` Linear reading heads × head_dim, ``num_heads``."""
     qkv, proj, heads = getattr(module, "qkv", None), getattr(module, "proj", None), getattr(module, "num_heads", None)
     if not isinstance(qkv, nn.Linear) or not isinstance(proj, nn.Linear) or not isinstance(heads, int) or heads < 1:
         return False
     return qkv.out_features % (3 * heads) == 0 and proj.in_features == qkv.out_features // 3
+
+
+_HEAD_PARTS = {"qkv", "proj", "q_norm", "k_norm", "norm", "gate", "attn_drop", "proj_drop"}
+
+
+def _other_head_tensors(module: nn.Module) -> bool:
+    """Tensors besides the known parts (Swin's relative position bias, its v2 logit scale), which may run per head."""
+    own = any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False))
+    return own or any(
+        name not in _HEAD_PARTS and any(True for _ in child.parameters()) for name, child in module.named_children()
+    )
 
 
 def is_attention(module: nn.Module) -> bool:
@@ -109,7 +125,7 @@ def head_internal(model: nn.Module, name: str, is_out: bool) -> str | None:
     if child not in ("qkv", "proj", "gate", "norm"):
         return None
     parent = model.get_submodule(parent_name) if parent_name else model
-    if not is_fused_qkv_attention(parent):
+    if not looks_fused_qkv(parent):
         return None
     return parent_name if (child == "proj") != is_out else None
 

@@ -69,8 +69,10 @@ def _lock_reason(model: nn.Module, graph: tp.DependencyGraph, group: tp.Group, n
         if attention:
             return f"the attention embedding of {attention} (its channels go by whole heads)"
         fused = head_internal(model, name, graph.is_out_channel_pruning_fn(item.dep.handler)) if name else None
-        if fused:
+        if fused and is_attention(model.get_submodule(fused)):
             return f"the heads of {fused} (cut by whole heads in the {fused}{HEADS_SUFFIX} group)"
+        if fused:
+            return f"the heads of {fused}, whose per-head tensors (such as a position bias) Secateur cannot cut yet"
     if passes_shuffle(group, getattr(graph, "shuffles", [])):
         return "its channels pass through a channel shuffle, which Torch-Pruning maps as if it kept their order"
     return ""
