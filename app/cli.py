@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -68,6 +69,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     parser.add_argument("--seed", type=_non_negative_int, default=0, help="seed of every random choice (default 0)")
+    _debug(parser)
+
+
+def _debug(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
 
 def _model_options(parser: argparse.ArgumentParser, optional: bool = False) -> None:
@@ -162,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     methods.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
     methods.add_argument("--quiet", action="store_true", help="no progress on stderr")
     methods.add_argument("--device", default="auto", help=f"accepted for symmetry: {DEVICE_CHOICES}")
+    _debug(methods)
     return parser
 
 
@@ -449,8 +456,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"secateur {args.command}: interrupted", file=sys.stderr)
         return 130
     except SecateurError as error:
+        _traceback(args, error)
         print(f"secateur {args.command}: error: {error}", file=sys.stderr)
         return error.exit_code
+    except Exception as error:  # a bug: one line naming it, the traceback only with --debug
+        _traceback(args, error)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        hint = "" if getattr(args, "debug", False) else " (rerun with --debug for the traceback)"
+        print(f"secateur {args.command}: internal error: {type(error).__name__}: {first}{hint}", file=sys.stderr)
+        return 1
+
+
+def _traceback(args: argparse.Namespace, error: BaseException) -> None:
+    """With --debug, the full traceback (causes included) on stderr."""
+    if getattr(args, "debug", False):
+        traceback.print_exception(error, file=sys.stderr)
 
 
 if __name__ == "__main__":

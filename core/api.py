@@ -29,6 +29,7 @@ from secateur.core.pruning.plan import (
     PlanOptions,
     PruningPlan,
     Target,
+    choose_kept,
     decide_channels,
     rank_blocks,
 )
@@ -82,6 +83,7 @@ __all__ = [
     "canonize",
     "channel_relevance",
     "check_method",
+    "choose_kept",
     "conv_search_space",
     "decide_channels",
     "finetune",

@@ -304,7 +304,8 @@ def implant(
     for gid, channels in chosen.items():
         group = groups[gid]
         members = list(context.members(group))
-        problem = reorder_problem(members, group.channels)
+        problem = "its channels are tied in conv-group blocks" if group.blocks is not None else None
+        problem = problem or reorder_problem(members, group.channels)
         if problem is None and not _identity_producers(context, group, candidates[gid]):
             problem = "its producers do not map channels one to one"
         if problem:

@@ -224,5 +224,4 @@ def implant_parameters(model: nn.Module) -> int:
     return sum(m.implant.weight.numel() for m in model.modules() if isinstance(m, ImplantedConv2d))
 
 
-
 IMPLANT_EDIT = EditKind(EDIT_KIND, replay_implants)

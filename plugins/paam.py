@@ -55,6 +55,7 @@ from secateur.core.api import (
     Scores,
     ScoringContext,
     apply_plan,
+    choose_kept,
     hookimpl,
     model_macs,
     recalibrate_batchnorm,
@@ -227,12 +228,22 @@ def threshold_kept(scores: torch.Tensor, threshold: float) -> list[int]:
     return kept or [int(torch.argmax(scores))]
 
 
-def _threshold_plan(plan: PruningPlan, trained: Trained, threshold: float) -> PruningPlan:
-    """The plan with PAAM's threshold rule in place of the target's choice, in the groups PAAM scored."""
+def _threshold_plan(
+    plan: PruningPlan, trained: Trained, threshold: float, blocks: dict[str, Any] | None = None
+) -> PruningPlan:
+    """The plan with PAAM's threshold rule in place of the target's choice, in the groups PAAM scored.
+
+    A group in conv-group blocks (``blocks``: group id → its ``GroupInfo.blocks``) keeps as many channels
+    as the threshold would, balanced over its blocks.
+    """
     groups = dict(plan.groups)
+    blocks = blocks or {}
     for group_id, values in trained.scores.items():
         if group_id in groups:
-            groups[group_id] = GroupPlan(threshold_kept(values, threshold), groups[group_id].total)
+            kept = threshold_kept(values, threshold)
+            if blocks.get(group_id) is not None:
+                kept = choose_kept(values, len(kept), blocks[group_id])
+            groups[group_id] = GroupPlan(kept, groups[group_id].total)
     before = sum(len(g.kept) for gid, g in plan.groups.items() if gid in trained.scores)
     after = sum(len(g.kept) for gid, g in groups.items() if gid in trained.scores)
     note = (
@@ -254,7 +265,8 @@ def apply(context: ScoringContext, plan: PruningPlan, params: dict[str, Any], sc
     model = copy.deepcopy(trained.model).to(context.device)
     fold_scores(model, trained.targets, trained.scores)
     if params["threshold"] > 0:
-        plan = _threshold_plan(plan, trained, params["threshold"])
+        blocks = {group.id: group.blocks for group in context.groups}
+        plan = _threshold_plan(plan, trained, params["threshold"], blocks)
     notes = []
     for group in context.groups:
         if group.id not in trained.scores:

@@ -85,6 +85,51 @@ ATTENTION_TYPES = (nn.MultiheadAttention, HeadPrunedAttention)
 HEADS_SUFFIX = ":heads"  # the group of an attention layer's heads is "<layer>:heads"
 
 
+def is_fused_qkv_attention(module: nn.Module) -> bool:
+    """Attention in timm's layout: a ``qkv`` Linear read as (3, heads, head_dim), a ``proj`` Linear, ``num_heads``.
+
+    Recognised by its attributes, so a user's own module written that way
+    (and timm's ``Attention``) qualifies; its forward must reshape with
+    ``num_heads`` and ``head_dim`` (or ``attn_dim``), which head removal updates.
+    """
+    return looks_fused_qkv(module) and not _other_head_tensors(module)
+
+
+def looks_fused_qkv(module: nn.Module) -> bool:
+    """A ``qkv`` Linear of 3 × heads × head_dim outputs, a ``proj`` Linear reading heads × head_dim, ``num_heads``."""
+    qkv, proj, heads = getattr(module, "qkv", None), getattr(module, "proj", None), getattr(module, "num_heads", None)
+    if not isinstance(qkv, nn.Linear) or not isinstance(proj, nn.Linear) or not isinstance(heads, int) or heads < 1:
+        return False
+    return qkv.out_features % (3 * heads) == 0 and proj.in_features == qkv.out_features // 3
+
+
+_HEAD_PARTS = {"qkv", "proj", "q_norm", "k_norm", "norm", "gate", "attn_drop", "proj_drop"}
+
+
+def _other_head_tensors(module: nn.Module) -> bool:
+    """Tensors besides the known parts (Swin's relative position bias, its v2 logit scale), which may run per head."""
+    own = any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False))
+    return own or any(
+        name not in _HEAD_PARTS and any(True for _ in child.parameters()) for name, child in module.named_children()
+    )
+
+
+def is_attention(module: nn.Module) -> bool:
+    """Whether ``module`` is an attention layer whose heads Secateur can score and remove."""
+    return isinstance(module, ATTENTION_TYPES) or is_fused_qkv_attention(module)
+
+
+def head_internal(model: nn.Module, name: str, is_out: bool) -> str | None:
+    """The fused-qkv attention whose heads' dimensions this channel dependency cuts (qkv outputs, proj inputs)."""
+    parent_name, _, child = name.rpartition(".")
+    if child not in ("qkv", "proj", "gate", "norm"):
+        return None
+    parent = model.get_submodule(parent_name) if parent_name else model
+    if not looks_fused_qkv(parent):
+        return None
+    return parent_name if (child == "proj") != is_out else None
+
+
 def _additive(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     """A mask in nn.MultiheadAttention's sense (True or -inf = not attended) as an additive float mask."""
     if mask is None:
@@ -96,6 +141,8 @@ def _additive(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | N
 
 def projection_weights(module: nn.Module) -> list[nn.Parameter]:
     """The attention's q, k, v and output projection weights (views for nn.MultiheadAttention's packed one)."""
+    if is_fused_qkv_attention(module):
+        return [module.qkv.weight, module.proj.weight]
     if isinstance(module, nn.MultiheadAttention):
         if not module._qkv_same_embed_dim:
             raise InputError("attention with separate key/value widths (kdim/vdim) cannot have its heads pruned")
@@ -105,15 +152,15 @@ def projection_weights(module: nn.Module) -> list[nn.Parameter]:
 
 def per_head(module: nn.Module, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     """Split tensors shaped like ``projection_weights(module)`` into (heads, -1) rows: q, k, v rows, out columns."""
-    heads, embed = module.num_heads, module.embed_dim
-    if isinstance(module, nn.MultiheadAttention):
+    heads = module.num_heads
+    if isinstance(module, nn.MultiheadAttention) or is_fused_qkv_attention(module):
         packed, out = tensors
         q, k, v = packed.chunk(3, dim=0)
     else:
         q, k, v, out = tensors
     head_dim = q.shape[0] // heads
-    rows = [w.reshape(heads, head_dim * embed) for w in (q, k, v)]
-    columns = out.reshape(embed, heads, head_dim).transpose(0, 1).reshape(heads, embed * head_dim)
+    rows = [w.reshape(heads, -1) for w in (q, k, v)]
+    columns = out.reshape(out.shape[0], heads, head_dim).transpose(0, 1).reshape(heads, -1)
     return [*rows, columns]
 
 
@@ -158,11 +205,77 @@ def replace_module(model: nn.Module, name: str, replacement: nn.Module) -> None:
     setattr(parent, child, replacement)
 
 
+@torch.no_grad()
+def prune_fused_heads(module: nn.Module, kept: list[int]) -> None:
+    """Keep only the ``kept`` heads of a fused-qkv (timm-layout) attention, in place.
+
+    Drops each removed head's rows of q, k and v in ``qkv`` (laid out as
+    3 × heads × head_dim), its columns of ``proj`` and its slice of an optional
+    ``gate`` Linear or ``norm`` over the heads; ``num_heads`` (and ``attn_dim``
+    when present) follow, ``head_dim`` and the scale stay.
+    """
+    heads = module.num_heads
+    if not kept or not all(0 <= h < heads for h in kept):
+        raise InputError(f"an attention layer keeps between 1 and {heads} heads, given {sorted(kept)}")
+    head_dim = module.qkv.out_features // (3 * heads)
+    inner = heads * head_dim
+    per_head = torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in sorted(kept)])
+    rows = torch.cat([part * inner + per_head for part in range(3)]).to(module.qkv.weight.device)
+    _keep_rows(module.qkv, rows)
+    _keep_columns(module.proj, per_head.to(module.proj.weight.device))
+    gate, norm = getattr(module, "gate", None), getattr(module, "norm", None)
+    if isinstance(gate, nn.Linear) and gate.out_features == inner:
+        _keep_rows(gate, per_head.to(gate.weight.device))
+    if isinstance(norm, nn.LayerNorm) and tuple(norm.normalized_shape) == (inner,):
+        for attribute in ("weight", "bias"):
+            if getattr(norm, attribute) is not None:
+                setattr(norm, attribute, nn.Parameter(getattr(norm, attribute)[per_head.to(norm.weight.device)]))
+        norm.normalized_shape = (len(per_head),)
+    module.num_heads = len(kept)
+    if hasattr(module, "head_dim"):
+        module.head_dim = head_dim
+    if hasattr(module, "attn_dim"):
+        module.attn_dim = len(kept) * head_dim
+
+
+def _keep_rows(linear: nn.Linear, rows: torch.Tensor) -> None:
+    linear.weight = nn.Parameter(linear.weight[rows].clone())
+    if linear.bias is not None:
+        linear.bias = nn.Parameter(linear.bias[rows].clone())
+    linear.out_features = len(rows)
+
+
+def _keep_columns(linear: nn.Linear, columns: torch.Tensor) -> None:
+    linear.weight = nn.Parameter(linear.weight[:, columns].clone())
+    linear.in_features = len(columns)
+
+
+def head_scaled(module: nn.Module) -> list[tuple[nn.Module, bool]]:
+    """The modules whose tensors and MACs shrink with an attention's kept heads, each with whether its bias stays.
+
+    An output projection keeps its bias (its outputs are the residual stream);
+    everything else on the heads' side loses the removed heads' share.
+    """
+    if is_fused_qkv_attention(module):
+        inner = module.proj.in_features
+        scaled = [(module.qkv, False), (module.proj, True)]
+        gate, norm = getattr(module, "gate", None), getattr(module, "norm", None)
+        if isinstance(gate, nn.Linear) and gate.out_features == inner:
+            scaled.append((gate, False))
+        if isinstance(norm, nn.LayerNorm) and tuple(norm.normalized_shape) == (inner,):
+            scaled.append((norm, False))
+        return scaled
+    return [(module, False), *((child, name == "out_proj") for name, child in module.named_children())]
+
+
 def head_edit_replay(model: nn.Module, edit: dict[str, Any], example: torch.Tensor) -> None:
     """Replay a ``prune_heads`` edit: each named attention keeps the listed heads."""
     modules = dict(model.named_modules())
     for name, kept in edit["layers"].items():
         module = modules.get(name)
-        if not isinstance(module, ATTENTION_TYPES):
+        if module is not None and is_fused_qkv_attention(module):
+            prune_fused_heads(module, list(kept))
+        elif isinstance(module, ATTENTION_TYPES):
+            replace_module(model, name, prune_heads(module, list(kept)))
+        else:
             raise InputError(f"edit prune_heads names {name!r}, which is not an attention layer of the model")
-        replace_module(model, name, prune_heads(module, list(kept)))

@@ -9,13 +9,17 @@ itself: it asks ``torch_pruning.DependencyGraph``.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
 import torch_pruning as tp
 from torch import nn
+from torch_pruning.dependency import index_mapping
 
-from secateur.core.graph.attention import ATTENTION_TYPES, HEADS_SUFFIX
+from secateur.core.common.errors import InputError
+from secateur.core.graph.attention import ATTENTION_TYPES, HEADS_SUFFIX, head_internal, is_attention
+from secateur.core.graph.constraints import Blocks, group_blocks, passes_shuffle, spying_shuffles
 from secateur.core.graph.timm_layers import timm_attention_lock
 
 
@@ -31,6 +35,7 @@ class GroupInfo:
     handle: tp.Group | None = field(default=None, repr=False)  # Torch-Pruning's group; None when locked
     locked_because: str = ""
     kind: str = "channels"  # or "heads": the units are an attention layer's heads
+    blocks: Blocks | None = None  # channels kept in balanced blocks (grouped convs, GroupNorm)
     plan_note: str = ""  # said in every plan: a lock the user did not ask for, on a layer they may expect pruned
 
     def to_dict(self) -> dict[str, object]:
@@ -43,6 +48,8 @@ class GroupInfo:
         }
         if self.locked_because:
             result["locked_because"] = self.locked_because
+        if self.blocks is not None:
+            result["blocks"] = self.blocks.to_dict()
         return result
 
 
@@ -56,15 +63,101 @@ def _attention_member(model: nn.Module, name: str | None) -> str | None:
     return None
 
 
+def _lock_reason(model: nn.Module, graph: tp.DependencyGraph, group: tp.Group, names: dict[nn.Module, str]) -> str:
+    """Why a group's channels cannot be cut one by one ("" when they can)."""
+    for item in group:
+        name = names.get(item.dep.target.module)
+        attention = _attention_member(model, name)
+        if attention:
+            return f"the attention embedding of {attention} (its channels go by whole heads)"
+        fused = head_internal(model, name, graph.is_out_channel_pruning_fn(item.dep.handler)) if name else None
+        if fused and is_attention(model.get_submodule(fused)):
+            return f"the heads of {fused} (cut by whole heads in the {fused}{HEADS_SUFFIX} group)"
+        if fused:
+            return f"the heads of {fused}, whose per-head tensors (such as a position bias) Secateur cannot cut yet"
+    if passes_shuffle(group, getattr(graph, "shuffles", [])):
+        return "its channels pass through a channel shuffle, which Torch-Pruning maps as if it kept their order"
+    return ""
+
+
 def build_dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
     """Torch-Pruning's graph of ``model`` traced on ``example`` (the model is not changed).
 
     Tracing needs autograd, so it is enabled here even when the caller runs under ``torch.no_grad()``.
+    The channel shuffles seen in that pass are kept on the graph (``shuffles``) so
+    the groups that run through one can be told apart.
     """
-    with warnings.catch_warnings(), torch.enable_grad():
+    with warnings.catch_warnings(), torch.enable_grad(), spying_shuffles() as spy:
         warnings.simplefilter("ignore")  # tp warns about unwrapped parameters such as ViT's class token
-        # a tuple, so Torch-Pruning calls model(example) once instead of first trying model(*example)
-        return tp.DependencyGraph().build_dependency(model, example_inputs=(example,))
+        try:
+            # a tuple, so Torch-Pruning calls model(example) once instead of first trying model(*example)
+            graph = tp.DependencyGraph().build_dependency(model, example_inputs=(example,))
+        except Exception as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise InputError(
+                f"the model cannot be traced on an input of shape {tuple(example.shape[1:])} "
+                f"({type(error).__name__}: {first[:300]}); check --input-size and that the model runs on it"
+            ) from error
+    graph.shuffles = spy.shuffles()
+    return graph
+
+
+def _tolerant(update: Callable[[tp.DependencyGraph, object], None]) -> Callable[[tp.DependencyGraph, object], None]:
+    """Torch-Pruning 1.6's reshape mapping, skipping a reshape it cannot map instead of dividing by zero.
+
+    ``update_reshape_index_mapping`` divides by an inferred channel count that
+    is 0 for ShuffleNetV2's channel shuffle, on every ``get_pruning_group``.
+    Skipping the mapping is what it does for every other reshape it does not
+    understand (the identity); the groups through a shuffle are kept whole.
+    """
+
+    def tolerant(graph: tp.DependencyGraph, node: object) -> None:
+        try:
+            update(graph, node)
+        except ZeroDivisionError:
+            return
+
+    tolerant.secateur_tolerant = True  # type: ignore[attr-defined]
+    return tolerant
+
+
+if not getattr(index_mapping.update_reshape_index_mapping, "secateur_tolerant", False):
+    index_mapping.update_reshape_index_mapping = _tolerant(index_mapping.update_reshape_index_mapping)
+
+
+_ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
+
+
+def _all_groups(
+    graph: tp.DependencyGraph, ignored: list[nn.Module]
+) -> Iterator[tuple[nn.Module, tp.Group | None, str]]:
+    """Torch-Pruning's ``get_all_groups``, one root at a time, so that a root it cannot map is reported, not fatal.
+
+    Yields (root, group, "") or (root, None, what failed).
+    """
+    visited: set[nn.Module] = set()
+    ignored = ignored + list(graph.IGNORED_LAYERS_IN_TRACING)
+    for module in list(graph.module2node):
+        if module in ignored or not isinstance(module, _ROOT_TYPES) or module in visited:
+            continue
+        pruner = graph.get_pruner_of_module(module)
+        if pruner is None or pruner.get_out_channels(module) is None:
+            continue
+        try:
+            group = graph.get_pruning_group(
+                module, pruner.prune_out_channels, list(range(pruner.get_out_channels(module)))
+            )
+        except Exception as error:  # Torch-Pruning's index mapping failed on this root
+            visited.add(module)
+            yield module, None, f"{type(error).__name__} in its index mapping"
+            continue
+        prunable = True
+        for item in group:
+            if graph.is_out_channel_pruning_fn(item.dep.handler):
+                visited.add(item.dep.target.module)
+                prunable = prunable and item.dep.target.module not in ignored
+        if prunable:
+            yield module, group, ""
 
 
 def dependency_groups(model: nn.Module, graph: tp.DependencyGraph, locked: list[str]) -> list[GroupInfo]:
@@ -72,9 +165,12 @@ def dependency_groups(model: nn.Module, graph: tp.DependencyGraph, locked: list[
     names = {module: name for name, module in model.named_modules()}
     locked_modules = [model.get_submodule(name) for name in locked]
     groups: list[GroupInfo] = []
-    for group in graph.get_all_groups(
-        ignored_layers=locked_modules, root_module_types=[nn.modules.conv._ConvNd, nn.Linear]
-    ):
+    for root, group, failure in _all_groups(graph, locked_modules):
+        if group is None:
+            width = int(graph.get_out_channels(root) or 0)
+            reason = f"Torch-Pruning cannot map this group's channels ({failure})"
+            groups.append(GroupInfo(names.get(root, "?"), width, [names.get(root, "?")], False, [], None, reason))
+            continue
         root = group[0].dep.target.module
         members: list[str] = []
         out_layers: list[str] = []
@@ -87,20 +183,22 @@ def dependency_groups(model: nn.Module, graph: tp.DependencyGraph, locked: list[
                 members.append(name)
             if graph.is_out_channel_pruning_fn(item.dep.handler) and name not in out_layers:
                 out_layers.append(name)
-        attention = [a for a in (_attention_member(model, names.get(item.dep.target.module)) for item in group) if a]
-        if attention:
-            reason = f"the attention embedding of {attention[0]} (its channels go by whole heads)"
-            groups.append(GroupInfo(names[root], len(group[0].idxs), members, False, out_layers, None, reason))
+        channels = len(group[0].idxs)
+        reason = _lock_reason(model, graph, group, names)
+        blocks, unbalanced = (None, "") if reason else group_blocks(group, graph, names, channels)
+        reason = reason or unbalanced
+        if reason:
+            groups.append(GroupInfo(names[root], channels, members, False, out_layers, None, reason))
             continue
         timm_lock = next(filter(None, (timm_attention_lock(model, name) for name in members)), "")
         if timm_lock:
             note = f"group {names[root]} kept whole: {timm_lock}"
-            groups.append(GroupInfo(names[root], len(group[0].idxs), members, False, out_layers, None, timm_lock))
+            groups.append(GroupInfo(names[root], channels, members, False, out_layers, None, timm_lock))
             groups[-1].plan_note = note
             continue
-        groups.append(GroupInfo(names[root], len(group[0].idxs), members, True, out_layers, group))
+        groups.append(GroupInfo(names[root], channels, members, True, out_layers, group, blocks=blocks))
     for name, module in model.named_modules():
-        if isinstance(module, ATTENTION_TYPES):
+        if is_attention(module):
             groups.append(
                 GroupInfo(f"{name}{HEADS_SUFFIX}", int(module.num_heads), [name], True, [], None, "", "heads")
             )

@@ -38,9 +38,7 @@ class ScoreFn(Protocol):
         ``Scores`` is accepted too (its state is ``None``).
     """
 
-    def __call__(
-        self, context: ScoringContext, params: Mapping[str, Any]
-    ) -> Generator[Scores, None, Any] | Scores: ...
+    def __call__(self, context: ScoringContext, params: Mapping[str, Any]) -> Generator[Scores, None, Any] | Scores: ...
 
 
 class ApplyFn(Protocol):

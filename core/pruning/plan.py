@@ -26,7 +26,9 @@ import torch_pruning as tp
 from torch import nn
 
 from secateur.core.common.errors import InputError
+from secateur.core.graph.attention import head_scaled
 from secateur.core.graph.blocks import BlockInfo, stage_of
+from secateur.core.graph.constraints import Blocks
 from secateur.core.graph.groups import GroupInfo
 from secateur.core.pruning.scoring import Scores
 
@@ -153,8 +155,7 @@ class PruningPlan:
             "method": self.method,
             "target": self.target.to_dict(),
             "groups": {
-                gid: {"kept": len(g.kept), "total": g.total, "kept_indices": g.kept}
-                for gid, g in self.groups.items()
+                gid: {"kept": len(g.kept), "total": g.total, "kept_indices": g.kept} for gid, g in self.groups.items()
             },
             "blocks_removed": list(self.blocks_removed),
             "predicted_params": self.predicted_params,
@@ -195,6 +196,38 @@ def _top(scores: torch.Tensor, count: int) -> list[int]:
     return sorted(order[:count].tolist())
 
 
+def choose_kept(scores: torch.Tensor, count: int, blocks: Blocks | None) -> list[int]:
+    """The ``count`` best channels, or, for a group in blocks, the best per block with every block alike.
+
+    Aligned blocks keep the offsets whose mean score over the blocks is
+    highest (Torch-Pruning's rule for grouped convs); balanced blocks keep
+    their own best channels. Each block keeps ``round(count / blocks)``, at
+    least one.
+    """
+    if blocks is None:
+        return _top(scores, count)
+    size = len(scores) // blocks.count
+    per_block = min(size, max(1, round(count / blocks.count)))
+    table = scores.reshape(blocks.count, size)
+    if blocks.aligned:
+        offsets = _top(table.mean(0), per_block)
+        return [block * size + offset for block in range(blocks.count) for offset in offsets]
+    return [block * size + offset for block in range(blocks.count) for offset in _top(table[block], per_block)]
+
+
+def _block_note(group: GroupInfo, kept: list[int], wanted: list[int]) -> str:
+    """What the block rule changed against the method's own top channels ("" when nothing)."""
+    if kept == wanted or group.blocks is None:
+        return ""
+    size = group.channels // group.blocks.count
+    counts = [sum(1 for index in wanted if index // size == block) for block in range(group.blocks.count)]
+    shown = "/".join(map(str, counts)) if len(counts) <= 16 else f"{min(counts)}..{max(counts)}"
+    return (
+        f"group {group.id}: kept {len(kept)} channels chosen per block, {group.blocks.describe()}; "
+        f"the method's top {len(wanted)} fell {shown} across the blocks"
+    )
+
+
 def decide_channels(
     groups: list[GroupInfo], scores: Scores, ratio: float, options: PlanOptions
 ) -> tuple[dict[str, GroupPlan], list[str]]:
@@ -221,7 +254,16 @@ def decide_channels(
     for group in eligible:
         if group.id in overrides:
             counts[group.id] = _kept_count(group.channels, overrides[group.id], options, group.kind)
-        plans[group.id] = GroupPlan(_top(scores.groups[group.id], counts[group.id]), group.channels)
+        values = scores.groups[group.id]
+        if len(values) != group.channels:
+            raise InputError(
+                f"group {group.id}: the method gave {len(values)} scores for its {group.channels} channels"
+            )
+        kept = choose_kept(values, counts[group.id], group.blocks)
+        note = _block_note(group, kept, _top(values, counts[group.id]))
+        if note:
+            notes.append(note)
+        plans[group.id] = GroupPlan(kept, group.channels)
     return plans, notes
 
 
@@ -370,18 +412,27 @@ def _layer_factor(module: nn.Module, dims: _LayerDims) -> tuple[float, float]:
     return 1.0, 1.0
 
 
-def _head_fractions(model: nn.Module, groups: list[GroupInfo], plans: dict[str, GroupPlan]) -> dict[nn.Module, float]:
-    """Scale factor of every tensor and product that shrinks with an attention layer's kept heads."""
-    factors: dict[nn.Module, float] = {}
+def _head_fractions(
+    model: nn.Module, groups: list[GroupInfo], plans: dict[str, GroupPlan]
+) -> dict[nn.Module, tuple[float, bool]]:
+    """Scale factor of every tensor and product that shrinks with an attention layer's kept heads.
+
+    Each entry also says whether the module's bias stays whole (an output projection's does).
+    """
+    factors: dict[nn.Module, tuple[float, bool]] = {}
     for group in groups:
         if group.kind != "heads" or group.id not in plans:
             continue
-        attention = model.get_submodule(group.layers[0])
         fraction = len(plans[group.id].kept) / group.channels
-        factors[attention] = fraction
-        for child in attention.children():
-            factors[child] = fraction
+        for module, keeps_bias in head_scaled(model.get_submodule(group.layers[0])):
+            factors[module] = (fraction, keeps_bias)
     return factors
+
+
+def _bare_parameter_size(graph: tp.DependencyGraph, parameter: nn.Parameter, removed: int) -> int:
+    """Elements left of a bare parameter once ``removed`` slices go along Torch-Pruning's pruning dimension."""
+    dim = graph.module2node[parameter].pruning_dim
+    return parameter.numel() // parameter.shape[dim] * (parameter.shape[dim] - removed)
 
 
 def predict_size(
@@ -407,13 +458,14 @@ def predict_size(
     for name, module in model.named_modules():
         entry = dims.get(module, _LayerDims())
         weight_scale, macs_scale = _layer_factor(module, entry)
-        head = heads.get(module, 1.0)
-        keeps_bias = name.endswith("out_proj")
+        head, keeps_bias = heads.get(module, (1.0, False))
         for parameter_name, parameter in module.named_parameters(recurse=False):
             if parameter_name == "weight" and isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
                 params += round(parameter.numel() * weight_scale * head)
             elif parameter.dim() == 1:  # biases and per-channel vectors run along the output channels
                 params += round((parameter.numel() - entry.out_removed) * (1.0 if keeps_bias else head))
+            elif parameter in dims:  # a bare nn.Parameter (a class token, position embeddings) in a group
+                params += _bare_parameter_size(graph, parameter, dims[parameter].out_removed)
             else:
                 params += round(parameter.numel() * head)
         macs += round(own_macs.get(name, 0) * macs_scale * head)

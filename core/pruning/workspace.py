@@ -25,6 +25,7 @@ from secateur.core.graph.blocks import BlockInfo, residual_blocks
 from secateur.core.graph.groups import GroupInfo, build_dependency_graph, dependency_groups
 from secateur.core.graph.layer_tree import find_classifier
 from secateur.core.graph.macs import finish_records, recording_modules
+from secateur.core.pruning.checks import check_plan, check_runs
 from secateur.core.pruning.contract import Applied, Scored
 from secateur.core.pruning.guard import Fingerprint, changed_tensors, fingerprint
 from secateur.core.pruning.latency import plan_for_latency
@@ -43,7 +44,14 @@ from secateur.core.pruning.plan import (
     with_removed_blocks,
 )
 from secateur.core.pruning.scoring import Scores, ScoringContext, collect_scores, plugin_errors
-from secateur.core.pruning.surgery import CORE_EDITS, block_edit, plan_edits, prune_in_place, replay_core_edits
+from secateur.core.pruning.surgery import (
+    CORE_EDITS,
+    SurgeryFailed,
+    block_edit,
+    plan_edits,
+    prune_in_place,
+    replay_core_edits,
+)
 
 
 @dataclass
@@ -280,20 +288,25 @@ class Workspace(UsesSettings):
         declared in its ``MethodInfo``. Its context carries ``progress``, so a
         long apply reports and can be cancelled.
         """
+        name = method.id if method is not None else plan.method
+        check_plan(self.groups, plan)
         if method is None or method.apply is None:
-            return self._apply_plan(plan)
-        if scored is None:
-            raise InputError(f"method {method.id} applies its own plan from its scores: score with it first")
-        values = validate_params(method.params, params or {}, method.id)
-        with plugin_errors(method.id, "applying"):
-            result = method.apply(self.context(progress), plan, values, scored)
-        if not isinstance(result, Applied) or not isinstance(result.model, nn.Module):
-            raise WorkError(f"method {method.id}: apply must return an Applied, got {type(result).__name__}")
-        edits = tuple(_with_provider(edit, method) for edit in result.edits)
-        effective = with_removed_blocks(result.plan, edits).with_notes(*result.notes)
-        return Applied(result.model, edits, effective)
+            applied = self._apply_plan(plan, name)
+        else:
+            if scored is None:
+                raise InputError(f"method {method.id} applies its own plan from its scores: score with it first")
+            values = validate_params(method.params, params or {}, method.id)
+            with plugin_errors(method.id, "applying"):
+                result = method.apply(self.context(progress), plan, values, scored)
+            if not isinstance(result, Applied) or not isinstance(result.model, nn.Module):
+                raise WorkError(f"method {method.id}: apply must return an Applied, got {type(result).__name__}")
+            edits = tuple(_with_provider(edit, method) for edit in result.edits)
+            effective = with_removed_blocks(result.plan, edits).with_notes(*result.notes)
+            applied = Applied(result.model, edits, effective)
+        check_runs(applied.model, self.example, applied.plan, name)
+        return applied
 
-    def _apply_plan(self, plan: PruningPlan) -> Applied:
+    def _apply_plan(self, plan: PruningPlan, method: str) -> Applied:
         """The core's own apply: remove the plan's blocks, or its channels and heads with Torch-Pruning."""
         if plan.blocks_removed:
             pruned = copy.deepcopy(self.model)
@@ -302,7 +315,15 @@ class Workspace(UsesSettings):
             return Applied(pruned.eval(), edits, plan)
         prepared = self._prepare()
         self._prepared = None  # the working copy becomes the result; the next step prepares another
-        return Applied(prune_in_place(prepared.model, prepared.graph, plan, self.example), plan_edits(plan), plan)
+        try:
+            pruned = prune_in_place(prepared.model, prepared.graph, plan, self.example)
+        except SurgeryFailed as error:
+            raise WorkError(
+                f"pruning with {method or 'the plan'} failed inside surgery on {error}. This is a bug in Secateur's "
+                "handling of this architecture, not in the model; the model and any existing output file are "
+                "untouched (rerun with --debug for the traceback)"
+            ) from error
+        return Applied(pruned, plan_edits(plan), plan)
 
 
 def _with_provider(edit: dict[str, Any], method: MethodInfo) -> dict[str, Any]:

@@ -78,3 +78,171 @@ def concat_net(num_classes: int = 10) -> nn.Module:
 
 def not_a_model() -> str:
     return "a string"
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation: channel gates from a pooled bottleneck (multiplies its input)."""
+
+    def __init__(self, channels: int, reduced: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, reduced, 1)
+        self.fc2 = nn.Conv2d(reduced, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.fc2(torch.relu(self.fc1(x.mean(dim=(2, 3), keepdim=True)))))
+
+
+class GroupedSENet(nn.Module):
+    """Grouped 3×3 convolutions (``groups`` 2, 4 and 8), each followed by BatchNorm and squeeze-excitation."""
+
+    def __init__(self, num_classes: int = 10, width: int = 32) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
+        layers: list[nn.Module] = []
+        for groups in (2, 4, 8):
+            layers += [
+                nn.Conv2d(width, width, 3, padding=1, groups=groups),
+                nn.BatchNorm2d(width),
+                nn.ReLU(),
+                SqueezeExcite(width, 8),
+            ]
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(self.stem(x)).mean(dim=(2, 3)))
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """ShuffleNet's channel shuffle: (g, c/g) → (c/g, g) along the channel axis."""
+    batch, channels, height, width = x.shape
+    x = x.view(batch, groups, channels // groups, height, width).transpose(1, 2).contiguous()
+    return x.view(batch, channels, height, width)
+
+
+class ShuffleNet(nn.Module):
+    """Grouped 1×1 convolutions around a channel shuffle and a depthwise 3×3 (ShuffleNet v1's unit)."""
+
+    def __init__(self, num_classes: int = 10, width: int = 32, groups: int = 4) -> None:
+        super().__init__()
+        self.groups = groups
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
+        self.reduce = nn.Conv2d(width, width, 1, groups=groups)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.depthwise = nn.Conv2d(width, width, 3, padding=1, groups=width)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.expand = nn.Conv2d(width, width, 1, groups=groups)
+        self.bn3 = nn.BatchNorm2d(width)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        y = torch.relu(self.bn1(self.reduce(x)))
+        y = self.bn2(self.depthwise(channel_shuffle(y, self.groups)))
+        x = torch.relu(x + self.bn3(self.expand(y)))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+class DepthwiseSeparableStack(nn.Module):
+    """MobileNet v1's depthwise-separable pairs, three deep, widening."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU()]
+        for inputs, outputs in ((16, 32), (32, 64), (64, 64)):
+            layers += [
+                nn.Conv2d(inputs, inputs, 3, padding=1, groups=inputs),
+                nn.BatchNorm2d(inputs),
+                nn.ReLU(),
+                nn.Conv2d(inputs, outputs, 1),
+                nn.BatchNorm2d(outputs),
+                nn.ReLU(),
+            ]
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+class TimmAttention(nn.Module):
+    """Self-attention in timm's layout: one fused ``qkv`` Linear split by a reshape, ``proj``, ``num_heads``."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, _ = x.shape
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        attention = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+        x = (attention @ v).transpose(1, 2).reshape(batch, tokens, self.num_heads * self.head_dim)
+        return self.proj(x)
+
+
+class TimmBlock(nn.Module):
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = TimmAttention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class TimmStyleViT(nn.Module):
+    """A small vision transformer written the way timm writes them (class token, pre-norm blocks)."""
+
+    def __init__(self, num_classes: int = 10, dim: int = 48, heads: int = 4, depth: int = 2) -> None:
+        super().__init__()
+        self.patch_embed = nn.Conv2d(3, dim, 8, stride=8)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, 17, dim) * 0.02)
+        self.blocks = nn.Sequential(*[TimmBlock(dim, heads) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.patch_embed(x).flatten(2).transpose(1, 2)
+        tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1) + self.pos_embed
+        return self.head(self.norm(self.blocks(tokens))[:, 0])
+
+
+def grouped_se_net(num_classes: int = 10) -> nn.Module:
+    return GroupedSENet(num_classes)
+
+
+def shuffle_net(num_classes: int = 10) -> nn.Module:
+    return ShuffleNet(num_classes)
+
+
+def separable_stack(num_classes: int = 10) -> nn.Module:
+    return DepthwiseSeparableStack(num_classes)
+
+
+def timm_style_vit(num_classes: int = 10) -> nn.Module:
+    return TimmStyleViT(num_classes)
+
+
+class HardCodedWidth(nn.Module):
+    """A forward that reshapes to a fixed channel count, which no dependency graph can see: pruning breaks it."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.head = nn.Linear(16, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(x).reshape(x.shape[0], 16, -1).mean(-1))
+
+
+def hard_coded_width(num_classes: int = 10) -> nn.Module:
+    return HardCodedWidth(num_classes)

@@ -1,0 +1,232 @@
+"""Grouped convolutions, squeeze-excitation, channel shuffles and depthwise stacks under every channel method.
+
+Every plan must keep each grouped conv's channel blocks balanced (and, for
+its inputs, aligned), whatever the scores say; the pruned model must run and
+land exactly on the predicted size; a plan that breaks the rules is refused
+before surgery.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from conftest import ARCHS
+from secateur.core.common.errors import InputError, WorkError
+from secateur.core.common.settings import RunSettings
+from secateur.core.data.arrays import ArrayDataset
+from secateur.core.data.loading import DataBundle
+from secateur.core.graph.macs import trace_modules
+from secateur.core.pruning.checks import check_group
+from secateur.core.pruning.plan import GroupPlan, PlanOptions, PruningPlan, Target
+from secateur.core.pruning.registry import load_registry
+from secateur.core.pruning.scoring import Scores
+from secateur.core.pruning.workspace import Workspace
+from secateur.core.testing import state_hash
+
+sys.path.insert(0, str(ARCHS))
+import user_models
+
+SHAPE = (3, 32, 32)
+RATIOS = (0.2, 0.5, 0.8)
+# every built-in channel method, with the cheapest parameters that run its whole path
+METHODS = {
+    "random": {},
+    "l1": {},
+    "l2": {},
+    "bn-scale": {},
+    "taylor": {"batches": 1},
+    "intra-fusion": {"batches": 1},
+    "pxp": {"samples_per_class": 1},
+    "hap": {"probes": 1, "batches": 1, "chunk_size": 16},
+    "paam": {"epochs": 1, "max_steps": 1},
+}
+MODELS = {
+    "grouped-se": user_models.grouped_se_net,
+    "shuffle": user_models.shuffle_net,
+    "separable": user_models.separable_stack,
+}
+
+
+def tiny_data() -> DataBundle:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (20, *SHAPE), dtype=np.uint8)
+    dataset = ArrayDataset(images, np.arange(20) % 10, (0.5,) * 3, (0.25,) * 3)
+    return DataBundle("tiny", dataset, dataset, dataset, [str(i) for i in range(10)], SHAPE)
+
+
+def workspace_of(model: nn.Module) -> Workspace:
+    return Workspace(model, SHAPE, tiny_data(), RunSettings(batch_size=10))
+
+
+def assert_sound(workspace: Workspace, plan: PruningPlan, model: nn.Module, exact: bool = True) -> None:
+    """Every group keeps its block rule, the model runs, and its size is the predicted one (or above, if not exact)."""
+    groups = {group.id: group for group in workspace.groups}
+    for group_id, group_plan in plan.groups.items():
+        assert check_group(groups[group_id], group_plan) == "", group_id
+    with torch.no_grad():
+        assert model(torch.randn(2, *SHAPE)).shape == (2, 10)
+    measured = (sum(p.numel() for p in model.parameters()), trace_modules(model, workspace.example)[""].macs)
+    if exact:
+        assert measured == (plan.predicted_params, plan.predicted_macs)
+    else:
+        assert measured[0] > plan.predicted_params and measured[1] > plan.predicted_macs
+
+
+@pytest.mark.parametrize("method_id", sorted(METHODS))
+@pytest.mark.parametrize("model_name", sorted(MODELS))
+def test_every_channel_method_keeps_conv_groups_balanced(model_name: str, method_id: str) -> None:
+    method = load_registry().method(method_id)
+    workspace = workspace_of(MODELS[model_name]())
+    try:
+        scored = workspace.score(method, METHODS[method_id])
+    except InputError as refused:  # LRP rules and PAAM's score networks do not fit every architecture
+        assert method_id in ("pxp", "paam") and (model_name, method_id) != ("separable", "pxp")
+        assert "cannot propagate relevance through the operation" in str(refused) or "this model has none" in str(
+            refused
+        )
+        return
+    for ratio, global_ranking in [(r, False) for r in RATIOS] + [(0.5, True)]:
+        options = PlanOptions(global_ranking=global_ranking, raw_scores=method.comparable_scores)
+        plan = workspace.plan(scored, Target("ratio", ratio), options, method_id)
+        applied = workspace.apply(plan, method, METHODS[method_id], scored)
+        implanted = any("over the plan" in note for note in applied.plan.notes)  # hap's implants add parameters
+        assert_sound(workspace, applied.plan, applied.model, exact=not implanted)
+
+
+def _adversarial(workspace: Workspace) -> Scores:
+    """Random scores, except that every group's first block holds all of its highest scores."""
+    generator = torch.Generator().manual_seed(3)
+    scores = {}
+    for group in workspace.groups:
+        if group.prunable:
+            values = torch.rand(group.channels, generator=generator)
+            if group.blocks is not None:
+                values[: group.channels // group.blocks.count] += 10.0
+            scores[group.id] = values
+    return Scores(groups=scores)
+
+
+@pytest.mark.parametrize("model_name", ["grouped-se", "resnext-block"])
+@pytest.mark.parametrize("global_ranking", [False, True])
+def test_adversarial_scores_cannot_unbalance_a_grouped_conv(model_name: str, global_ranking: bool) -> None:
+    model = user_models.grouped_se_net() if model_name == "grouped-se" else _resnext_block()
+    workspace = workspace_of(model)
+    scores = _adversarial(workspace)
+    blocked = [group for group in workspace.groups if group.blocks is not None]
+    assert {group.blocks.count for group in blocked} >= ({2, 4, 8} if model_name == "grouped-se" else {8})
+    for ratio in RATIOS:
+        plan = workspace.plan(scores, Target("ratio", ratio), PlanOptions(global_ranking=global_ranking))
+        assert any("chosen per block" in note for note in plan.notes)  # the rule overrode the scores, and says so
+        for group in blocked:
+            kept = plan.groups[group.id].kept
+            size = group.channels // group.blocks.count
+            counts = {sum(1 for k in kept if k // size == block) for block in range(group.blocks.count)}
+            assert len(counts) == 1 and counts != {0}
+        applied = workspace.apply(plan)
+        assert_sound(workspace, plan, applied.model)
+
+
+class _ResNeXtBlock(nn.Module):
+    """1×1 → grouped 3×3 (groups=8) → 1×1 with BatchNorm, as ResNeXt's bottleneck."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 3, padding=1)
+        self.reduce = nn.Sequential(nn.Conv2d(32, 64, 1), nn.BatchNorm2d(64), nn.ReLU())
+        self.grouped = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1, groups=8), nn.BatchNorm2d(64), nn.ReLU())
+        self.expand = nn.Conv2d(64, 32, 1)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = torch.relu(x + self.expand(self.grouped(self.reduce(x))))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def _resnext_block() -> nn.Module:
+    return _ResNeXtBlock()
+
+
+def test_aligned_cut_of_a_grouped_convs_inputs_preserves_the_function() -> None:
+    """Silencing the channels the plan drops, then dropping them, must not change the outputs."""
+    model = _ResNeXtBlock().eval()
+    workspace = workspace_of(model)
+    scores = _adversarial(workspace)
+    plan = workspace.plan(scores, Target("ratio", 0.5))
+    removed = plan.groups["reduce.0"].removed  # feeds the grouped conv's inputs
+    assert removed and workspace.groups[[g.id for g in workspace.groups].index("reduce.0")].blocks.aligned
+    with torch.no_grad():
+        model.reduce[1].weight[removed] = 0.0  # the BatchNorm silences them: they add nothing downstream
+        model.reduce[1].bias[removed] = 0.0
+    only = PruningPlan("manual", plan.target, {"reduce.0": plan.groups["reduce.0"]})
+    workspace = workspace_of(model)
+    plan = workspace.plan(Scores(groups={"reduce.0": scores.groups["reduce.0"]}), Target("ratio", 0.5))
+    assert plan.groups["reduce.0"] == only.groups["reduce.0"]
+    pruned = workspace.apply(plan).model
+    example = torch.randn(4, *SHAPE)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(example), model(example), rtol=1e-5, atol=1e-5)
+    assert pruned.grouped[0].weight.shape[1] == 4  # 8 blocks of 8 inputs, half kept in each
+
+
+def test_a_plan_that_breaks_a_rule_is_refused_before_surgery() -> None:
+    model = user_models.grouped_se_net()
+    before = state_hash(model)
+    workspace = workspace_of(model)
+    group = next(g for g in workspace.groups if g.blocks is not None and g.blocks.aligned)
+    target = Target("ratio", 0.5)
+    unbalanced = PruningPlan("manual", target, {group.id: GroupPlan(range(group.channels // 2), group.channels)})
+    with pytest.raises(InputError) as refused:
+        workspace.apply(unbalanced)
+    message = str(refused.value)
+    assert refused.value.exit_code == 2
+    assert group.id in message and group.blocks.layers[0] in message and "every block must keep" in message
+    outside = PruningPlan("manual", target, {group.id: GroupPlan([0, group.channels + 3], group.channels)})
+    with pytest.raises(InputError, match=r"outside 0\.\.31"):
+        workspace.apply(outside)
+    empty = PruningPlan("manual", target, {group.id: GroupPlan([], group.channels)})
+    with pytest.raises(InputError, match="emptied"):
+        workspace.apply(empty)
+    locked = next(g for g in workspace.groups if not g.prunable)
+    cut_locked = PruningPlan("manual", target, {locked.id: GroupPlan([0], locked.channels)})
+    with pytest.raises(InputError, match="cannot be pruned"):
+        workspace.apply(cut_locked)
+    assert state_hash(model) == before  # refused before anything was cut
+    assert state_hash(workspace.model) == before
+
+
+def test_groups_through_a_channel_shuffle_are_kept_whole_with_the_reason() -> None:
+    workspace = workspace_of(user_models.shuffle_net())
+    shuffled = [g for g in workspace.groups if "channel shuffle" in g.locked_because]
+    assert [g.id for g in shuffled] == ["depthwise"]
+    assert not shuffled[0].prunable
+
+
+def test_a_model_broken_by_pruning_is_reported_as_such() -> None:
+    """A forward that hard-codes a width breaks after pruning: the error says pruning broke it, naming groups."""
+    workspace = workspace_of(user_models.hard_coded_width())
+    plan = workspace.plan(workspace.score(load_registry().method("l1")), Target("ratio", 0.5))
+    with pytest.raises(WorkError) as broken:
+        workspace.apply(plan, load_registry().method("l1"))
+    message = str(broken.value)
+    assert "pruning with l1 broke the model" in message and "conv" in message
+    assert "belong together" not in message
+
+
+def test_plugins_and_checkpoints_meet_the_same_rules_through_apply_plan() -> None:
+    """``apply_plan`` (what plugins and checkpoint replay use) refuses an unbalanced cut before surgery."""
+    from secateur.core.api import apply_plan
+
+    model = user_models.grouped_se_net()
+    before = state_hash(model)
+    workspace = workspace_of(model)
+    group = next(g for g in workspace.groups if g.blocks is not None)
+    plan = PruningPlan("plugin", Target("ratio", 0.5), {group.id: GroupPlan([0, 1, 2], group.channels)})
+    with pytest.raises(InputError, match=f"edit prune_channels: group {group.id} .*every block must keep"):
+        apply_plan(model, plan, workspace.example)
+    assert state_hash(model) == before
