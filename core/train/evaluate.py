@@ -29,6 +29,7 @@ class Latency:
     batch_size: int
     device: str
     runs: int
+    p10: float | None = None  # 10th percentile; with p90, the spread of the runs
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -112,7 +113,7 @@ def measure_latency(
     progress: Progress = SILENT,
     channels_last: bool = False,
 ) -> Latency:
-    """Median and 90th-percentile time of a forward pass, after ``warmup`` untimed passes.
+    """Median, 10th- and 90th-percentile time of a forward pass, after ``warmup`` untimed passes.
 
     ``channels_last`` times the model and input in that memory layout (often
     the faster one for convolutions on CPU); the model is converted in place.
@@ -138,8 +139,9 @@ def measure_latency(
         times.append((time.perf_counter() - started) * 1000.0)
         progress("latency", run + 1, runs)
     times.sort()
+    p10 = times[round(0.1 * (len(times) - 1))]
     p90 = times[min(len(times) - 1, round(0.9 * (len(times) - 1)))]
-    return Latency(round(statistics.median(times), 4), round(p90, 4), batch_size, str(device), runs)
+    return Latency(round(statistics.median(times), 4), round(p90, 4), batch_size, str(device), runs, round(p10, 4))
 
 
 def model_macs(model: nn.Module, input_shape: tuple[int, ...], device: torch.device = CPU) -> int:
