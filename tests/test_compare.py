@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -45,8 +46,11 @@ def compared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict
 def test_compare_writes_the_contract_json_plots_and_report(compared: tuple[Path, dict, dict]) -> None:
     out, printed, document = compared
     assert printed == document
+    umask = os.umask(0o022)
+    os.umask(umask)
     for name in FILES:
         assert (out / name).is_file(), name
+        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~umask, name  # not mkstemp's 0600
     assert {"model", "data", "seed", "machine", "cells"} <= set(document)
     assert document["model"] == "demo" and document["data"] == "demo" and document["seed"] == 0
     assert [(c["method"], c["target"]) for c in document["cells"]] == [
