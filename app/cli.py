@@ -33,6 +33,7 @@ from secateur.core.pruning.plan import PlanOptions, Target
 from secateur.core.pruning.registry import load_registry
 from secateur.core.train.evaluate import evaluate
 from secateur.core.train.finetune import FinetuneConfig
+from secateur.core.workflow.compare import CellResult, CompareRequest, Comparison, parse_targets, split_method_params
 from secateur.core.workflow.pipeline import PruneRequest, run_prune, run_score
 
 
@@ -365,8 +366,7 @@ def _add_compare(commands: argparse._SubParsersAction) -> None:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from secateur.core.workflow.compare import CompareRequest, Comparison, parse_targets, split_method_params
-    from secateur.core.workflow.compare_report import write_report
+    from secateur.core.workflow.compare_report import write_report  # matplotlib: loaded only when needed
 
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
@@ -402,17 +402,15 @@ def _compare(args: argparse.Namespace) -> int:
     if comparison.dropped and not quiet:
         print(f"compare: {comparison.dropped} earlier cells had other settings; recomputing", file=sys.stderr)
     reused = 0
-    for cell in comparison.cells(_stderr_progress(quiet)):
-        reused += cell.reused
-        if not quiet:
-            record = cell.record
-            how = "reused" if cell.reused else f"done in {record['seconds']:.0f} s"
-            left = f", about {_duration(cell.seconds_left)} left" if cell.seconds_left else ""
-            print(
-                f"compare: cell {cell.index}/{cell.total} {record['method']} {record['target']['kind']}:"
-                f"{record['target']['value']:g} {how}{left}",
-                file=sys.stderr,
-            )
+    try:
+        for cell in comparison.cells(_stderr_progress(quiet)):
+            reused += cell.reused
+            if not quiet:
+                print(_cell_line(cell), file=sys.stderr)
+    except (KeyboardInterrupt, Cancelled):
+        if comparison.document["cells"]:  # the finished cells get their report too
+            write_report(comparison.document, Path(args.out))
+        raise
     document = comparison.document
     written = write_report(document, Path(args.out))
     if args.json:
@@ -436,6 +434,15 @@ def _format_compare(document: dict, reused: int, written: list[Path]) -> str:
     lines.insert(0, f"unpruned: {baseline['accuracy']:.2f}% test accuracy, {baseline['macs'] / 1e6:.1f} M MACs")
     lines.append(f"{len(rows)} cells ({reused} reused from an earlier run); wrote {', '.join(str(p) for p in written)}")
     return "\n".join(lines)
+
+
+def _cell_line(cell: CellResult) -> str:
+    """``compare: cell 3/6 l1 macs:0.5 done in 12 s, about 40 s left``."""
+    record = cell.record
+    how = "reused" if cell.reused else f"done in {record['seconds']:.0f} s"
+    left = f", about {_duration(cell.seconds_left)} left" if cell.seconds_left else ""
+    target = f"{record['target']['kind']}:{record['target']['value']:g}"
+    return f"compare: cell {cell.index}/{cell.total} {record['method']} {target} {how}{left}"
 
 
 def _duration(seconds: float) -> str:

@@ -256,10 +256,10 @@ class Comparison:
             ) from None
         if not isinstance(previous, dict) or previous.get("format") != FORMAT_VERSION:
             raise InputError(f"--out {self.request.out}: {COMPARE_FILE} is not a comparison this version can resume")
-        if previous.get("settings") != self.settings:
-            self.dropped = len(previous.get("cells", []))
+        if previous.get("settings") != self.settings or previous.get("machine") != fresh["machine"]:
+            self.dropped = len(previous.get("cells", []))  # other settings, or latency from another machine
             return fresh
-        return {**previous, "machine": fresh["machine"]}
+        return previous
 
     # --- the work ---------------------------------------------------------------------
 
