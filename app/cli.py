@@ -442,7 +442,10 @@ def _cell_line(cell: CellResult) -> str:
     how = "reused" if cell.reused else f"done in {record['seconds']:.0f} s"
     left = f", about {_duration(cell.seconds_left)} left" if cell.seconds_left else ""
     target = f"{record['target']['kind']}:{record['target']['value']:g}"
-    return f"compare: cell {cell.index}/{cell.total} {record['method']} {target} {how}{left}"
+    missed = ""
+    if record.get("target_met") is False:
+        missed = f" (target missed: the method removed {record['reduction']['macs']:.1%} of the MACs)"
+    return f"compare: cell {cell.index}/{cell.total} {record['method']} {target} {how}{missed}{left}"
 
 
 def _duration(seconds: float) -> str:

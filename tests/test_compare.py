@@ -38,7 +38,7 @@ FAST = ("--latency-runs", "2", "--latency-batches", "1,4", "--quiet")
 def compared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict]:
     out = tmp_path_factory.mktemp("compare") / "run"
     args = ("compare", "demo", "--data", "demo", "--methods", "l1,taylor", "--targets", "macs:0.5", "--out", str(out))
-    first = run_cli(*args, *FAST, "--json")
+    first = run_cli(*args, *FAST, "--json", timeout=900)  # a loaded 2-core machine took 250 s
     assert first.returncode == 0, first.stderr
     return out, json.loads(first.stdout), json.loads((out / COMPARE_FILE).read_text())
 
@@ -69,7 +69,7 @@ def test_compare_writes_the_contract_json_plots_and_report(compared: tuple[Path,
         # the measured size is what the plan predicted, and the target is met within the planner's tolerance
         assert cell["params"] == cell["plan"]["predicted_params"] < baseline["params"]
         assert cell["macs"] == cell["plan"]["predicted_macs"]
-        assert abs(1 - cell["macs"] / baseline["macs"] - 0.5) <= 0.02
+        assert abs(1 - cell["macs"] / baseline["macs"] - 0.5) <= 0.02 and cell["target_met"] is True
     assert (out / "pareto_macs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (out / "report.html").read_text()
     assert report.count("<svg") == 2 and "<?xml" not in report

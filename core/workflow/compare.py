@@ -38,7 +38,7 @@ from secateur.core.model.specs import LoadedModel
 from secateur.core.pruning.contract import Scored
 from secateur.core.pruning.methods import MethodInfo
 from secateur.core.pruning.params import validate_params
-from secateur.core.pruning.plan import PlanOptions, Target
+from secateur.core.pruning.plan import MACS_TOLERANCE, PlanOptions, Target
 from secateur.core.pruning.scoring import Scores
 from secateur.core.pruning.workspace import Workspace
 from secateur.core.train.batchnorm import recalibrate_batchnorm
@@ -387,6 +387,7 @@ class Comparison:
         params = sum(p.numel() for p in model.parameters())
         macs = model_macs(model, request.loaded.input_shape, request.settings.device)
         baseline = self.document["baseline"]
+        removed = 1.0 - macs / baseline["macs"]
         return {
             "method": method.id,
             "package": method.package,
@@ -399,8 +400,10 @@ class Comparison:
             "macs": macs,
             "reduction": {
                 "params": round(1.0 - params / baseline["params"], 4),
-                "macs": round(1.0 - macs / baseline["macs"], 4),
+                "macs": round(removed, 4),
             },
+            # a method may override the plan (a learned threshold): say when a MACs target was missed
+            "target_met": removed >= target.value - MACS_TOLERANCE if target.kind == "macs" else None,
             "accuracy": accuracy,
             "latency_ms": self._latency(model, progress),
             "finetune_history": history,
