@@ -1,4 +1,4 @@
-"""The ``secateur`` command line: inspect, eval, prune, score, export, finetune and methods.
+"""The ``secateur`` command line: inspect, eval, prune, score, export, finetune, compare and methods.
 
 Results go to stdout (text, or JSON with ``--json``), progress to stderr.
 Exit codes: 0 success, 1 the work failed, 2 bad usage or bad input, 130
@@ -34,6 +34,7 @@ from secateur.core.pruning.plan import PlanOptions, Target
 from secateur.core.pruning.registry import load_registry
 from secateur.core.train.evaluate import evaluate
 from secateur.core.train.finetune import FinetuneConfig
+from secateur.core.workflow.compare import CellResult, CompareRequest, Comparison, parse_targets, split_method_params
 from secateur.core.workflow.pipeline import PruneRequest, run_prune, run_score
 
 
@@ -163,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(export)
 
     _add_finetune_command(commands)
+    _add_compare(commands)
 
     methods = commands.add_parser("methods", help="installed pruning methods, their parameters, failed plugins")
     methods.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
@@ -426,6 +428,122 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_compare(commands: argparse._SubParsersAction) -> None:
+    compare = commands.add_parser(
+        "compare", help="every method at every target: compare.json, Pareto plots and report.html; resumes"
+    )
+    _model_options(compare)
+    compare.add_argument("--data", required=True, metavar="SPEC", help=f"the data: {DATA_FORMS}")
+    compare.add_argument("--methods", required=True, metavar="A,B,...", help="method ids from `secateur methods`")
+    compare.add_argument(
+        "--targets", required=True, metavar="KIND:V,V,...", help="targets, e.g. macs:0.3,0.5,0.7 or ratio:0.2,0.4"
+    )
+    compare.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE", help="a method parameter")
+    compare.add_argument("--finetune-epochs", type=_non_negative_int, default=0, help="epochs of fine-tuning (0)")
+    compare.add_argument("--finetune-lr", type=float, default=0.01, help="fine-tuning learning rate (0.01)")
+    compare.add_argument("--recalibrate-bn", action="store_true", help="re-estimate BatchNorm statistics after apply")
+    compare.add_argument(
+        "--min-stage-blocks", type=_positive_int, default=2, help="block methods: a stage keeps this many blocks (2)"
+    )
+    compare.add_argument(
+        "--latency-batches", default="1,32", metavar="B,B", help="batch sizes of the latency runs (1,32)"
+    )
+    compare.add_argument("--latency-runs", type=_positive_int, default=20, help="timed runs per batch size (20)")
+    compare.add_argument("--batch-size", type=_positive_int, default=128, help="batch size (128)")
+    compare.add_argument("--num-workers", type=_non_negative_int, default=0, help="data loader workers (0)")
+    compare.add_argument("--out", required=True, metavar="DIR", help="the folder for compare.json, plots and report")
+    _common(compare)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from secateur.core.workflow.compare_report import write_report  # matplotlib: loaded only when needed
+
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+    method_ids = [item.strip() for item in args.methods.split(",") if item.strip()]
+    registry = load_registry()
+    methods = [registry.method(method_id) for method_id in method_ids]
+    targets = parse_targets(args.targets)
+    params = split_method_params(parse_param_assignments(args.param), method_ids)
+    try:
+        batches = tuple(int(item) for item in args.latency_batches.split(","))
+    except ValueError:
+        raise InputError(f"--latency-batches {args.latency_batches}: expected whole numbers, e.g. 1,32") from None
+    if not batches or min(batches) < 1:
+        raise InputError(f"--latency-batches {args.latency_batches}: batch sizes must be at least 1")
+    loaded = _load(args)
+    comparison = Comparison(
+        CompareRequest(
+            loaded=loaded,
+            data=load_data(args.data, input_size=loaded.input_shape[1]),
+            methods=methods,
+            targets=targets,
+            out=Path(args.out),
+            params=params,
+            finetune=FinetuneConfig(epochs=args.finetune_epochs, lr=args.finetune_lr),
+            recalibrate_bn=args.recalibrate_bn,
+            settings=_settings(args, device),
+            latency_batches=batches,
+            latency_runs=args.latency_runs,
+            min_stage_blocks=args.min_stage_blocks,
+        )
+    )
+    quiet = args.quiet
+    if comparison.dropped and not quiet:
+        print(f"compare: {comparison.dropped} earlier cells had other settings; recomputing", file=sys.stderr)
+    reused = 0
+    try:
+        for cell in comparison.cells(_stderr_progress(quiet)):
+            reused += cell.reused
+            if not quiet:
+                print(_cell_line(cell), file=sys.stderr)
+    except (KeyboardInterrupt, Cancelled):
+        if comparison.document["cells"]:  # the finished cells get their report too
+            write_report(comparison.document, Path(args.out))
+        raise
+    document = comparison.document
+    written = write_report(document, Path(args.out))
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        print(_format_compare(document, reused, written))
+    return 0
+
+
+def _format_compare(document: dict, reused: int, written: list[Path]) -> str:
+    """The comparison's table as aligned text, what was reused and where the files are."""
+    from secateur.core.workflow.compare_report import table_header, table_rows
+
+    header, rows = table_header(document), table_rows(document)
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+    baseline = document["baseline"]
+    lines.insert(0, f"unpruned: {baseline['accuracy']:.2f}% test accuracy, {baseline['macs'] / 1e6:.1f} M MACs")
+    lines.append(f"{len(rows)} cells ({reused} reused from an earlier run); wrote {', '.join(str(p) for p in written)}")
+    return "\n".join(lines)
+
+
+def _cell_line(cell: CellResult) -> str:
+    """``compare: cell 3/6 l1 macs:0.5 done in 12 s, about 40 s left``."""
+    record = cell.record
+    how = "reused" if cell.reused else f"done in {record['seconds']:.0f} s"
+    left = f", about {_duration(cell.seconds_left)} left" if cell.seconds_left else ""
+    target = f"{record['target']['kind']}:{record['target']['value']:g}"
+    missed = ""
+    if record.get("target_met") is False:
+        missed = f" (target missed: the method removed {record['reduction']['macs']:.1%} of the MACs)"
+    return f"compare: cell {cell.index}/{cell.total} {record['method']} {target} {how}{missed}{left}"
+
+
+def _duration(seconds: float) -> str:
+    """``95`` → ``1 min 35 s``: a time left that reads at a glance."""
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
+
+
 _COMMANDS = {
     "inspect": _inspect,
     "eval": _eval,
@@ -434,6 +552,7 @@ _COMMANDS = {
     "export": _export,
     "methods": _methods,
     "finetune": _finetune,
+    "compare": _compare,
 }
 
 
