@@ -41,8 +41,10 @@ class HeatmapPanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.title = QLabel("Select a layer to see its channels' importance")
+        self.title.setWordWrap(True)
         self.hover = QLabel(" ")
         self.view = pg.GraphicsLayoutWidget()
+        self.view.setMinimumSize(220, 160)  # a heatmap narrower than this shows nothing readable
         self.plot = self.view.addPlot(row=0, col=0)
         self.plot.setLabel("bottom", f"channel (mod {ROW_WIDTH})")
         self.plot.setLabel("left", f"channel ÷ {ROW_WIDTH}")
@@ -65,7 +67,9 @@ class HeatmapPanel(QWidget):
         layout.addWidget(self.title)
         layout.addWidget(self.view, stretch=3)
         layout.addWidget(self.hover)
-        layout.addWidget(QLabel("Overview: every scored group, one row each (normalised per group)"))
+        overview = QLabel("Overview: every scored group, one row each (normalised per group)")
+        overview.setWordWrap(True)
+        layout.addWidget(overview)
         layout.addWidget(self.strip, stretch=1)
         self._values = np.zeros(0)
         self._strip_ids: list[str] = []

@@ -22,28 +22,26 @@ from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
-    QHeaderView,
     QInputDialog,
     QLabel,
     QMainWindow,
     QMessageBox,
     QProgressBar,
-    QSplitter,
     QTabWidget,
-    QTreeView,
-    QVBoxLayout,
-    QWidget,
 )
 
+from secateur.app.docks import Docks, scrolling
 from secateur.app.heatmap import HeatmapPanel
 from secateur.app.method_panel import MethodPanel
 from secateur.app.relevance_view import ChannelRelevanceView
 from secateur.app.report import human_count
 from secateur.app.results import MEASURING, ResultsView, Side, caption, metric_rows
 from secateur.app.session_bridge import SessionBridge
+from secateur.app.status import StatusBar
 from secateur.app.time_left import TimeLeft
 from secateur.app.training_view import TrainingView
-from secateur.app.tree_model import NAME_ROLE, ImportanceBarDelegate, LayerTreeModel, SortProxy
+from secateur.app.tree_model import NAME_ROLE, LayerTreeModel, SortProxy
+from secateur.app.tree_view import LayerTreeView
 from secateur.app.worker import Job
 from secateur.core.common.errors import InputError
 from secateur.core.common.progress import Progress
@@ -93,18 +91,9 @@ class MainWindow(QMainWindow):
         self.tree_model = LayerTreeModel()
         self.proxy = SortProxy()
         self.proxy.setSourceModel(self.tree_model)
-        self.tree = QTreeView()
+        self.tree = LayerTreeView()
         self.tree.setModel(self.proxy)
-        self.tree.setSortingEnabled(True)
-        self.tree.setIndentation(12)
-        self.tree.header().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)  # module order until a header is clicked
         self.proxy.sort(-1)
-        self.tree.setItemDelegateForColumn(6, ImportanceBarDelegate(self.tree))
-        self.tree.header().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.tree.header().setSectionResizeMode(6, QHeaderView.ResizeMode.Fixed)
-        self.tree.header().resizeSection(6, 74)
-        self.tree.header().setStretchLastSection(False)
-        self.tree.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
         self.heatmap = HeatmapPanel()
         self.panel = MethodPanel(self.registry.methods)
         self.results = ResultsView()
@@ -113,26 +102,24 @@ class MainWindow(QMainWindow):
         self.curve.setLabel("left", "accuracy %")
         self.sweep_line = self.curve.plot(symbol="o")
         self.training = TrainingView()
-        tabs = QTabWidget()
-        tabs.addTab(self.results, "Before / after")
-        tabs.addTab(self.curve, "Sweep")
-        tabs.addTab(self.training, "Fine-tuning")
         self.relevance = ChannelRelevanceView()
-        tabs.addTab(self.relevance, "Channel relevance")
+        tabs = QTabWidget()
+        tabs.setUsesScrollButtons(False)  # narrow: the titles elide rather than hide tabs behind arrows
+        tabs.setElideMode(Qt.TextElideMode.ElideRight)
+        for widget, title, tip in (
+            (self.results, "Before/after", "the model as opened against the current one"),
+            (self.curve, "Sweep", "accuracy against ratio, no fine-tuning"),
+            (self.training, "Fine-tuning", "loss per step and accuracy per epoch"),
+            (self.relevance, "Relevance", "channel relevance over a training image"),
+        ):
+            tabs.setTabToolTip(tabs.addTab(widget, title), tip)
         self.tabs = tabs
-        right = QWidget()
-        right_layout = QVBoxLayout(right)
-        right_layout.addWidget(self.panel)
-        right_layout.addWidget(tabs)
-        splitter = QSplitter()
-        splitter.addWidget(self.tree)
-        splitter.addWidget(self.heatmap)
-        splitter.addWidget(right)
-        splitter.setStretchFactor(0, 4)
-        splitter.setStretchFactor(1, 3)
-        splitter.setStretchFactor(2, 3)
-        self.splitter = splitter
-        self.setCentralWidget(splitter)
+        self.setStatusBar(StatusBar())
+        self.docks = Docks(self, self.settings)
+        self.setCentralWidget(self.heatmap)
+        self.docks.add("layers", "Layers", self.tree, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.docks.add("method", "Method", scrolling(self.panel), Qt.DockWidgetArea.RightDockWidgetArea)
+        self.docks.add("results", "Results", tabs, Qt.DockWidgetArea.RightDockWidgetArea)
 
         self.device_picker = QComboBox()
         self.device_picker.addItems(["cpu", *(["cuda"] if torch.cuda.is_available() else [])])
@@ -157,6 +144,7 @@ class MainWindow(QMainWindow):
         self._connect()
         self._report_failed_plugins()
         self._update_controls()
+        self.docks.restore()
         # Everything alive now (modules, classes, widgets) lives as long as the window: keep it out of
         # the cyclic collector, so the collection before each job (see Job.start) takes milliseconds, not a second.
         gc.freeze()
@@ -191,6 +179,13 @@ class MainWindow(QMainWindow):
         self.recalibrate_action = QAction("Recalibrate BatchNorm", self)
         self.recalibrate_action.triggered.connect(self.recalibrate)
         prune_menu.addAction(self.recalibrate_action)
+        view_menu = self.menuBar().addMenu("&View")
+        for dock in self.docks.all():
+            view_menu.addAction(dock.toggleViewAction())
+        view_menu.addSeparator()
+        reset = QAction("Reset layout", self)
+        reset.triggered.connect(self.docks.reset)
+        view_menu.addAction(reset)
         help_menu = self.menuBar().addMenu("&Help")
         plugins = QAction("Plugins that failed to load", self)
         plugins.triggered.connect(self.show_failed_plugins)
@@ -737,11 +732,10 @@ class MainWindow(QMainWindow):
         box.setDetailedText("\n\n".join(f"{f.plugin}\n{f.error}" for f in self.registry.failed))
         box.open()
 
-    def resizeEvent(self, event) -> None:
-        """Keep the three panes at 50/26/24% of the width as the window is resized."""
-        super().resizeEvent(event)
-        width = self.width()
-        self.splitter.setSizes([int(width * 0.50), int(width * 0.26), int(width * 0.24)])
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if self.docks.pending:
+            self.docks.size_by_share()
 
     def closeEvent(self, event) -> None:
         if self.job is not None:
@@ -749,6 +743,7 @@ class MainWindow(QMainWindow):
         self._queued = None
         QThreadPool.globalInstance().waitForDone(60_000)
         self.bridge.follow(None)
+        self.docks.save()
         super().closeEvent(event)
 
 
