@@ -433,6 +433,9 @@ class MainWindow(QMainWindow):
 
     def _draw_plan(self) -> None:
         plan = self.session.plan if self.session is not None else None
+        current = self.tree.currentIndex()
+        if current.isValid():
+            self._show_selected(current)  # the heatmap's removed outline follows the plan
         if plan is None:
             self.tree_model.show_plan({})
             self.panel.plan_info.setText(self._plan_error)
@@ -483,9 +486,12 @@ class MainWindow(QMainWindow):
         self._show_group(group)
 
     def _show_group(self, group: str) -> None:
-        scores = self.session.scores if self.session is not None else None
+        session = self.session
+        scores = session.scores if session is not None else None
         values = scores.groups.get(group) if scores is not None else None
-        self.heatmap.show_group(group, None if values is None else values.numpy())
+        planned = session.plan.groups.get(group) if session is not None and session.plan is not None else None
+        removed = planned.removed if planned is not None else ()
+        self.heatmap.show_group(group, None if values is None else values.numpy(), removed)
 
     # --- opening ---------------------------------------------------------------------------
 

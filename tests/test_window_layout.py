@@ -101,3 +101,32 @@ def test_status_messages_elide_with_the_whole_text_as_tooltip(qtbot, window: Mai
     assert window.statusBar().currentMessage() == text and label.toolTip() == text
     assert label.text().endswith("…") and label.fontMetrics().horizontalAdvance(label.text()) <= label.width()
     assert label.geometry().right() < window.device_picker.geometry().left()
+
+
+def test_heatmap_outlines_exactly_the_channels_the_plan_removes(qtbot, window: MainWindow) -> None:
+    assert window.heatmap.empty.isVisible() and not window.heatmap.view.isVisible()
+    assert "Run a method" in window.heatmap.empty.text()
+    with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
+        window.open("demo-vgg", "demo")
+    window.panel.picker.setCurrentText("l1")
+    window.panel.target_value.setValue(0.4)
+    with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
+        window.run_method()
+    assert window.select_layer("features.3")
+    group = window.tree_model.group_of("features.3")
+    planned = window.session.plan.groups[group]
+    scores = window.session.scores.groups[group]
+    lowest = sorted(range(planned.total), key=lambda c: float(scores[c]))[: len(planned.removed)]
+    assert window.heatmap.removed_channels() == planned.removed == sorted(lowest)  # l1 drops the smallest
+    xs, ys = window.heatmap.removed.getData()
+    cells = {(round(x - 0.5), round(y - 0.5)) for x, y in zip(xs, ys, strict=True)}
+    assert cells == {(c % 32, c // 32) for c in planned.removed}
+    assert f"kept {len(planned.kept)}/{planned.total}" in window.heatmap.title.text()
+    assert window.heatmap.legend.isVisible() and window.heatmap.view.isVisible()
+    window.panel.target_value.setValue(0.1)  # a new target: the preview's plan, and the outline with it
+    with qtbot.waitSignal(window.preview_done, timeout=TIMEOUT_MS):
+        pass
+    planned = window.session.plan.groups[group]
+    assert window.heatmap.removed_channels() == planned.removed and len(planned.removed) < len(lowest)
+    left_ticks = window.heatmap.plot.getAxis("left")._tickLevels[0]
+    assert [label for _, label in left_ticks][:1] == ["0"]  # rows are labelled by their first channel
