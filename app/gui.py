@@ -8,6 +8,7 @@ import sys
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
+from secateur.app.open_dialog import ModelRequest
 from secateur.app.window import MainWindow, grab_png
 from secateur.core.common.errors import InputError
 from secateur.core.pruning.params import parse_param_assignments
@@ -23,9 +24,11 @@ def _size(text: str) -> tuple[int, int]:
 
 def run_gui(options: argparse.Namespace) -> int:
     """Open the window on the given model and data; with --screenshot, run, render, and exit."""
+    request = ModelRequest(options.model, options.data, options.weights, options.num_classes, options.input_size)
     try:
         width, height = _size(options.size)
         params = parse_param_assignments(options.param)
+        request.check()
     except InputError as error:
         print(f"secateur gui: error: {error}", file=sys.stderr)
         return 2
@@ -53,5 +56,5 @@ def run_gui(options: argparse.Namespace) -> int:
 
     if options.screenshot or options.method:
         window.job_done.connect(next_step)
-    window.open(options.model, options.data)
+    window.open(request)
     return app.exec()

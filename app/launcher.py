@@ -12,6 +12,9 @@ from secateur.app import cli
 def _gui_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="secateur gui", description="Open Secateur's window.")
     parser.add_argument("--model", default="demo", metavar="SPEC", help="the model to open (demo)")
+    parser.add_argument("--weights", metavar="FILE", help="a state dict to load: .safetensors, .pt or .pth")
+    parser.add_argument("--num-classes", type=int, metavar="N", help="classes of a torchvision or file model's head")
+    parser.add_argument("--input-size", type=int, metavar="PIXELS", help="input height and width in pixels")
     parser.add_argument("--data", default="demo", metavar="SPEC", help="the data to open (demo)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--method", metavar="ID", help="run this method once the model is open")

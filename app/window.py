@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
 from secateur.app.docks import Docks, scrolling
 from secateur.app.heatmap import HeatmapPanel
 from secateur.app.method_panel import MethodPanel
+from secateur.app.open_dialog import ModelRequest, OpenModelDialog, open_session
 from secateur.app.relevance_view import ChannelRelevanceView
 from secateur.app.report import human_count
 from secateur.app.results import MEASURING, ResultsView, Side, caption, metric_rows
@@ -87,6 +88,8 @@ class MainWindow(QMainWindow):
         self._started = 0.0
         self.time_left = TimeLeft()
         self.bridge = SessionBridge(self)
+        self._saved_model: object = None  # the model last saved (or as opened): nothing to lose while it is current
+        self.confirm_unsaved = True  # ask before quitting or opening over an unsaved pruned model
 
         self.tree_model = LayerTreeModel()
         self.proxy = SortProxy()
@@ -495,14 +498,19 @@ class MainWindow(QMainWindow):
 
     # --- opening ---------------------------------------------------------------------------
 
-    def open(self, model_spec: str, data_spec: str | None = "demo") -> None:
-        """Load a model (and data) and trace its tree in the background, then show it."""
+    def open(self, model_spec: str | ModelRequest, data_spec: str | None = "demo") -> None:
+        """Load a model (and data) and trace its tree in the background, then show it; a failure keeps the old one."""
+        request = model_spec if isinstance(model_spec, ModelRequest) else ModelRequest(model_spec, data_spec)
+        if not self.confirm_discard("opening another model", lambda: self.open(request)):
+            return
         device = torch.device(self.device_picker.currentText())
         self._run(
-            "open", lambda progress: Session.open(model_spec, data_spec, device), lambda s: self._adopt(model_spec, s)
+            "open",
+            lambda progress: open_session(request, device),
+            lambda s: self._adopt(request.label(), s, request),
         )
 
-    def _adopt(self, spec: str, session: Session) -> None:
+    def _adopt(self, spec: str, session: Session, request: ModelRequest | None = None) -> None:
         """Show a newly opened session; whatever belonged to the previous model is gone with it."""
         previous = self.session
         had = previous is not None and (
@@ -513,24 +521,21 @@ class MainWindow(QMainWindow):
         session.select_method(self.panel.method().id)
         self.bridge.follow(session)
         self.setWindowTitle(f"Secateur: {spec}" + (f" on {session.data.spec}" if session.data else ""))
-        self._remember(spec)
+        self._saved_model = session.model
+        if request is None or request.weights is None:
+            self._remember(request.model if request else spec)
         if had:
             self.statusBar().showMessage(
                 f"opened {spec}: the previous model's scores, plan, heatmaps and results were cleared", 10000
             )
 
     def ask_model(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Open a model", "", "Checkpoints (*.safetensors);;Python files (*.py)"
-        )
-        if not path:
-            return
-        if path.endswith(".py"):
-            factory, ok = QInputDialog.getText(self, "Factory", "Name of the function that builds the model:")
-            if not ok or not factory:
-                return
-            path = f"{path}:{factory}"
-        self.open(path, self.session.data.spec if self.session and self.session.data else "demo")
+        """File → Open model: the dialog checks the SPEC as the CLI does; files are read on the worker."""
+        dialog = OpenModelDialog(self.session.data.spec if self.session and self.session.data else "demo", self)
+        dialog.setObjectName("open-model")
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.accepted.connect(lambda: self.open(dialog.request()))
+        dialog.open()
 
     def ask_data(self) -> None:
         spec, ok = QInputDialog.getText(
@@ -707,16 +712,53 @@ class MainWindow(QMainWindow):
     def ask_save(self) -> None:
         if self.session is None:
             return
-        path, _ = QFileDialog.getSaveFileName(
-            self, "Save checkpoint", "pruned.safetensors", "Checkpoints (*.safetensors)"
-        )
+        path = self._ask_checkpoint_path()
         if path:
             self.save(path)
 
-    def save(self, path: str) -> None:
+    def _ask_checkpoint_path(self) -> str:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save checkpoint", "pruned.safetensors", "Checkpoints (*.safetensors)"
+        )
+        return path
+
+    def save(self, path: str, then: Callable[[], None] | None = None) -> None:
+        """Save the current model as a checkpoint (a job); ``then`` runs once it is written."""
         session = self.session
         assert session is not None
-        self._run("save", lambda progress: session.save(path))
+        model = session.model
+
+        def saved(_: object) -> None:
+            self._saved_model = model
+            if then is not None:
+                then()
+
+        self._run("save", lambda progress: session.save(path), saved)
+
+    def unsaved(self) -> bool:
+        """Whether the current model is a pruned (or fine-tuned) one that has not been saved."""
+        session = self.session
+        return session is not None and bool(session.history) and session.model is not self._saved_model
+
+    def confirm_discard(self, doing: str, then: Callable[[], None]) -> bool:
+        """True to go on now; with an unsaved pruned model ask first (Save runs ``then`` once saved)."""
+        if not self.confirm_unsaved or not self.unsaved():
+            return True
+        buttons = QMessageBox.StandardButton
+        answer = QMessageBox.question(
+            self,
+            "Unsaved pruned model",
+            f"The pruned model has not been saved. Save it before {doing}?",
+            buttons.Save | buttons.Discard | buttons.Cancel,
+            buttons.Save,
+        )
+        if answer == buttons.Discard:
+            return True
+        if answer == buttons.Save:
+            path = self._ask_checkpoint_path()
+            if path:
+                self.save(path, then)
+        return False
 
     def ask_export(self, file_format: str) -> None:
         if self.session is None:
@@ -744,6 +786,9 @@ class MainWindow(QMainWindow):
             self.docks.size_by_share()
 
     def closeEvent(self, event) -> None:
+        if not self.confirm_discard("quitting", self.close):
+            event.ignore()
+            return
         if self.job is not None:
             self.job.cancel()
         self._queued = None
