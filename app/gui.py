@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+from pathlib import Path
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication
 
 from secateur.app.open_dialog import ModelRequest
@@ -34,7 +36,10 @@ def run_gui(options: argparse.Namespace) -> int:
         return 2
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Secateur")
-    window = MainWindow()
+    # A scripted screenshot uses the shipped layout, not the one the user's last session saved.
+    settings = QSettings(str(Path(tempfile.mkdtemp()) / "layout.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(settings=settings if options.screenshot else None)
+    window.confirm_unsaved = not options.screenshot  # a scripted run that renders and exits asks nothing
     window.device_picker.setCurrentText(options.device)
     window.resize(width, height)
     window.show()
@@ -48,6 +53,9 @@ def run_gui(options: argparse.Namespace) -> int:
             for name, value in params.items():
                 window.panel.set_param(name, value)
             window.run_method()
+            return
+        if options.apply and finished.startswith("score with"):
+            window.apply_plan()
             return
         if options.select:
             window.select_layer(options.select)

@@ -166,6 +166,8 @@ class HeatmapPanel(QWidget):
             )
         else:
             self.strip_image.clear()
+            self.strip_plot.getAxis("left").setTicks(None)
+        self.strip.setVisible(bool(groups))  # no empty axes: the label above says what the strip will show
 
     def _on_hover(self, position: QPointF) -> None:
         if not len(self._values) or not self.plot.sceneBoundingRect().contains(position):
