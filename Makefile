@@ -19,7 +19,9 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
+# qt_deps names the system package to install when Qt's xcb plugin would fail to load (Linux/X11).
 run: install
+	@$(BIN)/python -m secateur.app.qt_deps
 	$(BIN)/secateur gui --model demo --data demo
 
 lint: install

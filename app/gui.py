@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+from pathlib import Path
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication
 
+from secateur.app.open_dialog import ModelRequest
 from secateur.app.window import MainWindow, grab_png
 from secateur.core.common.errors import InputError
 from secateur.core.pruning.params import parse_param_assignments
@@ -23,15 +26,20 @@ def _size(text: str) -> tuple[int, int]:
 
 def run_gui(options: argparse.Namespace) -> int:
     """Open the window on the given model and data; with --screenshot, run, render, and exit."""
+    request = ModelRequest(options.model, options.data, options.weights, options.num_classes, options.input_size)
     try:
         width, height = _size(options.size)
         params = parse_param_assignments(options.param)
+        request.check()
     except InputError as error:
         print(f"secateur gui: error: {error}", file=sys.stderr)
         return 2
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Secateur")
-    window = MainWindow()
+    # A scripted screenshot uses the shipped layout, not the one the user's last session saved.
+    settings = QSettings(str(Path(tempfile.mkdtemp()) / "layout.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(settings=settings if options.screenshot else None)
+    window.confirm_unsaved = not options.screenshot  # a scripted run that renders and exits asks nothing
     window.device_picker.setCurrentText(options.device)
     window.resize(width, height)
     window.show()
@@ -46,6 +54,9 @@ def run_gui(options: argparse.Namespace) -> int:
                 window.panel.set_param(name, value)
             window.run_method()
             return
+        if options.apply and finished.startswith("score with"):
+            window.apply_plan()
+            return
         if options.select:
             window.select_layer(options.select)
         if options.screenshot:
@@ -53,5 +64,5 @@ def run_gui(options: argparse.Namespace) -> int:
 
     if options.screenshot or options.method:
         window.job_done.connect(next_step)
-    window.open(options.model, options.data)
+    window.open(request)
     return app.exec()

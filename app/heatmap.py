@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, Signal
+from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=True, background="w", foreground="k")
 
 ROW_WIDTH = 32  # channels per heatmap row
+REMOVED_COLOUR = "#e0245e"
 
 
 def channel_grid(values: np.ndarray, width: int = ROW_WIDTH) -> np.ndarray:
@@ -41,22 +43,44 @@ class HeatmapPanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.title = QLabel("Select a layer to see its channels' importance")
+        self.title.setWordWrap(True)
         self.hover = QLabel(" ")
         self.view = pg.GraphicsLayoutWidget()
+        self.view.setMinimumSize(220, 160)  # a heatmap narrower than this shows nothing readable
         self.plot = self.view.addPlot(row=0, col=0)
-        self.plot.setLabel("bottom", f"channel (mod {ROW_WIDTH})")
-        self.plot.setLabel("left", f"channel ÷ {ROW_WIDTH}")
+        self.plot.setLabel("bottom", "+ channel")
+        self.plot.setLabel("left", "row starts at channel")
         self.plot.invertY(True)
-        self.plot.getAxis("left").setTickSpacing(major=1, minor=1)  # whole rows of channels
+        self.plot.setMouseEnabled(False, False)
+        self.plot.hideButtons()
+        for axis in ("left", "bottom"):
+            self.plot.getAxis(axis).enableAutoSIPrefix(False)  # channel indices, never "(x0.001)"
         self.image = pg.ImageItem()
         self.plot.addItem(self.image)
+        # The channels the current plan removes: a red outline on each cell, above the image.
+        self.removed = pg.ScatterPlotItem(
+            symbol="s", size=0.86, pxMode=False, pen=pg.mkPen(REMOVED_COLOUR, width=2), brush=None
+        )
+        self.removed.setZValue(10)
+        self.plot.addItem(self.removed)
+        self.legend = QLabel(
+            f'<span style="color:{REMOVED_COLOUR}">&#9633;</span> red outline: removed by the current plan'
+        )
+        self.legend.setWordWrap(True)
+        self.legend.setVisible(False)
+        self.empty = QLabel()  # what to do, in place of an empty plot
+        self.empty.setWordWrap(True)
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty.setMinimumSize(220, 160)
         self.colorbar = pg.ColorBarItem(values=(0, 1), colorMap=pg.colormap.get("viridis"), label="importance")
         self.colorbar.setImageItem(self.image, insert_in=self.plot)
         self.strip = pg.GraphicsLayoutWidget()
         self.strip.setMaximumHeight(170)
         self.strip_plot = self.strip.addPlot()
-        self.strip_plot.setLabel("left", "groups")
+        self.strip_plot.setLabel("left", "group")
         self.strip_plot.setLabel("bottom", "channel")
+        for axis in ("left", "bottom"):
+            self.strip_plot.getAxis(axis).enableAutoSIPrefix(False)
         self.strip_plot.invertY(True)
         self.strip_image = pg.ImageItem()
         self.strip_image.setColorMap(pg.colormap.get("viridis"))
@@ -64,8 +88,12 @@ class HeatmapPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(self.title)
         layout.addWidget(self.view, stretch=3)
+        layout.addWidget(self.empty, stretch=3)
+        layout.addWidget(self.legend)
         layout.addWidget(self.hover)
-        layout.addWidget(QLabel("Overview: every scored group, one row each (normalised per group)"))
+        overview = QLabel("Overview: every scored group, one row each (normalised per group)")
+        overview.setWordWrap(True)
+        layout.addWidget(overview)
         layout.addWidget(self.strip, stretch=1)
         self._values = np.zeros(0)
         self._strip_ids: list[str] = []
@@ -73,39 +101,81 @@ class HeatmapPanel(QWidget):
         self.strip_plot.scene().sigMouseClicked.connect(self._on_strip_click)
         self.plot.scene().sigMouseClicked.connect(self._on_channel_click)
         self._group_id = ""
+        self._removed: list[int] = []
+        self.show_group("", None)
 
     def show_note(self, text: str) -> None:
         """Say what to look at when there is no channel heatmap to draw (block methods)."""
         self.show_group("", None)
         self.title.setText(text)
+        self.empty.setText(text)
 
-    def show_group(self, group_id: str, values: np.ndarray | None) -> None:
-        """Draw one group's per-channel importance (or clear it when it has none yet)."""
+    def show_group(self, group_id: str, values: np.ndarray | None, removed: Sequence[int] = ()) -> None:
+        """Draw one group's per-channel importance, outlining the channels in ``removed`` (or say what to do)."""
         self._group_id = group_id
         if values is None or len(values) == 0:
             self.title.setText(f"{group_id}: no scores yet" if group_id else "No scores yet: run a method")
+            self.empty.setText(
+                f"{group_id} has no scores yet: pick a method on the right and press Run."
+                if group_id
+                else "Run a method (right), then select a layer in the tree to see its channels' importance here."
+            )
             self.image.clear()
             self._values = np.zeros(0)
+            self._show_removed([])
+            self.view.setVisible(False)
+            self.empty.setVisible(True)
             return
+        self.view.setVisible(True)
+        self.empty.setVisible(False)
         self._values = np.asarray(values, dtype=np.float32)
         low, high = float(self._values.min()), float(self._values.max())
-        self.title.setText(f"{group_id}: {len(self._values)} channels, importance {low:.3g} … {high:.3g}")
-        self.image.setImage(channel_grid(self._values), autoLevels=False)
+        count = len(self._values)
+        kept = f"kept {count - len(removed)}/{count}" if removed else f"{count} channels"
+        self.title.setText(f"{group_id}: {kept}, importance {low:.3g} … {high:.3g}")
+        grid = channel_grid(self._values)
+        self.image.setImage(grid, autoLevels=False)
         self.colorbar.setLevels((low, high if high > low else low + 1e-12))
+        rows = grid.shape[0]
+        self.plot.setRange(xRange=(0, ROW_WIDTH), yRange=(0, rows), padding=0.02)
+        self.plot.getAxis("bottom").setTicks([[(c + 0.5, str(c)) for c in range(0, ROW_WIDTH, 4)], []])
+        step = max(1, math.ceil(rows / 16))
+        self.plot.getAxis("left").setTicks([[(r + 0.5, str(r * ROW_WIDTH)) for r in range(0, rows, step)], []])
+        self._show_removed([int(c) for c in removed])
+
+    def _show_removed(self, removed: list[int]) -> None:
+        self._removed = sorted(removed)
+        cells = [(c % ROW_WIDTH + 0.5, c // ROW_WIDTH + 0.5) for c in self._removed]
+        if cells:
+            self.removed.setData(pos=cells)
+        else:
+            self.removed.clear()
+        self.legend.setVisible(bool(cells))
+
+    def removed_channels(self) -> list[int]:
+        """The channels outlined as removed (ascending)."""
+        return list(self._removed)
 
     def show_overview(self, groups: list[tuple[str, np.ndarray]]) -> None:
         self._strip_ids = [group_id for group_id, _ in groups]
         if groups:
             self.strip_image.setImage(overview_grid(groups), levels=(0, 1))
+            step = max(1, math.ceil(len(groups) / 8))  # a readable number of row labels
+            self.strip_plot.getAxis("left").setTicks(
+                [[(row + 0.5, groups[row][0]) for row in range(0, len(groups), step)], []]
+            )
         else:
             self.strip_image.clear()
+            self.strip_plot.getAxis("left").setTicks(None)
+        self.strip.setVisible(bool(groups))  # no empty axes: the label above says what the strip will show
 
     def _on_hover(self, position: QPointF) -> None:
         if not len(self._values) or not self.plot.sceneBoundingRect().contains(position):
             return
         channel = self._channel_at(position)
         if channel is not None:
-            self.hover.setText(f"channel {channel}: importance {self._values[channel]:.4g}")
+            fate = "removed by the plan" if channel in self._removed else "kept"
+            self.hover.setText(f"channel {channel}: importance {self._values[channel]:.4g}, {fate}")
 
     def _channel_at(self, position: QPointF) -> int | None:
         point = self.plot.vb.mapSceneToView(position)

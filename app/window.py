@@ -22,28 +22,27 @@ from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
-    QHeaderView,
     QInputDialog,
     QLabel,
     QMainWindow,
     QMessageBox,
     QProgressBar,
-    QSplitter,
     QTabWidget,
-    QTreeView,
-    QVBoxLayout,
-    QWidget,
 )
 
+from secateur.app.docks import Docks, scrolling
 from secateur.app.heatmap import HeatmapPanel
 from secateur.app.method_panel import MethodPanel
+from secateur.app.open_dialog import ModelRequest, OpenModelDialog, open_session
 from secateur.app.relevance_view import ChannelRelevanceView
 from secateur.app.report import human_count
 from secateur.app.results import MEASURING, ResultsView, Side, caption, metric_rows
 from secateur.app.session_bridge import SessionBridge
+from secateur.app.status import StatusBar
 from secateur.app.time_left import TimeLeft
 from secateur.app.training_view import TrainingView
-from secateur.app.tree_model import NAME_ROLE, ImportanceBarDelegate, LayerTreeModel, SortProxy
+from secateur.app.tree_model import NAME_ROLE, LayerTreeModel, SortProxy
+from secateur.app.tree_view import LayerTreeView
 from secateur.app.worker import Job
 from secateur.core.common.errors import InputError
 from secateur.core.common.progress import Progress
@@ -89,22 +88,15 @@ class MainWindow(QMainWindow):
         self._started = 0.0
         self.time_left = TimeLeft()
         self.bridge = SessionBridge(self)
+        self._saved_model: object = None  # the model last saved (or as opened): nothing to lose while it is current
+        self.confirm_unsaved = True  # ask before quitting or opening over an unsaved pruned model
 
         self.tree_model = LayerTreeModel()
         self.proxy = SortProxy()
         self.proxy.setSourceModel(self.tree_model)
-        self.tree = QTreeView()
+        self.tree = LayerTreeView()
         self.tree.setModel(self.proxy)
-        self.tree.setSortingEnabled(True)
-        self.tree.setIndentation(12)
-        self.tree.header().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)  # module order until a header is clicked
         self.proxy.sort(-1)
-        self.tree.setItemDelegateForColumn(6, ImportanceBarDelegate(self.tree))
-        self.tree.header().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.tree.header().setSectionResizeMode(6, QHeaderView.ResizeMode.Fixed)
-        self.tree.header().resizeSection(6, 74)
-        self.tree.header().setStretchLastSection(False)
-        self.tree.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
         self.heatmap = HeatmapPanel()
         self.panel = MethodPanel(self.registry.methods)
         self.results = ResultsView()
@@ -113,26 +105,24 @@ class MainWindow(QMainWindow):
         self.curve.setLabel("left", "accuracy %")
         self.sweep_line = self.curve.plot(symbol="o")
         self.training = TrainingView()
-        tabs = QTabWidget()
-        tabs.addTab(self.results, "Before / after")
-        tabs.addTab(self.curve, "Sweep")
-        tabs.addTab(self.training, "Fine-tuning")
         self.relevance = ChannelRelevanceView()
-        tabs.addTab(self.relevance, "Channel relevance")
+        tabs = QTabWidget()
+        tabs.setUsesScrollButtons(False)  # narrow: the titles elide rather than hide tabs behind arrows
+        tabs.setElideMode(Qt.TextElideMode.ElideRight)
+        for widget, title, tip in (
+            (self.results, "Before/after", "the model as opened against the current one"),
+            (self.curve, "Sweep", "accuracy against ratio, no fine-tuning"),
+            (self.training, "Fine-tuning", "loss per step and accuracy per epoch"),
+            (self.relevance, "Relevance", "channel relevance over a training image"),
+        ):
+            tabs.setTabToolTip(tabs.addTab(widget, title), tip)
         self.tabs = tabs
-        right = QWidget()
-        right_layout = QVBoxLayout(right)
-        right_layout.addWidget(self.panel)
-        right_layout.addWidget(tabs)
-        splitter = QSplitter()
-        splitter.addWidget(self.tree)
-        splitter.addWidget(self.heatmap)
-        splitter.addWidget(right)
-        splitter.setStretchFactor(0, 4)
-        splitter.setStretchFactor(1, 3)
-        splitter.setStretchFactor(2, 3)
-        self.splitter = splitter
-        self.setCentralWidget(splitter)
+        self.setStatusBar(StatusBar())
+        self.docks = Docks(self, self.settings)
+        self.setCentralWidget(self.heatmap)
+        self.docks.add("layers", "Layers", self.tree, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.docks.add("method", "Method", scrolling(self.panel), Qt.DockWidgetArea.RightDockWidgetArea)
+        self.docks.add("results", "Results", tabs, Qt.DockWidgetArea.RightDockWidgetArea)
 
         self.device_picker = QComboBox()
         self.device_picker.addItems(["cpu", *(["cuda"] if torch.cuda.is_available() else [])])
@@ -157,6 +147,7 @@ class MainWindow(QMainWindow):
         self._connect()
         self._report_failed_plugins()
         self._update_controls()
+        self.docks.restore()
         # Everything alive now (modules, classes, widgets) lives as long as the window: keep it out of
         # the cyclic collector, so the collection before each job (see Job.start) takes milliseconds, not a second.
         gc.freeze()
@@ -191,6 +182,13 @@ class MainWindow(QMainWindow):
         self.recalibrate_action = QAction("Recalibrate BatchNorm", self)
         self.recalibrate_action.triggered.connect(self.recalibrate)
         prune_menu.addAction(self.recalibrate_action)
+        view_menu = self.menuBar().addMenu("&View")
+        for dock in self.docks.all():
+            view_menu.addAction(dock.toggleViewAction())
+        view_menu.addSeparator()
+        reset = QAction("Reset layout", self)
+        reset.triggered.connect(self.docks.reset)
+        view_menu.addAction(reset)
         help_menu = self.menuBar().addMenu("&Help")
         plugins = QAction("Plugins that failed to load", self)
         plugins.triggered.connect(self.show_failed_plugins)
@@ -438,6 +436,9 @@ class MainWindow(QMainWindow):
 
     def _draw_plan(self) -> None:
         plan = self.session.plan if self.session is not None else None
+        current = self.tree.currentIndex()
+        if current.isValid():
+            self._show_selected(current)  # the heatmap's removed outline follows the plan
         if plan is None:
             self.tree_model.show_plan({})
             self.panel.plan_info.setText(self._plan_error)
@@ -488,20 +489,28 @@ class MainWindow(QMainWindow):
         self._show_group(group)
 
     def _show_group(self, group: str) -> None:
-        scores = self.session.scores if self.session is not None else None
+        session = self.session
+        scores = session.scores if session is not None else None
         values = scores.groups.get(group) if scores is not None else None
-        self.heatmap.show_group(group, None if values is None else values.numpy())
+        planned = session.plan.groups.get(group) if session is not None and session.plan is not None else None
+        removed = planned.removed if planned is not None else ()
+        self.heatmap.show_group(group, None if values is None else values.numpy(), removed)
 
     # --- opening ---------------------------------------------------------------------------
 
-    def open(self, model_spec: str, data_spec: str | None = "demo") -> None:
-        """Load a model (and data) and trace its tree in the background, then show it."""
+    def open(self, model_spec: str | ModelRequest, data_spec: str | None = "demo") -> None:
+        """Load a model (and data) and trace its tree in the background, then show it; a failure keeps the old one."""
+        request = model_spec if isinstance(model_spec, ModelRequest) else ModelRequest(model_spec, data_spec)
+        if not self.confirm_discard("opening another model", lambda: self.open(request)):
+            return
         device = torch.device(self.device_picker.currentText())
         self._run(
-            "open", lambda progress: Session.open(model_spec, data_spec, device), lambda s: self._adopt(model_spec, s)
+            "open",
+            lambda progress: open_session(request, device),
+            lambda s: self._adopt(request.label(), s, request),
         )
 
-    def _adopt(self, spec: str, session: Session) -> None:
+    def _adopt(self, spec: str, session: Session, request: ModelRequest | None = None) -> None:
         """Show a newly opened session; whatever belonged to the previous model is gone with it."""
         previous = self.session
         had = previous is not None and (
@@ -512,24 +521,21 @@ class MainWindow(QMainWindow):
         session.select_method(self.panel.method().id)
         self.bridge.follow(session)
         self.setWindowTitle(f"Secateur: {spec}" + (f" on {session.data.spec}" if session.data else ""))
-        self._remember(spec)
+        self._saved_model = session.model
+        if request is None or request.weights is None:
+            self._remember(request.model if request else spec)
         if had:
             self.statusBar().showMessage(
                 f"opened {spec}: the previous model's scores, plan, heatmaps and results were cleared", 10000
             )
 
     def ask_model(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Open a model", "", "Checkpoints (*.safetensors);;Python files (*.py)"
-        )
-        if not path:
-            return
-        if path.endswith(".py"):
-            factory, ok = QInputDialog.getText(self, "Factory", "Name of the function that builds the model:")
-            if not ok or not factory:
-                return
-            path = f"{path}:{factory}"
-        self.open(path, self.session.data.spec if self.session and self.session.data else "demo")
+        """File → Open model: the dialog checks the SPEC as the CLI does; files are read on the worker."""
+        dialog = OpenModelDialog(self.session.data.spec if self.session and self.session.data else "demo", self)
+        dialog.setObjectName("open-model")
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.accepted.connect(lambda: self.open(dialog.request()))
+        dialog.open()
 
     def ask_data(self) -> None:
         spec, ok = QInputDialog.getText(
@@ -706,16 +712,53 @@ class MainWindow(QMainWindow):
     def ask_save(self) -> None:
         if self.session is None:
             return
-        path, _ = QFileDialog.getSaveFileName(
-            self, "Save checkpoint", "pruned.safetensors", "Checkpoints (*.safetensors)"
-        )
+        path = self._ask_checkpoint_path()
         if path:
             self.save(path)
 
-    def save(self, path: str) -> None:
+    def _ask_checkpoint_path(self) -> str:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save checkpoint", "pruned.safetensors", "Checkpoints (*.safetensors)"
+        )
+        return path
+
+    def save(self, path: str, then: Callable[[], None] | None = None) -> None:
+        """Save the current model as a checkpoint (a job); ``then`` runs once it is written."""
         session = self.session
         assert session is not None
-        self._run("save", lambda progress: session.save(path))
+        model = session.model
+
+        def saved(_: object) -> None:
+            self._saved_model = model
+            if then is not None:
+                then()
+
+        self._run("save", lambda progress: session.save(path), saved)
+
+    def unsaved(self) -> bool:
+        """Whether the current model is a pruned (or fine-tuned) one that has not been saved."""
+        session = self.session
+        return session is not None and bool(session.history) and session.model is not self._saved_model
+
+    def confirm_discard(self, doing: str, then: Callable[[], None]) -> bool:
+        """True to go on now; with an unsaved pruned model ask first (Save runs ``then`` once saved)."""
+        if not self.confirm_unsaved or not self.unsaved():
+            return True
+        buttons = QMessageBox.StandardButton
+        answer = QMessageBox.question(
+            self,
+            "Unsaved pruned model",
+            f"The pruned model has not been saved. Save it before {doing}?",
+            buttons.Save | buttons.Discard | buttons.Cancel,
+            buttons.Save,
+        )
+        if answer == buttons.Discard:
+            return True
+        if answer == buttons.Save:
+            path = self._ask_checkpoint_path()
+            if path:
+                self.save(path, then)
+        return False
 
     def ask_export(self, file_format: str) -> None:
         if self.session is None:
@@ -737,18 +780,21 @@ class MainWindow(QMainWindow):
         box.setDetailedText("\n\n".join(f"{f.plugin}\n{f.error}" for f in self.registry.failed))
         box.open()
 
-    def resizeEvent(self, event) -> None:
-        """Keep the three panes at 50/26/24% of the width as the window is resized."""
-        super().resizeEvent(event)
-        width = self.width()
-        self.splitter.setSizes([int(width * 0.50), int(width * 0.26), int(width * 0.24)])
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if self.docks.pending:
+            self.docks.size_by_share()
 
     def closeEvent(self, event) -> None:
+        if not self.confirm_discard("quitting", self.close):
+            event.ignore()
+            return
         if self.job is not None:
             self.job.cancel()
         self._queued = None
         QThreadPool.globalInstance().waitForDone(60_000)
         self.bridge.follow(None)
+        self.docks.save()
         super().closeEvent(event)
 
 

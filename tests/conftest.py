@@ -42,6 +42,7 @@ def window(qtbot, tmp_path: Path):
     registry = load_registry()
     registry.failed.append(FailedPlugin("broken (secateur_broken)", "Traceback ...\nImportError: no module named x"))
     window = MainWindow(registry, settings)
+    window.confirm_unsaved = False  # closing at teardown must not wait on a question (tests turn it back on)
     qtbot.addWidget(window)
     window.resize(1280, 800)
     window.show()
