@@ -18,7 +18,7 @@ import pyqtgraph as pg
 import torch
 import torchvision  # noqa: F401 - imported here, on the Qt thread: a first import in the worker would hold the GIL
 from PySide6.QtCore import QSettings, Qt, QThreadPool, QTimer, Signal
-from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent
+from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent, QGuiApplication
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -47,8 +47,10 @@ from secateur.app.worker import Job
 from secateur.core.common.errors import InputError
 from secateur.core.common.progress import Progress
 from secateur.core.graph.layer_tree import LayerTree
+from secateur.core.model.specs import parse_model_spec
 from secateur.core.pruning.registry import Registry, load_registry
 from secateur.core.train.finetune import FinetuneConfig
+from secateur.core.workflow.finetune_run import torchrun_command, torchrun_text
 from secateur.core.workflow.session import Session
 
 SWEEP_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
@@ -89,6 +91,7 @@ class MainWindow(QMainWindow):
         self.time_left = TimeLeft()
         self.bridge = SessionBridge(self)
         self._saved_model: object = None  # the model last saved (or as opened): nothing to lose while it is current
+        self._saved_path = ""  # where it was saved (a cluster fine-tunes that file)
         self.confirm_unsaved = True  # ask before quitting or opening over an unsaved pruned model
 
         self.tree_model = LayerTreeModel()
@@ -179,6 +182,9 @@ class MainWindow(QMainWindow):
         self.finetune_action = QAction("Fine-tune…", self)
         self.finetune_action.triggered.connect(self.ask_finetune)
         prune_menu.addAction(self.finetune_action)
+        cluster_action = QAction("Fine-tune command for a cluster…", self)
+        cluster_action.triggered.connect(self.ask_cluster_command)
+        prune_menu.addAction(cluster_action)
         self.recalibrate_action = QAction("Recalibrate BatchNorm", self)
         self.recalibrate_action.triggered.connect(self.recalibrate)
         prune_menu.addAction(self.recalibrate_action)
@@ -709,6 +715,37 @@ class MainWindow(QMainWindow):
 
         self._run(f"fine-tune {epochs} epoch(s)", lambda progress: session.finetune(config, progress), done)
 
+    def cluster_command(self, processes: int, epochs: int) -> str:
+        """The ``torchrun`` line that fine-tunes the current model on a cluster node (the model as saved)."""
+        session = self.session
+        if session is None or session.data is None:
+            raise InputError("open a model and a data set first")
+        if self.unsaved():
+            raise InputError("save the pruned model first (File → Save checkpoint): the cluster fine-tunes that file")
+        spec = parse_model_spec(self._saved_path) if session.history else session.loaded.spec
+        out = Path(self._saved_path or "model.safetensors")
+        words = torchrun_command(
+            spec, session.data.spec, out.with_name(f"{out.stem}-finetuned.safetensors"),
+            FinetuneConfig(epochs=epochs), session.settings, processes,
+        )  # fmt: skip
+        return torchrun_text(words)
+
+    def ask_cluster_command(self) -> None:
+        title = "Fine-tune on a cluster"
+        processes, ok = QInputDialog.getInt(self, title, "Processes per node:", 8, 1, 1024)
+        if not ok:
+            return
+        epochs, ok = QInputDialog.getInt(self, title, "Epochs:", 10, 1, 1000)
+        if not ok:
+            return
+        try:
+            text = self.cluster_command(processes, epochs)
+        except InputError as error:
+            self.show_error(str(error))
+            return
+        QGuiApplication.clipboard().setText(text)
+        QMessageBox.information(self, title, f"Copied to the clipboard:\n\n{text}")
+
     def ask_save(self) -> None:
         if self.session is None:
             return
@@ -729,7 +766,7 @@ class MainWindow(QMainWindow):
         model = session.model
 
         def saved(_: object) -> None:
-            self._saved_model = model
+            self._saved_model, self._saved_path = model, path
             if then is not None:
                 then()
 

@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QDialogButtonBox, QFileDialog, QMessageBox
 from conftest import run_cli
 from secateur.app.open_dialog import OpenModelDialog
 from secateur.app.window import MainWindow
+from secateur.core.common.errors import InputError
 from secateur.core.model.specs import build_model, parse_model_spec
 
 TIMEOUT_MS = 600_000
@@ -140,3 +141,23 @@ def test_opening_another_model_over_unsaved_work_offers_to_save_first(
         window.open("demo", "demo")  # saves first, then opens
     assert path.is_file() and window.session.model is not pruned and not window.unsaved()
     window.confirm_unsaved = False
+
+
+def test_the_cluster_command_fine_tunes_the_saved_pruned_model(qtbot, window: MainWindow, tmp_path: Path) -> None:
+    """Prune → Fine-tune command for a cluster: refused while unsaved, then the torchrun line for the saved file."""
+    with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
+        window.open("demo-vgg", "demo")
+    assert window.cluster_command(4, 3).split()[:2] == ["torchrun", "--nproc-per-node"]  # the model as opened
+    window.panel.picker.setCurrentText("l1")
+    with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
+        window.run_method()
+    with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
+        window.apply_plan()
+    with pytest.raises(InputError, match="save the pruned model first"):
+        window.cluster_command(4, 3)
+    path = tmp_path / "pruned.safetensors"
+    with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
+        window.save(str(path))
+    words = window.cluster_command(4, 3).split()
+    assert "4" in words and str(path) in words and "--epochs" in words and words[words.index("--epochs") + 1] == "3"
+    assert str(tmp_path / "pruned-finetuned.safetensors") in words and "demo" in words
