@@ -15,9 +15,13 @@ demo), before accuracy and latency are measured.
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import statistics
+import sys
+import threading
 import time
+import traceback
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -52,6 +56,44 @@ class Heartbeat:
         self.timer.start()
 
 
+class StallSampler:
+    """While the heartbeat is late by more than ``late_ms``, samples what the Qt thread is doing.
+
+    The samples say why the window stalls: Python code on the Qt thread shows
+    as its own frames; a Qt thread waiting for the GIL held by the worker
+    shows as the frame it was in when it had to wait.
+    """
+
+    def __init__(self, heartbeat: Heartbeat, late_ms: float = 50.0) -> None:
+        self.heartbeat, self.late_ms = heartbeat, late_ms
+        self.samples: collections.Counter[str] = collections.Counter()
+        self._qt_thread = threading.get_ident()
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):
+            if not self.heartbeat.timer.isActive():
+                continue
+            if (time.perf_counter() - self.heartbeat._last) * 1000.0 < self.late_ms:
+                continue
+            frame = sys._current_frames().get(self._qt_thread)
+            if frame is not None:
+                stack = traceback.extract_stack(frame)[-4:]
+                self.samples[" < ".join(f"{_short(f.filename)}:{f.lineno} {f.name}" for f in reversed(stack))] += 1
+
+    def report(self, top: int = 8) -> None:
+        print(f"\nwhere the Qt thread was while late by > {self.late_ms:.0f} ms (10 ms samples):")
+        for where, count in self.samples.most_common(top):
+            print(f"{count:>6}  {where}")
+        self._stop.set()
+
+
+def _short(filename: str) -> str:
+    """The last two parts of a source path."""
+    return "/".join(filename.split("/")[-2:])
+
+
 def _wait(signal, start, timeout_s: float = 1800) -> float:
     """Call ``start`` and spin the event loop until ``signal`` fires; returns the seconds it took."""
     loop = QEventLoop()
@@ -72,6 +114,7 @@ def _spin(seconds: float) -> None:
 
 def stalls(window: MainWindow, model: str, data: str | None, finetune_samples: int) -> None:
     heartbeat = Heartbeat()
+    sampler = StallSampler(heartbeat)
     window.panel.picker.setCurrentText("l1")
     window.panel.target_value.setValue(0.5)
     tree_at: list[float] = []
@@ -111,6 +154,7 @@ def stalls(window: MainWindow, model: str, data: str | None, finetune_samples: i
             print(f"{'':<14} Apply → new tree: {tree_at[0] - started:.2f} s")
         if "failed" in window.statusBar().currentMessage():
             raise SystemExit(window.statusBar().currentMessage())
+    sampler.report()
 
 
 def cancellation(window: MainWindow) -> None:
