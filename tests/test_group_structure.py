@@ -20,6 +20,7 @@ from secateur.core.common.errors import InputError, WorkError
 from secateur.core.common.settings import RunSettings
 from secateur.core.data.arrays import ArrayDataset
 from secateur.core.data.loading import DataBundle
+from secateur.core.graph.constraints import spying_shuffles
 from secateur.core.graph.macs import trace_modules
 from secateur.core.pruning.checks import check_group
 from secateur.core.pruning.plan import GroupPlan, PlanOptions, PruningPlan, Target
@@ -205,6 +206,20 @@ def test_groups_through_a_channel_shuffle_are_kept_whole_with_the_reason() -> No
     shuffled = [g for g in workspace.groups if "channel shuffle" in g.locked_because]
     assert [g.id for g in shuffled] == ["depthwise"]
     assert not shuffled[0].prunable
+
+
+def test_the_shuffle_spy_is_active_only_while_the_model_runs() -> None:
+    model = user_models.shuffle_net()
+    depth_inside: list[int] = []
+    model.depthwise.register_forward_hook(lambda *_: depth_inside.append(torch._C._len_torch_function_stack()))
+    with spying_shuffles(model) as spy:
+        model(torch.zeros(1, 3, 8, 8))
+        depth_after = torch._C._len_torch_function_stack()
+    assert depth_inside == [1] and depth_after == 0 and spy.shuffles()  # seen while running, gone after
+    model.depthwise.register_forward_hook(lambda *_: (_ for _ in ()).throw(RuntimeError("broken layer")))
+    with pytest.raises(RuntimeError, match="broken layer"), spying_shuffles(model):
+        model(torch.zeros(1, 3, 8, 8))
+    assert torch._C._len_torch_function_stack() == 0  # a failing forward does not leave the mode behind
 
 
 def test_a_model_broken_by_pruning_is_reported_as_such() -> None:

@@ -134,11 +134,34 @@ class _ShuffleSpy(TorchFunctionMode):
 
 
 @contextmanager
-def spying_shuffles() -> Iterator[_ShuffleSpy]:
-    """Watch a forward pass for channel shuffles (used around Torch-Pruning's tracing pass)."""
+def spying_shuffles(model: nn.Module) -> Iterator[_ShuffleSpy]:
+    """Watch ``model``'s forward passes for channel shuffles (used around Torch-Pruning's tracing).
+
+    The spy is active only while ``model`` runs: an active mode sends every
+    torch call, even ``isinstance(x, nn.Parameter)``, through Python, which
+    made Torch-Pruning's graph building after the trace about 1.5× slower.
+    """
     spy = _ShuffleSpy()
-    with spy:
+    active: list[bool] = []
+
+    def enter(module: nn.Module, args: tuple) -> None:
+        spy.__enter__()
+        active.append(True)
+
+    def leave(module: nn.Module, args: tuple, output: object) -> None:
+        if active:
+            active.pop()
+            spy.__exit__(None, None, None)
+
+    handles = [model.register_forward_pre_hook(enter), model.register_forward_hook(leave)]
+    try:
         yield spy
+    finally:
+        for handle in handles:
+            handle.remove()
+        while active:  # the forward pass raised: leave the mode it entered
+            active.pop()
+            spy.__exit__(None, None, None)
 
 
 def passes_shuffle(group: tp.Group, shuffles: list[object]) -> bool:

@@ -87,7 +87,7 @@ def build_dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.Depend
     The channel shuffles seen in that pass are kept on the graph (``shuffles``) so
     the groups that run through one can be told apart.
     """
-    with warnings.catch_warnings(), torch.enable_grad(), spying_shuffles() as spy:
+    with warnings.catch_warnings(), torch.enable_grad(), spying_shuffles(model) as spy:
         warnings.simplefilter("ignore")  # tp warns about unwrapped parameters such as ViT's class token
         try:
             # a tuple, so Torch-Pruning calls model(example) once instead of first trying model(*example)
