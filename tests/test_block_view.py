@@ -1,0 +1,64 @@
+"""The block view: a block method's scores and the plan's removed blocks, in the centre of the window."""
+
+from __future__ import annotations
+
+from PySide6.QtGui import QColor
+
+from secateur.app.block_view import REMOVED, BlockView
+from secateur.app.window import MainWindow
+from secateur.core.graph.blocks import BlockInfo, residual_blocks
+
+TIMEOUT_MS = 600_000
+
+
+def test_cka_layer_blocks_scores_and_removals_are_shown_in_the_centre(qtbot, window: MainWindow) -> None:
+    with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
+        window.open("demo", "demo")
+    assert window.centre.currentWidget() is window.heatmap  # l1 (a channel method) is the first method
+    window.panel.picker.setCurrentText("cka-layer")
+    assert window.centre.currentWidget() is window.block_view
+    for name, value in (("samples", "64"), ("finetune_epochs", "0")):
+        window.panel.set_param(name, value)
+    with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
+        window.run_method()
+    with qtbot.waitSignal(window.preview_done, timeout=TIMEOUT_MS):
+        window.panel.target_kind.setCurrentIndex(2)  # "blocks"
+        window.panel.target_blocks.setValue(2)
+    window.bridge.flush()
+    session, view = window.session, window.block_view
+    removed = session.plan.blocks_removed
+    assert len(removed) == 2
+    expected = residual_blocks(session.model)  # found again, from the model itself
+    assert list(view.items) == [block.name for block in expected]
+    marked = [name for name, item in view.items.items() if item.text(3) == "removed"]
+    assert sorted(marked) == sorted(removed)
+    assert all(view.items[name].background(0).color() == REMOVED for name in removed)
+    assert all(item.background(0).color() != REMOVED for name, item in view.items.items() if name not in removed)
+    scores = session.scores.blocks
+    assert {name: float(view.items[name].text(1)) for name in scores} == {
+        name: float(f"{value:.4g}") for name, value in scores.items()
+    }
+    fixed = [block for block in expected if not block.removable]
+    assert fixed and all(view.items[b.name].text(2).startswith("no: ") for b in fixed)
+    tip = view.items[removed[0]].toolTip(1)
+    assert removed[0] in tip and f"{scores[removed[0]]:.4g}" in tip and "plan: removed" in tip
+    assert "removable: yes" in tip
+    assert f"removes 2 of {len(expected)} blocks" in view.title.text()
+
+
+def test_the_view_says_what_to_do_before_scores_and_marks_stages(qtbot) -> None:
+    view = BlockView()
+    qtbot.addWidget(view)
+    blocks = [
+        BlockInfo("layer1.0", True, "identity shortcut"),
+        BlockInfo("layer1.1", True, "identity shortcut"),
+        BlockInfo("layer2.0", False, "shortcut through a layer (downsampling or channel change)"),
+    ]
+    view.show_blocks(blocks, {}, ())
+    assert "Run a block method" in view.title.text() and view.items["layer1.0"].text(1) == "—"
+    view.show_blocks(blocks, {"layer1.0": 0.25, "layer1.1": 0.5}, ("layer1.1",))
+    stage = view.table.topLevelItem(0)
+    assert stage.text(0) == "layer1" and stage.text(3) == "1 of 2 removed"
+    assert view.table.topLevelItem(1).text(3) == "1 kept"
+    assert view.items["layer2.0"].background(0).color() != QColor(REMOVED)
+    assert "removable: no (shortcut through a layer" in view.items["layer2.0"].toolTip(0)
