@@ -15,6 +15,8 @@ from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QHeaderView, QLabel, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
 
 from secateur.core.graph.blocks import BlockInfo, stage_of
+from secateur.core.pruning.plan import PlanOptions, rank_blocks
+from secateur.core.pruning.scoring import Scores
 
 COLUMNS = ("block", "score", "removable", "plan")
 REMOVED = QColor("#f5b7b1")  # a block the plan removes
@@ -23,11 +25,26 @@ EMPTY = "Run a block method (cka-layer) to score the residual blocks; then the p
 LEGEND = "red: removed by the plan · grey: cannot be removed (its shortcut goes through a layer) · hover for details"
 
 
-def _tip(block: BlockInfo, score: float | None, removed: bool) -> str:
+def _removable(block: BlockInfo, scores: Mapping[str, float], may_go: set[str], options: PlanOptions) -> str:
+    """Whether the block can go, and if not, why: its shortcut, a lock, no score, or its stage's minimum."""
+    if not block.removable:
+        return f"no: {block.reason.split(' (')[0]}"
+    if block.name in options.locked:
+        return "no: locked"
+    if scores and block.name not in scores:
+        return "no: not scored by the method"
+    if scores and block.name not in may_go:
+        return f"not now: its stage keeps {options.min_stage_blocks} blocks"
+    return "yes"
+
+
+def _tip(block: BlockInfo, score: float | None, removable: str, removed: bool) -> str:
+    if not block.removable:
+        removable = f"no: {block.reason}"  # the cell shows it shortened
     lines = [
         f"block {block.name}",
         f"score {score:.4g} (higher: removing it changes the features more)" if score is not None else "not scored",
-        f"removable: yes ({block.reason})" if block.removable else f"removable: no ({block.reason})",
+        f"removable: {removable} ({block.reason})" if removable == "yes" else f"removable: {removable}",
         "plan: removed" if removed else "plan: kept",
     ]
     return "\n".join(lines)
@@ -50,7 +67,7 @@ class BlockView(QWidget):
         header = self.table.header()
         header.setStretchLastSection(False)
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(COLUMNS.index("removable"), QHeaderView.ResizeMode.Stretch)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.title)
@@ -58,9 +75,16 @@ class BlockView(QWidget):
         layout.addWidget(self.legend)
         self.items: dict[str, QTreeWidgetItem] = {}  # block name → its row
 
-    def show_blocks(self, blocks: Iterable[BlockInfo], scores: Mapping[str, float], removed: Iterable[str]) -> None:
-        """Redraw: the model's blocks by stage, with the scores and the plan's removed blocks."""
-        blocks, cut = list(blocks), set(removed)
+    def show_blocks(
+        self,
+        blocks: Iterable[BlockInfo],
+        scores: Mapping[str, float],
+        removed: Iterable[str],
+        options: PlanOptions | None = None,
+    ) -> None:
+        """Redraw: the model's blocks by stage, their scores, why a block cannot go, and the plan's removed ones."""
+        blocks, cut, options = list(blocks), set(removed), options or PlanOptions()
+        may_go = set(rank_blocks(blocks, Scores(blocks=dict(scores)), options)[0]) if scores else set()
         self.table.clear()
         self.items = {}
         stages: dict[str, QTreeWidgetItem] = {}
@@ -70,16 +94,12 @@ class BlockView(QWidget):
                 stages[stage] = QTreeWidgetItem(self.table, [stage, "", "", ""])
             score = scores.get(block.name)
             gone = block.name in cut
+            removable = _removable(block, scores, may_go, options)
             item = QTreeWidgetItem(
                 stages[stage],
-                [
-                    block.name,
-                    f"{score:.4g}" if score is not None else "—",
-                    "yes" if block.removable else f"no: {block.reason}",
-                    "removed" if gone else "kept",
-                ],
+                [block.name, f"{score:.4g}" if score is not None else "—", removable, "removed" if gone else "kept"],
             )
-            tip = _tip(block, score, gone)
+            tip = _tip(block, score, removable, gone)
             colour = REMOVED if gone else (None if block.removable else FIXED)
             for column in range(len(COLUMNS)):
                 item.setToolTip(column, tip)

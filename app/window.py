@@ -476,6 +476,7 @@ class MainWindow(QMainWindow):
             tree.blocks if tree is not None else [],
             scores.blocks if scores is not None else {},
             plan.blocks_removed if plan is not None else (),
+            session.plan_options(plan.options if plan is not None else self.panel.options()) if session else None,
         )
 
     def _draw_choices(self) -> None:

@@ -39,7 +39,13 @@ def test_cka_layer_blocks_scores_and_removals_are_shown_in_the_centre(qtbot, win
         name: float(f"{value:.4g}") for name, value in scores.items()
     }
     fixed = [block for block in expected if not block.removable]
-    assert fixed and all(view.items[b.name].text(2).startswith("no: ") for b in fixed)
+    assert fixed and all(view.items[b.name].text(2) == "no: shortcut through a layer" for b in fixed)
+    unscored = [b.name for b in expected if b.removable and b.name not in scores]  # skip_first leaves layer1.0
+    assert unscored and all(view.items[name].text(2) == "no: not scored by the method" for name in unscored)
+    for stage in {name.rpartition(".")[0] for name in view.items}:
+        members = [name for name in view.items if name.rpartition(".")[0] == stage]
+        free = [name for name in members if view.items[name].text(2) == "yes"]
+        assert len(free) <= len(members) - 2  # a stage keeps min_stage_blocks (2): the rest say "not now"
     tip = view.items[removed[0]].toolTip(1)
     assert removed[0] in tip and f"{scores[removed[0]]:.4g}" in tip and "plan: removed" in tip
     assert "removable: yes" in tip
@@ -61,4 +67,22 @@ def test_the_view_says_what_to_do_before_scores_and_marks_stages(qtbot) -> None:
     assert stage.text(0) == "layer1" and stage.text(3) == "1 of 2 removed"
     assert view.table.topLevelItem(1).text(3) == "1 kept"
     assert view.items["layer2.0"].background(0).color() != QColor(REMOVED)
-    assert "removable: no (shortcut through a layer" in view.items["layer2.0"].toolTip(0)
+    tip = view.items["layer2.0"].toolTip(0)
+    assert "removable: no: shortcut through a layer (downsampling or channel change)" in tip
+
+
+def test_the_view_says_why_a_removable_block_cannot_go(qtbot) -> None:
+    from secateur.core.pruning.plan import PlanOptions
+
+    view = BlockView()
+    qtbot.addWidget(view)
+    blocks = [BlockInfo(f"stage.{i}", True, "identity shortcut") for i in range(4)]
+    scores = {"stage.1": 0.3, "stage.2": 0.1, "stage.3": 0.2}  # stage.0 unscored
+    view.show_blocks(blocks, scores, ("stage.2",), PlanOptions(min_stage_blocks=3, locked=("stage.3",)))
+    texts = {name: item.text(2) for name, item in view.items.items()}
+    assert texts == {
+        "stage.0": "no: not scored by the method",
+        "stage.1": "not now: its stage keeps 3 blocks",  # 4 blocks, 3 stay: only the least important may go
+        "stage.2": "yes",
+        "stage.3": "no: locked",
+    }
