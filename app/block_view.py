@@ -18,29 +18,36 @@ from secateur.core.graph.blocks import BlockInfo, stage_of
 from secateur.core.pruning.plan import PlanOptions, rank_blocks
 from secateur.core.pruning.scoring import Scores
 
-COLUMNS = ("block", "score", "removable", "plan")
+COLUMNS = ("block", "score", "plan", "removable")  # the reason last: it elides in a narrow centre
+PLAN, REMOVABLE = COLUMNS.index("plan"), COLUMNS.index("removable")
 REMOVED = QColor("#f5b7b1")  # a block the plan removes
 FIXED = QColor("#e5e7e9")  # a block that cannot be removed
 EMPTY = "Run a block method (cka-layer) to score the residual blocks; then the plan's removals show here."
 LEGEND = "red: removed by the plan · grey: cannot be removed (its shortcut goes through a layer) · hover for details"
 
 
-def _removable(block: BlockInfo, scores: Mapping[str, float], may_go: set[str], options: PlanOptions) -> str:
+def _removable(
+    block: BlockInfo, scores: Mapping[str, float], may_go: set[str], options: PlanOptions, complete: bool
+) -> str:
     """Whether the block can go, and if not, why: its shortcut, a lock, no score, or its stage's minimum."""
     if not block.removable:
-        return f"no: {block.reason.split(' (')[0]}"
+        return "no: projection shortcut"  # a layer on the shortcut (the tooltip gives the whole reason)
     if block.name in options.locked:
         return "no: locked"
     if scores and block.name not in scores:
-        return "no: not scored by the method"
-    if scores and block.name not in may_go:
-        return f"not now: its stage keeps {options.min_stage_blocks} blocks"
+        return "no: not scored" if complete else "scoring…"
+    if complete and scores and block.name not in may_go:
+        return f"no: its stage keeps {options.min_stage_blocks}"
     return "yes"
 
 
 def _tip(block: BlockInfo, score: float | None, removable: str, removed: bool) -> str:
     if not block.removable:
         removable = f"no: {block.reason}"  # the cell shows it shortened
+    elif removable == "no: not scored":
+        removable = "no: the method did not score it"
+    elif removable.startswith("no: its stage"):
+        removable += " residual blocks (--min-stage-blocks): a cheaper block of its stage goes first"
     lines = [
         f"block {block.name}",
         f"score {score:.4g} (higher: removing it changes the features more)" if score is not None else "not scored",
@@ -63,11 +70,12 @@ class BlockView(QWidget):
         self.table = QTreeWidget()
         self.table.setHeaderLabels(list(COLUMNS))
         self.table.setRootIsDecorated(True)
+        self.table.setIndentation(12)
         self.table.setUniformRowHeights(True)
         header = self.table.header()
         header.setStretchLastSection(False)
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(COLUMNS.index("removable"), QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(REMOVABLE, QHeaderView.ResizeMode.Stretch)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.title)
@@ -81,8 +89,12 @@ class BlockView(QWidget):
         scores: Mapping[str, float],
         removed: Iterable[str],
         options: PlanOptions | None = None,
+        complete: bool = True,
     ) -> None:
-        """Redraw: the model's blocks by stage, their scores, why a block cannot go, and the plan's removed ones."""
+        """Redraw: the model's blocks by stage, their scores, why a block cannot go, and the plan's removed ones.
+
+        ``complete`` is False while the method still scores: unscored blocks are waiting, not left out.
+        """
         blocks, cut, options = list(blocks), set(removed), options or PlanOptions()
         may_go = set(rank_blocks(blocks, Scores(blocks=dict(scores)), options)[0]) if scores else set()
         self.table.clear()
@@ -91,13 +103,14 @@ class BlockView(QWidget):
         for block in blocks:
             stage = stage_of(block.name) or "(model)"
             if stage not in stages:
-                stages[stage] = QTreeWidgetItem(self.table, [stage, "", "", ""])
+                stages[stage] = QTreeWidgetItem(self.table, [stage])
+                stages[stage].setFirstColumnSpanned(True)  # "layer2: 1 of 3 removed" needs the whole row
             score = scores.get(block.name)
             gone = block.name in cut
-            removable = _removable(block, scores, may_go, options)
+            removable = _removable(block, scores, may_go, options, complete)
             item = QTreeWidgetItem(
                 stages[stage],
-                [block.name, f"{score:.4g}" if score is not None else "—", removable, "removed" if gone else "kept"],
+                [block.name, f"{score:.4g}" if score is not None else "—", "removed" if gone else "kept", removable],
             )
             tip = _tip(block, score, removable, gone)
             colour = REMOVED if gone else (None if block.removable else FIXED)
@@ -109,7 +122,7 @@ class BlockView(QWidget):
         for stage, item in stages.items():
             names = [item.child(i).text(0) for i in range(item.childCount())]
             gone = sum(1 for name in names if name in cut)
-            item.setText(3, f"{gone} of {len(names)} removed" if gone else f"{len(names)} kept")
+            item.setText(0, f"{stage}: {gone} of {len(names)} removed" if gone else f"{stage}: {len(names)} kept")
             item.setToolTip(0, f"stage {stage}: {len(names)} residual blocks")
         self.table.expandAll()
         self.title.setText(self._title(blocks, scores, cut))

@@ -49,6 +49,7 @@ class FinetuneDialog(QDialog):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Fine-tune")
+        self.setMinimumWidth(380)  # the note reads in two lines
         defaults, choice = FinetuneConfig(), FinetuneChoice(FinetuneConfig())
         self.epochs = _spin(1, 1000, WINDOW_EPOCHS, "epochs to train (--epochs)")
         self.lr = _real(1e-6, 10.0, defaults.lr, 6, 0.001, "peak learning rate of the cosine schedule (--lr)")

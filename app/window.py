@@ -477,6 +477,7 @@ class MainWindow(QMainWindow):
             scores.blocks if scores is not None else {},
             plan.blocks_removed if plan is not None else (),
             session.plan_options(plan.options if plan is not None else self.panel.options()) if session else None,
+            complete=session is None or session.scored is not None or scores is None,
         )
 
     def _draw_choices(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtGui import QColor
 
-from secateur.app.block_view import REMOVED, BlockView
+from secateur.app.block_view import PLAN, REMOVABLE, REMOVED, BlockView
 from secateur.app.window import MainWindow
 from secateur.core.graph.blocks import BlockInfo, residual_blocks
 
@@ -30,7 +30,7 @@ def test_cka_layer_blocks_scores_and_removals_are_shown_in_the_centre(qtbot, win
     assert len(removed) == 2
     expected = residual_blocks(session.model)  # found again, from the model itself
     assert list(view.items) == [block.name for block in expected]
-    marked = [name for name, item in view.items.items() if item.text(3) == "removed"]
+    marked = [name for name, item in view.items.items() if item.text(PLAN) == "removed"]
     assert sorted(marked) == sorted(removed)
     assert all(view.items[name].background(0).color() == REMOVED for name in removed)
     assert all(item.background(0).color() != REMOVED for name, item in view.items.items() if name not in removed)
@@ -39,13 +39,13 @@ def test_cka_layer_blocks_scores_and_removals_are_shown_in_the_centre(qtbot, win
         name: float(f"{value:.4g}") for name, value in scores.items()
     }
     fixed = [block for block in expected if not block.removable]
-    assert fixed and all(view.items[b.name].text(2) == "no: shortcut through a layer" for b in fixed)
+    assert fixed and all(view.items[b.name].text(REMOVABLE) == "no: projection shortcut" for b in fixed)
     unscored = [b.name for b in expected if b.removable and b.name not in scores]  # skip_first leaves layer1.0
-    assert unscored and all(view.items[name].text(2) == "no: not scored by the method" for name in unscored)
+    assert unscored and all(view.items[name].text(REMOVABLE) == "no: not scored" for name in unscored)
     for stage in {name.rpartition(".")[0] for name in view.items}:
         members = [name for name in view.items if name.rpartition(".")[0] == stage]
-        free = [name for name in members if view.items[name].text(2) == "yes"]
-        assert len(free) <= len(members) - 2  # a stage keeps min_stage_blocks (2): the rest say "not now"
+        free = [name for name in members if view.items[name].text(REMOVABLE) == "yes"]
+        assert len(free) <= len(members) - 2  # a stage keeps min_stage_blocks (2): the rest say why not
     tip = view.items[removed[0]].toolTip(1)
     assert removed[0] in tip and f"{scores[removed[0]]:.4g}" in tip and "plan: removed" in tip
     assert "removable: yes" in tip
@@ -62,10 +62,14 @@ def test_the_view_says_what_to_do_before_scores_and_marks_stages(qtbot) -> None:
     ]
     view.show_blocks(blocks, {}, ())
     assert "Run a block method" in view.title.text() and view.items["layer1.0"].text(1) == "—"
+    view.show_blocks(blocks, {"layer1.1": 0.5}, (), complete=False)  # partial scores while the method runs
+    assert view.items["layer1.0"].text(REMOVABLE) == "scoring…"
+    assert view.items["layer1.1"].text(REMOVABLE) == "yes"
     view.show_blocks(blocks, {"layer1.0": 0.25, "layer1.1": 0.5}, ("layer1.1",))
     stage = view.table.topLevelItem(0)
-    assert stage.text(0) == "layer1" and stage.text(3) == "1 of 2 removed"
-    assert view.table.topLevelItem(1).text(3) == "1 kept"
+    assert stage.text(0) == "layer1: 1 of 2 removed" and stage.isFirstColumnSpanned()
+    assert view.table.topLevelItem(1).text(0) == "layer2: 1 kept"
+    assert view.items["layer1.1"].text(PLAN) == "removed" and view.items["layer1.0"].text(PLAN) == "kept"
     assert view.items["layer2.0"].background(0).color() != QColor(REMOVED)
     tip = view.items["layer2.0"].toolTip(0)
     assert "removable: no: shortcut through a layer (downsampling or channel change)" in tip
@@ -79,10 +83,12 @@ def test_the_view_says_why_a_removable_block_cannot_go(qtbot) -> None:
     blocks = [BlockInfo(f"stage.{i}", True, "identity shortcut") for i in range(4)]
     scores = {"stage.1": 0.3, "stage.2": 0.1, "stage.3": 0.2}  # stage.0 unscored
     view.show_blocks(blocks, scores, ("stage.2",), PlanOptions(min_stage_blocks=3, locked=("stage.3",)))
-    texts = {name: item.text(2) for name, item in view.items.items()}
+    texts = {name: item.text(REMOVABLE) for name, item in view.items.items()}
     assert texts == {
-        "stage.0": "no: not scored by the method",
-        "stage.1": "not now: its stage keeps 3 blocks",  # 4 blocks, 3 stay: only the least important may go
+        "stage.0": "no: not scored",
+        "stage.1": "no: its stage keeps 3",  # 4 blocks, 3 stay: only the least important may go
         "stage.2": "yes",
         "stage.3": "no: locked",
     }
+    assert "--min-stage-blocks" in view.items["stage.1"].toolTip(0)
+    assert "the method did not score it" in view.items["stage.0"].toolTip(0)
