@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from PySide6.QtCore import Signal
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QHeaderView, QLabel, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
 
@@ -60,6 +61,8 @@ def _tip(block: BlockInfo, score: float | None, removable: str, removed: bool) -
 class BlockView(QWidget):
     """A tree of stages and their blocks; rows the plan removes are red and say "removed"."""
 
+    block_clicked = Signal(str)  # a block's module path (the window selects its row in the layer tree)
+
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.title = QLabel(EMPTY)
@@ -82,6 +85,9 @@ class BlockView(QWidget):
         layout.addWidget(self.table, 1)
         layout.addWidget(self.legend)
         self.items: dict[str, QTreeWidgetItem] = {}  # block name → its row
+        self.table.itemClicked.connect(
+            lambda item, _: item.parent() is not None and self.block_clicked.emit(item.text(0))
+        )
 
     def show_blocks(
         self,

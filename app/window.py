@@ -214,6 +214,7 @@ class MainWindow(QMainWindow):
         self.tree.ratio_requested.connect(self.ask_override)
         self.tree.clear_requested.connect(lambda group: self.set_override(group, None))
         self.heatmap.group_clicked.connect(self._show_group)
+        self.block_view.block_clicked.connect(self.select_layer)
         self.heatmap.channel_clicked.connect(self.relevance.select)
         self.relevance.job_requested.connect(self._run)
         self.relevance.set_source(

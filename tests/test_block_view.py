@@ -5,6 +5,7 @@ from __future__ import annotations
 from PySide6.QtGui import QColor
 
 from secateur.app.block_view import PLAN, REMOVABLE, REMOVED, BlockView
+from secateur.app.tree_model import NAME_ROLE
 from secateur.app.window import MainWindow
 from secateur.core.graph.blocks import BlockInfo, residual_blocks
 
@@ -50,6 +51,9 @@ def test_cka_layer_blocks_scores_and_removals_are_shown_in_the_centre(qtbot, win
     assert removed[0] in tip and f"{scores[removed[0]]:.4g}" in tip and "plan: removed" in tip
     assert "removable: yes" in tip
     assert f"removes 2 of {len(expected)} blocks" in view.title.text()
+    view.table.itemClicked.emit(view.items[removed[-1]], 0)  # a click on a block selects it in the layer tree
+    current = window.proxy.mapToSource(window.tree.currentIndex().siblingAtColumn(0))
+    assert current.data(NAME_ROLE) == removed[-1]
 
 
 def test_the_view_says_what_to_do_before_scores_and_marks_stages(qtbot) -> None:
