@@ -27,10 +27,13 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QProgressBar,
+    QStackedWidget,
     QTabWidget,
 )
 
+from secateur.app.block_view import BlockView
 from secateur.app.docks import Docks, scrolling
+from secateur.app.finetune_dialog import FinetuneChoice, FinetuneDialog
 from secateur.app.heatmap import HeatmapPanel
 from secateur.app.method_panel import MethodPanel
 from secateur.app.open_dialog import ModelRequest, OpenModelDialog, open_session
@@ -101,6 +104,10 @@ class MainWindow(QMainWindow):
         self.tree.setModel(self.proxy)
         self.proxy.sort(-1)
         self.heatmap = HeatmapPanel()
+        self.block_view = BlockView()
+        self.centre = QStackedWidget()  # the channel heatmap, or the block view for a block method
+        self.centre.addWidget(self.heatmap)
+        self.centre.addWidget(self.block_view)
         self.panel = MethodPanel(self.registry.methods)
         self.results = ResultsView()
         self.curve = pg.PlotWidget(title="accuracy against ratio (no fine-tuning)")
@@ -122,7 +129,7 @@ class MainWindow(QMainWindow):
         self.tabs = tabs
         self.setStatusBar(StatusBar())
         self.docks = Docks(self, self.settings)
-        self.setCentralWidget(self.heatmap)
+        self.setCentralWidget(self.centre)
         self.docks.add("layers", "Layers", self.tree, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.docks.add("method", "Method", scrolling(self.panel), Qt.DockWidgetArea.RightDockWidgetArea)
         self.docks.add("results", "Results", tabs, Qt.DockWidgetArea.RightDockWidgetArea)
@@ -148,6 +155,7 @@ class MainWindow(QMainWindow):
 
         self._build_menus()
         self._connect()
+        self._show_centre()
         self._report_failed_plugins()
         self._update_controls()
         self.docks.restore()
@@ -199,18 +207,14 @@ class MainWindow(QMainWindow):
         plugins = QAction("Plugins that failed to load", self)
         plugins.triggered.connect(self.show_failed_plugins)
         help_menu.addAction(plugins)
-        lock = QAction("Lock this layer's group", self)
-        lock.triggered.connect(self._lock_selected)
-        override = QAction("Override this layer's ratio…", self)
-        override.triggered.connect(self._override_selected)
-        self.tree.addAction(lock)
-        self.tree.addAction(override)
-        self._locked: set[str] = set()
-        self._overrides: dict[str, float] = {}
 
     def _connect(self) -> None:
         self.tree.selectionModel().currentChanged.connect(lambda current, _: self._show_selected(current))
+        self.tree.lock_requested.connect(self.set_locked)
+        self.tree.ratio_requested.connect(self.ask_override)
+        self.tree.clear_requested.connect(lambda group: self.set_override(group, None))
         self.heatmap.group_clicked.connect(self._show_group)
+        self.block_view.block_clicked.connect(self.select_layer)
         self.heatmap.channel_clicked.connect(self.relevance.select)
         self.relevance.job_requested.connect(self._run)
         self.relevance.set_source(
@@ -400,6 +404,10 @@ class MainWindow(QMainWindow):
             self._draw_scores()
         if names & {"model", "plan"}:
             self._draw_plan()
+        if names & {"model", "choices"}:
+            self._draw_choices()
+        if names & {"model", "scores", "plan"}:
+            self._draw_blocks()
         if names & {"model", "metrics", "history"}:
             self._draw_metrics()
         if "training" in names:
@@ -454,6 +462,30 @@ class MainWindow(QMainWindow):
             f"plan ({plan.method}): {human_count(plan.predicted_params)} params, "
             f"{human_count(plan.predicted_macs)} MACs after pruning"
         )
+
+    def _show_centre(self) -> None:
+        """A block method's work is the block view; a channel method's is the heatmap."""
+        blocks = bool(self.panel.methods) and self.panel.method().granularity == "block"
+        self.centre.setCurrentWidget(self.block_view if blocks else self.heatmap)
+
+    def _draw_blocks(self) -> None:
+        session = self.session
+        tree = session.tree if session is not None else None
+        scores = session.scores if session is not None else None
+        plan = session.plan if session is not None else None
+        self.block_view.show_blocks(
+            tree.blocks if tree is not None else [],
+            scores.blocks if scores is not None else {},
+            plan.blocks_removed if plan is not None else (),
+            session.plan_options(plan.options if plan is not None else self.panel.options()) if session else None,
+            complete=session is None or session.scored is not None or scores is None,
+        )
+
+    def _draw_choices(self) -> None:
+        session = self.session
+        locked, overrides = (session.locked, session.overrides) if session is not None else (frozenset(), {})
+        self.tree_model.show_choices(locked, overrides)
+        self.tree.show_override_column(self.tree_model.has_choices)
 
     def _draw_metrics(self) -> None:
         session = self.session
@@ -523,7 +555,7 @@ class MainWindow(QMainWindow):
             previous.scores is not None or previous.plan is not None or previous.metrics_after is not None
         )
         self.session = session
-        self._locked, self._overrides, self._plan_error = set(), {}, ""
+        self._plan_error = ""
         session.select_method(self.panel.method().id)
         self.bridge.follow(session)
         self.setWindowTitle(f"Secateur: {spec}" + (f" on {session.data.spec}" if session.data else ""))
@@ -580,6 +612,7 @@ class MainWindow(QMainWindow):
 
     def _method_changed(self, method_id: str) -> None:
         self._plan_error = ""
+        self._show_centre()
         if self.session is not None:
             self.session.select_method(method_id)
         self._update_controls()
@@ -595,7 +628,7 @@ class MainWindow(QMainWindow):
         except InputError as error:
             self.panel.error.setText(str(error))
             return
-        session, target, options = self.session, self.panel.target(), self._options()
+        session, target, options = self.session, self.panel.target(), self.panel.options()
         self._plan_error = ""
 
         def job(progress: Progress) -> str:
@@ -603,12 +636,6 @@ class MainWindow(QMainWindow):
             return _plan_or_error(session, target, options, method.id)
 
         self._run(f"score with {method.id}", job, self._planned)
-
-    def _options(self):
-        options = self.panel.options()
-        options.locked = tuple(self._locked)
-        options.overrides = dict(self._overrides)
-        return options
 
     def preview_plan(self) -> None:
         """Make the plan for the current target on a worker (quietly); after a running job when one runs."""
@@ -618,7 +645,7 @@ class MainWindow(QMainWindow):
         if self.job is not None:
             self._preview_pending = True
             return
-        target, options, method = self.panel.target(), self._options(), self.panel.method().id
+        target, options, method = self.panel.target(), self.panel.options(), self.panel.method().id
         job = Job("plan preview", lambda progress: _plan_or_error(session, target, options, method), quiet=True)
         self._start(job, self._planned)
 
@@ -641,24 +668,29 @@ class MainWindow(QMainWindow):
         self.tree.setCurrentIndex(index)
         return True
 
-    def _selected_group(self) -> str | None:
-        name = self._selected_name()
-        return self.tree_model.group_of(name) if name else None
+    # --- per-group locks and overrides (the session keeps them; the next plan honours them) -------
 
-    def _lock_selected(self) -> None:
-        group = self._selected_group()
-        if group:
-            self._locked ^= {group}
+    def set_locked(self, group: str, locked: bool) -> None:
+        if self.session is not None:
+            self.session.set_locked(group, locked)
             self.preview_plan()
 
-    def _override_selected(self) -> None:
-        group = self._selected_group()
-        if not group:
+    def set_override(self, group: str, ratio: float | None) -> None:
+        if self.session is not None:
+            self.session.set_override(group, ratio)
+            self.preview_plan()
+
+    def ask_override(self, group: str) -> None:
+        """Ask for the fraction of the group's channels to remove (as the CLI's --override GROUP=RATIO)."""
+        if self.session is None:
             return
-        ratio, ok = QInputDialog.getDouble(self, "Override", f"Fraction of {group} to remove:", 0.5, 0.0, 0.95, 2)
+        current = self.session.overrides.get(group, self.panel.target_value.value())
+        ratio, ok = QInputDialog.getDouble(
+            self, "Prune ratio", f"Fraction of group {group}'s channels to remove (0 keeps them all):",
+            current, 0.0, 0.99, 2,
+        )  # fmt: skip
         if ok:
-            self._overrides[group] = ratio
-            self.preview_plan()
+            self.set_override(group, ratio)
 
     # --- applying, undo, sweep, fine-tuning, measuring, saving --------------------------------
 
@@ -681,7 +713,7 @@ class MainWindow(QMainWindow):
         if session is None or session.scored is None or not session.scored.scores.groups:
             self.show_error("Run a channel method first: the sweep prunes by its scores.")
             return
-        options = self._options()
+        options = self.panel.options()
         self.tabs.setCurrentWidget(self.curve)
         self._run("sweep", lambda progress: session.sweep(SWEEP_RATIOS, options, progress))
 
@@ -700,20 +732,28 @@ class MainWindow(QMainWindow):
         if self.session is None or self.session.data is None:
             self.show_error("Open a model and a data set first.")
             return
-        epochs, ok = QInputDialog.getInt(self, "Fine-tune", "Epochs:", 1, 1, 200)
-        if ok:
-            self.finetune(epochs)
+        dialog = FinetuneDialog(self)
+        dialog.setObjectName("finetune")
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.accepted.connect(lambda: self.finetune(dialog.choice()))
+        dialog.open()
 
-    def finetune(self, epochs: int) -> None:
+    def finetune(self, choice: FinetuneChoice | int) -> None:
+        """Fine-tune the current model as a job: a number of epochs, or everything the dialog offers."""
         session = self.session
         assert session is not None
-        config = FinetuneConfig(epochs=epochs)
+        if isinstance(choice, int):
+            choice = FinetuneChoice(FinetuneConfig(epochs=choice))
+        config = choice.config
         self.tabs.setCurrentWidget(self.training)
 
         def done(result) -> None:
             self.statusBar().showMessage(f"fine-tuned: best epoch {result.best_epoch}", 8000)
 
-        self._run(f"fine-tune {epochs} epoch(s)", lambda progress: session.finetune(config, progress), done)
+        def job(progress: Progress):
+            return session.finetune(config, progress, batch_size=choice.batch_size, seed=choice.seed)
+
+        self._run(f"fine-tune {config.epochs} epoch(s)", job, done)
 
     def cluster_command(self, processes: int, epochs: int) -> str:
         """The ``torchrun`` line that fine-tunes the current model on a cluster node (the model as saved)."""
