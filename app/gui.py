@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, QTimer
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QSplashScreen
 
 from secateur.app.open_dialog import ModelRequest
 from secateur.app.window import MainWindow, grab_png
@@ -24,14 +24,19 @@ def _size(text: str) -> tuple[int, int]:
     return width, height
 
 
-def run_gui(options: argparse.Namespace) -> int:
-    """Open the window on the given model and data; with --screenshot, run, render, and exit."""
+def run_gui(options: argparse.Namespace, splash: QSplashScreen | None = None) -> int:
+    """Open the window on the given model and data; with --screenshot, run, render, and exit.
+
+    ``splash``, shown by the launcher before torch was imported, closes as the window appears.
+    """
     request = ModelRequest(options.model, options.data, options.weights, options.num_classes, options.input_size)
     try:
         width, height = _size(options.size)
         params = parse_param_assignments(options.param)
         request.check()
     except InputError as error:
+        if splash is not None:
+            splash.close()
         print(f"secateur gui: error: {error}", file=sys.stderr)
         return 2
     app = QApplication.instance() or QApplication(sys.argv[:1])
@@ -43,6 +48,8 @@ def run_gui(options: argparse.Namespace) -> int:
     window.device_picker.setCurrentText(options.device)
     window.resize(width, height)
     window.show()
+    if splash is not None:
+        splash.finish(window)
     if options.method and options.method not in window.registry.methods:
         print(f"secateur gui: error: --method {options.method!r}: no such method", file=sys.stderr)
         return 2

@@ -6,8 +6,6 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from secateur.app import cli
-
 
 def _gui_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="secateur gui", description="Open Secateur's window.")
@@ -30,11 +28,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``secateur`` with no arguments, or ``secateur gui ...``, opens the window; anything else is the CLI."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments and arguments[0] != "gui":
+        from secateur.app import cli
+
         return cli.main(arguments)
     options = _gui_parser().parse_args(arguments[1:])
+    # The splash first (Qt only, well under a second); torch and the window load behind it.
+    splash = None
+    if not options.screenshot:
+        from secateur.app.splash import show_splash
+
+        splash = show_splash()
     from secateur.app.gui import run_gui
 
-    return run_gui(options)
+    return run_gui(options, splash)
 
 
 if __name__ == "__main__":
