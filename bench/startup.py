@@ -65,8 +65,9 @@ def _drop_page_cache() -> bool:
 def _launch() -> dict[str, float]:
     env = {**os.environ, "QT_QPA_PLATFORM": os.environ.get("QT_QPA_PLATFORM", "offscreen")}
     started = time.time()
-    run = subprocess.run([sys.executable, "-c", _PROBE, str(started)], capture_output=True, text=True, env=env,
-                         timeout=600, check=True)
+    run = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(started)], capture_output=True, text=True, env=env, timeout=600, check=True
+    )
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 

@@ -32,8 +32,9 @@ print("exit code:", code)
 
 def test_the_splash_shows_before_torch_loads_and_closes_when_the_launch_is_refused() -> None:
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
-    run = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, env=env, timeout=300,
-                         check=False)
+    run = subprocess.run(
+        [sys.executable, "-c", _PROBE], capture_output=True, text=True, env=env, timeout=300, check=False
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "visible at torch import: ['QSplashScreen']" in run.stdout
     assert "visible at exit: []" in run.stdout and "exit code: 2" in run.stdout
