@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
@@ -22,6 +22,8 @@ from secateur.core.train.evaluate import Metrics
 
 HEADER = ("", "before", "after", "Δ", "%")
 MEASURING = "measuring…"
+SPREAD = "latency p10–p90"
+LABEL_ROOM = "accuracy %"  # the metric column is at least this wide; longer names elide (full name in the tooltip)
 
 
 @dataclass(frozen=True)
@@ -33,8 +35,8 @@ class Side:
     macs: int | None
 
 
-def _latency(m: Metrics) -> str:
-    return f"{m.latency.median:.2f} ({m.latency.p10:.2f}–{m.latency.p90:.2f})"
+def _spread(m: Metrics) -> str:
+    return f"{m.latency.p10:.2f}–{m.latency.p90:.2f}"
 
 
 def _signed(value: float, fmt: Callable[[float], str]) -> str:
@@ -49,7 +51,7 @@ def _row(label: str, before: float | None, after: float | None, text: Callable[[
 
 
 def metric_rows(before: Side, after: Side, pending: str = "—") -> list[list[str]]:
-    """The table's rows: accuracy, loss, params, MACs, latency; ``pending`` where a number is not measured yet."""
+    """Rows for accuracy, loss, params, MACs, latency median and spread; ``pending`` where not measured yet."""
     mb, ma = before.metrics, after.metrics
     rows = [
         _row("accuracy %", mb and mb.accuracy, ma and ma.accuracy, lambda v: f"{v:.2f}"),
@@ -57,12 +59,10 @@ def metric_rows(before: Side, after: Side, pending: str = "—") -> list[list[st
         _row("params", mb.params if mb else before.params, ma.params if ma else after.params, human_count),
         _row("MACs", mb.macs if mb else before.macs, ma.macs if ma else after.macs, human_count),
         _row("latency ms", mb and mb.latency.median, ma and ma.latency.median, lambda v: f"{v:.2f}"),
+        # The spread gets a row of its own: "median (p10–p90)" in one cell made the columns too wide to fit.
+        [SPREAD, _spread(mb) if mb else "—", _spread(ma) if ma else "", "", ""],
     ]
-    if mb is not None:
-        rows[4][1] = _latency(mb)
-    if ma is not None:
-        rows[4][2] = _latency(ma)
-    for row in (rows[0], rows[1], rows[4]):
+    for row in (rows[0], rows[1], rows[4], rows[5]):
         row[2] = row[2] or pending
     return rows
 
@@ -74,7 +74,7 @@ def caption(before: Metrics | None, after: Metrics | None) -> str:
         return "Not measured yet: apply, fine-tune or press Measure again."
     latency = shown.latency
     return (
-        f"{shown.split} split, {shown.samples} samples · latency: median (p10–p90) of {latency.runs} runs "
+        f"{shown.split} split, {shown.samples} samples · latency: median and p10–p90 of {latency.runs} runs "
         f"after warm-up, batch {latency.batch_size}, {latency.device}"
     )
 
@@ -91,8 +91,12 @@ class ResultsView(QWidget):
         self.table = QTableWidget(0, len(HEADER))
         self.table.setHorizontalHeaderLabels(list(HEADER))
         self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)  # numbers are never elided
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)  # the names take what is left
+        header.setMinimumSectionSize(24)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # the dock is made wide enough
         self.measure_button = QPushButton("Measure again")
         self.measure_button.setToolTip("measure accuracy if needed, and latency again (warm-up first) on the worker")
         self.measure_button.clicked.connect(self.measure_requested)
@@ -111,9 +115,21 @@ class ResultsView(QWidget):
         for row, cells in enumerate(rows):
             for column, cell in enumerate(cells):
                 item = QTableWidgetItem(cell)
+                item.setToolTip(cell)
                 if column:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(row, column, item)
+        self.updateGeometry()  # new numbers, new widths: the dock follows minimumSizeHint
+
+    def minimumSizeHint(self) -> QSize:
+        """Wide enough for every number column and a short metric name, so nothing needs horizontal scrolling."""
+        table, header = self.table, self.table.horizontalHeader()
+        numbers = sum(max(table.sizeHintForColumn(c), header.sectionSizeHint(c)) for c in range(1, len(HEADER)))
+        name = table.fontMetrics().horizontalAdvance(LABEL_ROOM) + 12
+        scrollbar = table.verticalScrollBar().sizeHint().width()  # counted even when hidden: it may appear
+        margins = self.layout().contentsMargins()
+        width = numbers + name + scrollbar + 2 * table.frameWidth() + margins.left() + margins.right()
+        return QSize(max(width, super().minimumSizeHint().width()), super().minimumSizeHint().height())
 
     def cell(self, row: int, column: int) -> str:
         item = self.table.item(row, column)
