@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
     QTabWidget,
 )
 
-from secateur.app.docks import Docks, scrolling
+from secateur.app.docks import Docks
 from secateur.app.heatmap import HeatmapPanel
 from secateur.app.method_panel import MethodPanel
 from secateur.app.open_dialog import ModelRequest, OpenModelDialog, open_session
@@ -124,7 +124,7 @@ class MainWindow(QMainWindow):
         self.docks = Docks(self, self.settings)
         self.setCentralWidget(self.heatmap)
         self.docks.add("layers", "Layers", self.tree, Qt.DockWidgetArea.LeftDockWidgetArea)
-        self.docks.add("method", "Method", scrolling(self.panel), Qt.DockWidgetArea.RightDockWidgetArea)
+        self.docks.add("method", "Method", self.panel, Qt.DockWidgetArea.RightDockWidgetArea)  # its form scrolls
         self.docks.add("results", "Results", tabs, Qt.DockWidgetArea.RightDockWidgetArea)
 
         self.device_picker = QComboBox()

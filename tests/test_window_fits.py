@@ -3,6 +3,7 @@ below the fold, and an overview row that could not be clicked to its layer."""
 
 from __future__ import annotations
 
+from PySide6.QtCore import QPoint, QRect
 from PySide6.QtWidgets import QApplication
 from test_window import TIMEOUT_MS, _open
 
@@ -48,3 +49,20 @@ def test_before_after_columns_fit_without_scrolling_or_elided_numbers(qtbot, win
                 text = window.results.cell(row, column)
                 needed = table.fontMetrics().horizontalAdvance(text) + CELL_PADDING
                 assert needed <= size, f"at {width}×{height} {text!r} needs {needed} px, column {column} has {size}"
+
+
+def test_action_buttons_stay_in_view_and_in_place_for_every_method(qtbot, window: MainWindow) -> None:
+    window.resize(1024, 700)
+    frame = QRect(QPoint(0, 0), window.size())
+    seen: dict[str, set[tuple[int, int]]] = {}
+    methods = sorted(window.registry.methods)
+    assert "pxp" in methods and "l1" in methods
+    for method in methods:
+        window.panel.picker.setCurrentText(method)
+        QApplication.processEvents()
+        for button in window.panel.action_buttons():
+            rect = QRect(button.mapTo(window, QPoint(0, 0)), button.size())
+            assert button.isVisible() and frame.contains(rect), (method, button.text(), rect.getRect())
+            assert button.visibleRegion().boundingRect() == button.rect(), (method, button.text())  # not scrolled off
+            seen.setdefault(button.text(), set()).add(rect.topLeft().toTuple())
+    assert all(len(places) == 1 for places in seen.values()), seen  # the form's length never moves them
