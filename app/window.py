@@ -210,7 +210,7 @@ class MainWindow(QMainWindow):
 
     def _connect(self) -> None:
         self.tree.selectionModel().currentChanged.connect(lambda current, _: self._show_selected(current))
-        self.heatmap.group_clicked.connect(self._show_group)
+        self.heatmap.group_clicked.connect(self.select_group)
         self.heatmap.channel_clicked.connect(self.relevance.select)
         self.relevance.job_requested.connect(self._run)
         self.relevance.set_source(
@@ -428,7 +428,8 @@ class MainWindow(QMainWindow):
         groups = scores.groups if scores is not None else {}
         blocks = scores.blocks if scores is not None else {}
         arrays = [(gid, values.numpy()) for gid, values in groups.items()]
-        self.heatmap.show_overview(arrays)
+        tree = self.session.tree if self.session is not None else None
+        self.heatmap.show_overview(arrays, {g.id: g.out_layers for g in tree.groups} if tree is not None else None)
         means = {gid: float(values.mean()) for gid, values in arrays}
         top = max(means.values(), default=1.0) or 1.0
         self.tree_model.show_scores({gid: mean / top for gid, mean in means.items()}, blocks)
@@ -438,7 +439,7 @@ class MainWindow(QMainWindow):
         elif blocks and not groups:
             self.heatmap.show_note(BLOCK_SCORES_NOTE)
         else:
-            self.heatmap.show_group("", None)
+            self.heatmap.show_group("", None, **self._why_empty())
 
     def _draw_plan(self) -> None:
         plan = self.session.plan if self.session is not None else None
@@ -500,7 +501,20 @@ class MainWindow(QMainWindow):
         values = scores.groups.get(group) if scores is not None else None
         planned = session.plan.groups.get(group) if session is not None and session.plan is not None else None
         removed = planned.removed if planned is not None else ()
-        self.heatmap.show_group(group, None if values is None else values.numpy(), removed)
+        self.heatmap.show_group(group, None if values is None else values.numpy(), removed, **self._why_empty())
+
+    def _why_empty(self) -> dict[str, Any]:
+        """Why a heatmap may have nothing to draw: scores to pick from, or a step that dropped them with the model."""
+        session = self.session
+        if session is None:
+            return {}
+        changed_by = session.history[-1].method if session.history else ""
+        return {"scored": session.scores is not None, "changed_by": changed_by}
+
+    def select_group(self, group: str) -> None:
+        """An overview row was clicked: select the group's root layer in the tree and show its heatmap."""
+        self.select_layer(group)
+        self._show_group(group)
 
     # --- opening ---------------------------------------------------------------------------
 
