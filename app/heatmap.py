@@ -19,6 +19,7 @@ CHANGED = {"finetune": "fine-tuned", "recalibrate-bn": "recalibrated"}  # a hist
 LABEL_PX = 14  # height of one overview row label
 STRIP_AXES_PX = 60  # the overview's bottom axis and margins
 STRIP_MAX_PX = 280
+LABEL_CHARS = 20  # longer group names elide in the middle: the overview's image keeps most of the width
 
 
 def empty_text(group_id: str, scored: bool = False, changed_by: str = "") -> tuple[str, str]:
@@ -48,10 +49,12 @@ def empty_text(group_id: str, scored: bool = False, changed_by: str = "") -> tup
     )
 
 
-def row_label(group_id: str, members: Sequence[str]) -> str:
-    """An overview row's label: the group's root layer, and how many more layers share its channels."""
+def row_label(group_id: str, members: Sequence[str], room: int = LABEL_CHARS) -> str:
+    """An overview row's label: the group's root layer (middle-elided to ``room`` characters), and how many more
+    layers share its channels; hovering the row names them all."""
+    name = group_id if len(group_id) <= room else group_id[: room // 2 - 1] + "…" + group_id[-(room - room // 2) :]
     others = len([m for m in members if m != group_id])
-    return f"{group_id} +{others} more" if others else group_id
+    return f"{name} +{others}" if others else name
 
 
 def channel_grid(values: np.ndarray, width: int = ROW_WIDTH) -> np.ndarray:
@@ -131,10 +134,11 @@ class HeatmapPanel(QWidget):
         overview = QLabel("Overview: every scored group, one row each (normalised per group)")
         overview.setWordWrap(True)
         layout.addWidget(overview)
-        layout.addWidget(self.strip, stretch=1)
+        layout.addWidget(self.strip)
         self._values = np.zeros(0)
         self._strip_ids: list[str] = []
         self.plot.scene().sigMouseMoved.connect(self._on_hover)
+        self.plot.vb.sigResized.connect(self._label_channels)
         self._members: dict[str, list[str]] = {}
         self.strip_plot.scene().sigMouseClicked.connect(self._on_strip_click)
         self.strip_plot.scene().sigMouseMoved.connect(self._on_strip_hover)
@@ -182,10 +186,16 @@ class HeatmapPanel(QWidget):
         self.colorbar.setLevels((low, high if high > low else low + 1e-12))
         rows = grid.shape[0]
         self.plot.setRange(xRange=(0, ROW_WIDTH), yRange=(0, rows), padding=0.02)
-        self.plot.getAxis("bottom").setTicks([[(c + 0.5, str(c)) for c in range(0, ROW_WIDTH, 4)], []])
+        self._label_channels()
         step = max(1, math.ceil(rows / 16))
         self.plot.getAxis("left").setTicks([[(r + 0.5, str(r * ROW_WIDTH)) for r in range(0, rows, step)], []])
         self._show_removed([int(c) for c in removed])
+
+    def _label_channels(self) -> None:
+        """Label every 4th, 8th or 16th channel on the bottom axis, as many as the plot's width has room for."""
+        pixels_per_channel = self.plot.vb.width() / ROW_WIDTH
+        step = next((s for s in (4, 8) if s * pixels_per_channel >= 28), 16)
+        self.plot.getAxis("bottom").setTicks([[(c + 0.5, str(c)) for c in range(0, ROW_WIDTH, step)], []])
 
     def _show_removed(self, removed: list[int]) -> None:
         self._removed = sorted(removed)
@@ -209,8 +219,7 @@ class HeatmapPanel(QWidget):
             grid = overview_grid(groups)
             self.strip_image.setImage(grid, levels=(0, 1))
             height = min(STRIP_MAX_PX, STRIP_AXES_PX + LABEL_PX * len(groups))
-            self.strip.setMinimumHeight(min(height, 120))
-            self.strip.setMaximumHeight(height)
+            self.strip.setFixedHeight(height)  # a row label per row while they fit; the channel heatmap takes the rest
             step = max(1, math.ceil(len(groups) / ((height - STRIP_AXES_PX) // LABEL_PX)))
             labels = [(row + 0.5, row_label(gid, self._members[gid])) for row, gid in enumerate(self._strip_ids)]
             self.strip_plot.getAxis("left").setTicks([labels[::step], []])

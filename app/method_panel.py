@@ -116,7 +116,6 @@ class MethodPanel(QWidget):
         fields.addWidget(self.form_box)
         fields.addWidget(self.error)
         fields.addWidget(target)
-        fields.addWidget(self.plan_info)
         fields.addStretch(1)
         self.form_area = scrolling(form)
         layout = QVBoxLayout(self)
@@ -134,15 +133,17 @@ class MethodPanel(QWidget):
             self._show_method(self.picker.currentText())
 
     def _action_bar(self) -> QWidget:
-        """Run/Cancel and Apply/Undo/Sweep under the form, outside its scroll area: always in view, never moving."""
+        """The plan's summary, Run/Cancel and Apply/Undo/Sweep under the form, outside its scroll area: always in
+        view, never moving."""
         bar = QWidget()
         bar.setObjectName("method-actions")
         grid = QGridLayout(bar)
         grid.setContentsMargins(9, 4, 9, 6)
-        grid.addWidget(self.run_button, 0, 0, 1, 3)
-        grid.addWidget(self.cancel_button, 0, 3, 1, 3)
+        grid.addWidget(self.plan_info, 0, 0, 1, 6)  # what Apply would do, next to it
+        grid.addWidget(self.run_button, 1, 0, 1, 3)
+        grid.addWidget(self.cancel_button, 1, 3, 1, 3)
         for column, button in enumerate((self.apply_button, self.undo_button, self.sweep_button)):
-            grid.addWidget(button, 1, 2 * column, 1, 2)
+            grid.addWidget(button, 2, 2 * column, 1, 2)
         return bar
 
     def action_buttons(self) -> list[QPushButton]:

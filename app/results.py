@@ -23,6 +23,8 @@ from secateur.core.train.evaluate import Metrics
 HEADER = ("", "before", "after", "Δ", "%")
 MEASURING = "measuring…"
 SPREAD = "latency p10–p90"
+# Typical widest cells: the dock is as wide before the first measurement as after, and grows only past them.
+TYPICAL = ("", "88.88–888.88", "88.88–888.88", "-888.88 k", "-88.8")
 LABEL_ROOM = "accuracy %"  # the metric column is at least this wide; longer names elide (full name in the tooltip)
 
 
@@ -92,10 +94,11 @@ class ResultsView(QWidget):
         self.table.setHorizontalHeaderLabels(list(HEADER))
         self.table.verticalHeader().setVisible(False)
         header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)  # numbers are never elided
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)  # sized by _fit_numbers: never elided
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)  # the names take what is left
         header.setMinimumSectionSize(24)
         self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.table.setWordWrap(False)  # a long metric name elides on one line (tooltip: the whole name)
         self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # the dock is made wide enough
         self.measure_button = QPushButton("Measure again")
         self.measure_button.setToolTip("measure accuracy if needed, and latency again (warm-up first) on the worker")
@@ -108,6 +111,7 @@ class ResultsView(QWidget):
         layout.addWidget(self.caption)
         layout.addWidget(self.table, stretch=1)
         layout.addLayout(buttons)
+        self._fit_numbers()
 
     def show_rows(self, rows: list[list[str]], text: str) -> None:
         self.caption.setText(text)
@@ -119,12 +123,20 @@ class ResultsView(QWidget):
                 if column:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(row, column, item)
-        self.updateGeometry()  # new numbers, new widths: the dock follows minimumSizeHint
+        self._fit_numbers()
+
+    def _fit_numbers(self) -> None:
+        """Each number column as wide as its widest cell, and at least a typical number (a steady layout)."""
+        table, header = self.table, self.table.horizontalHeader()
+        for column in range(1, len(HEADER)):
+            typical = table.fontMetrics().horizontalAdvance(TYPICAL[column]) + 12
+            header.resizeSection(column, max(table.sizeHintForColumn(column), header.sectionSizeHint(column), typical))
+        self.updateGeometry()  # new widths: the dock follows minimumSizeHint
 
     def minimumSizeHint(self) -> QSize:
         """Wide enough for every number column and a short metric name, so nothing needs horizontal scrolling."""
         table, header = self.table, self.table.horizontalHeader()
-        numbers = sum(max(table.sizeHintForColumn(c), header.sectionSizeHint(c)) for c in range(1, len(HEADER)))
+        numbers = sum(header.sectionSize(column) for column in range(1, len(HEADER)))
         name = table.fontMetrics().horizontalAdvance(LABEL_ROOM) + 12
         scrollbar = table.verticalScrollBar().sizeHint().width()  # counted even when hidden: it may appear
         margins = self.layout().contentsMargins()
