@@ -22,6 +22,7 @@ from secateur.core.train.evaluate import Metrics
 
 HEADER = ("", "before", "after", "Δ", "%")
 MEASURING = "measuring…"
+MEASURING_NOW = "Measuring… (accuracy and loss, then latency)"
 SPREAD = "latency p10–p90"
 # Typical widest cells: the dock is as wide before the first measurement as after, and grows only past them.
 TYPICAL = ("", "88.88–888.88", "88.88–888.88", "-888.88 k", "-88.8")
@@ -69,11 +70,11 @@ def metric_rows(before: Side, after: Side, pending: str = "—") -> list[list[st
     return rows
 
 
-def caption(before: Metrics | None, after: Metrics | None) -> str:
-    """Which split and how many samples, and how latency was measured."""
+def caption(before: Metrics | None, after: Metrics | None, measuring: bool = False) -> str:
+    """Which split and how many samples, and how latency was measured (or that a job is measuring)."""
     shown = after or before
     if shown is None:
-        return "Not measured yet: apply, fine-tune or press Measure again."
+        return MEASURING_NOW if measuring else "Not measured yet: apply, fine-tune or press Measure again."
     latency = shown.latency
     return (
         f"{shown.split} split, {shown.samples} samples · latency: median and p10–p90 of {latency.runs} runs "

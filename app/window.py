@@ -132,6 +132,7 @@ class MainWindow(QMainWindow):
         self.device_picker.setCurrentText(str(self.settings.value("device", "cpu")))
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(260)
+        self.progress.setMinimumWidth(150)  # "latency 16%" and the like, whole
         self.progress.setFormat("idle")
         self.elapsed = QLabel()
         self.statusBar().addPermanentWidget(QLabel("device"))
@@ -468,7 +469,8 @@ class MainWindow(QMainWindow):
             after = Side(None, None, None)
         pending = MEASURING if self.busy() else "—"
         self.results.show_rows(
-            metric_rows(before, after, pending), caption(session.metrics_before, session.metrics_after)
+            metric_rows(before, after, pending),
+            caption(session.metrics_before, session.metrics_after, pending == MEASURING),
         )
 
     def _draw_sweep(self) -> None:

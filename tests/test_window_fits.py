@@ -8,6 +8,7 @@ from PySide6.QtWidgets import QApplication
 from test_window import TIMEOUT_MS, _open
 
 from secateur.app.heatmap import SELECT_TITLE
+from secateur.app.results import MEASURING_NOW
 from secateur.app.window import MainWindow
 
 SIZES = ((1024, 700), (1280, 800), (1920, 1080))
@@ -31,7 +32,10 @@ def _scored_demo(qtbot, window: MainWindow, method: str = "l1") -> None:
 
 def test_before_after_columns_fit_without_scrolling_or_elided_numbers(qtbot, window: MainWindow) -> None:
     _scored_demo(qtbot, window)
+    captions: list[str] = []
+    window.bridge.changed.connect(lambda names: "model" in names and captions.append(window.results.caption.text()))
     _run(qtbot, window, window.apply_plan)
+    assert captions[0] == MEASURING_NOW  # while the pruned model is measured, the caption says so
     table = window.results.table
     header = table.horizontalHeader()
     assert window.results.cell(2, 2) and window.results.cell(5, 1)  # params after, latency spread before
