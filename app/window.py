@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from secateur.app.block_view import BlockView
-from secateur.app.docks import Docks, scrolling
+from secateur.app.docks import Docks
 from secateur.app.finetune_dialog import FinetuneChoice, FinetuneDialog
 from secateur.app.heatmap import HeatmapPanel
 from secateur.app.method_panel import MethodPanel
@@ -131,7 +131,7 @@ class MainWindow(QMainWindow):
         self.docks = Docks(self, self.settings)
         self.setCentralWidget(self.centre)
         self.docks.add("layers", "Layers", self.tree, Qt.DockWidgetArea.LeftDockWidgetArea)
-        self.docks.add("method", "Method", scrolling(self.panel), Qt.DockWidgetArea.RightDockWidgetArea)
+        self.docks.add("method", "Method", self.panel, Qt.DockWidgetArea.RightDockWidgetArea)  # its form scrolls
         self.docks.add("results", "Results", tabs, Qt.DockWidgetArea.RightDockWidgetArea)
 
         self.device_picker = QComboBox()
@@ -139,6 +139,7 @@ class MainWindow(QMainWindow):
         self.device_picker.setCurrentText(str(self.settings.value("device", "cpu")))
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(260)
+        self.progress.setMinimumWidth(150)  # "latency 16%" and the like, whole
         self.progress.setFormat("idle")
         self.elapsed = QLabel()
         self.statusBar().addPermanentWidget(QLabel("device"))
@@ -213,7 +214,7 @@ class MainWindow(QMainWindow):
         self.tree.lock_requested.connect(self.set_locked)
         self.tree.ratio_requested.connect(self.ask_override)
         self.tree.clear_requested.connect(lambda group: self.set_override(group, None))
-        self.heatmap.group_clicked.connect(self._show_group)
+        self.heatmap.group_clicked.connect(self.select_group)
         self.block_view.block_clicked.connect(self.select_layer)
         self.heatmap.channel_clicked.connect(self.relevance.select)
         self.relevance.job_requested.connect(self._run)
@@ -436,7 +437,8 @@ class MainWindow(QMainWindow):
         groups = scores.groups if scores is not None else {}
         blocks = scores.blocks if scores is not None else {}
         arrays = [(gid, values.numpy()) for gid, values in groups.items()]
-        self.heatmap.show_overview(arrays)
+        tree = self.session.tree if self.session is not None else None
+        self.heatmap.show_overview(arrays, {g.id: g.out_layers for g in tree.groups} if tree is not None else None)
         means = {gid: float(values.mean()) for gid, values in arrays}
         top = max(means.values(), default=1.0) or 1.0
         self.tree_model.show_scores({gid: mean / top for gid, mean in means.items()}, blocks)
@@ -446,7 +448,7 @@ class MainWindow(QMainWindow):
         elif blocks and not groups:
             self.heatmap.show_note(BLOCK_SCORES_NOTE)
         else:
-            self.heatmap.show_group("", None)
+            self.heatmap.show_group("", None, **self._why_empty())
 
     def _draw_plan(self) -> None:
         plan = self.session.plan if self.session is not None else None
@@ -499,7 +501,8 @@ class MainWindow(QMainWindow):
             after = Side(None, None, None)
         pending = MEASURING if self.busy() else "—"
         self.results.show_rows(
-            metric_rows(before, after, pending), caption(session.metrics_before, session.metrics_after)
+            metric_rows(before, after, pending),
+            caption(session.metrics_before, session.metrics_after, pending == MEASURING),
         )
 
     def _draw_sweep(self) -> None:
@@ -532,7 +535,20 @@ class MainWindow(QMainWindow):
         values = scores.groups.get(group) if scores is not None else None
         planned = session.plan.groups.get(group) if session is not None and session.plan is not None else None
         removed = planned.removed if planned is not None else ()
-        self.heatmap.show_group(group, None if values is None else values.numpy(), removed)
+        self.heatmap.show_group(group, None if values is None else values.numpy(), removed, **self._why_empty())
+
+    def _why_empty(self) -> dict[str, Any]:
+        """Why a heatmap may have nothing to draw: scores to pick from, or a step that dropped them with the model."""
+        session = self.session
+        if session is None:
+            return {}
+        changed_by = session.history[-1].method if session.history else ""
+        return {"scored": session.scores is not None, "changed_by": changed_by}
+
+    def select_group(self, group: str) -> None:
+        """An overview row was clicked: select the group's root layer in the tree and show its heatmap."""
+        self.select_layer(group)
+        self._show_group(group)
 
     # --- opening ---------------------------------------------------------------------------
 
