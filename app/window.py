@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
     QTabWidget,
 )
 
+from secateur.app.controls import enable as _enable
 from secateur.app.docks import Docks, scrolling
 from secateur.app.heatmap import HeatmapPanel
 from secateur.app.method_panel import MethodPanel
@@ -57,16 +58,6 @@ SWEEP_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 MAX_RECENT = 8
 PREVIEW_DELAY_MS = 150  # the plan preview waits for the target to stop changing
 BLOCK_SCORES_NOTE = "a block method: each removable block's score is the bar on its row of the tree"
-
-
-def _enable(widget: Any, reason: str) -> None:
-    """Enable a control when ``reason`` is empty; otherwise disable it and say why in its tooltip."""
-    default = widget.property("default_tip")
-    if default is None:
-        default = widget.toolTip()
-        widget.setProperty("default_tip", default)
-    widget.setEnabled(not reason)
-    widget.setToolTip(reason or default)
 
 
 class MainWindow(QMainWindow):
