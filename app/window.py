@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
     QTabWidget,
 )
 
+from secateur.app.compare_tab import CompareTab
 from secateur.app.controls import enable as _enable
 from secateur.app.docks import Docks, scrolling
 from secateur.app.heatmap import HeatmapPanel
@@ -117,6 +118,11 @@ class MainWindow(QMainWindow):
         self.docks.add("layers", "Layers", self.tree, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.docks.add("method", "Method", scrolling(self.panel), Qt.DockWidgetArea.RightDockWidgetArea)
         self.docks.add("results", "Results", tabs, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.compare = CompareTab(self.registry.methods)
+        self.compare.set_host(self._run, lambda: self.session)
+        self.docks.add("compare", "Compare", self.compare, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.tabifyDockWidget(self.docks["layers"], self.docks["compare"])  # the tall left column, a tab away
+        self.docks["layers"].raise_()
 
         self.device_picker = QComboBox()
         self.device_picker.addItems(["cpu", *(["cuda"] if torch.cuda.is_available() else [])])
@@ -222,6 +228,8 @@ class MainWindow(QMainWindow):
         ):
             changed.connect(lambda _: self._preview_timer.start())
         self.results.measure_requested.connect(self.measure_again)
+        self.compare.cancel_requested.connect(self.cancel)
+        self.compare.loading.connect(lambda: self.tabs.setCurrentWidget(self.results))
         self.device_picker.currentTextChanged.connect(self._set_device)
         self.bridge.changed.connect(self._redraw)
         self.bridge.notice.connect(lambda text: self.statusBar().showMessage(text, 10000))
@@ -380,6 +388,7 @@ class MainWindow(QMainWindow):
         for action in (self.finetune_action, self.recalibrate_action):
             action.setEnabled(not (waiting or no_data))
         self.save_action.setEnabled(not (waiting or no_model))
+        self.compare.update_controls(self.job, no_data)
         self.export_menu.setEnabled(not (waiting or no_model))
 
     # --- drawing from the session ----------------------------------------------------------
