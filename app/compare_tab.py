@@ -97,7 +97,7 @@ class CompareTab(QWidget):
         self.method_list.setWrapping(True)
         self.method_list.setResizeMode(QListView.ResizeMode.Adjust)
         self.method_list.setSpacing(2)
-        self.method_list.setMaximumHeight(66)
+        self.method_list.setMaximumHeight(72)
         for method_id, method in methods.items():
             item = QListWidgetItem(method_id)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
