@@ -49,13 +49,15 @@ class ComparePlots(pg.GraphicsLayoutWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.plots = {"macs": self.addPlot(row=0, col=0), "latency": self.addPlot(row=0, col=1)}
+        # the legend is a row of its own above both plots: inside a narrow plot it would hide points
+        self.legend = pg.LegendItem(labelTextSize="8pt", colCount=6)
+        self.addItem(self.legend, row=0, col=0, colspan=2)
+        self.plots = {"macs": self.addPlot(row=1, col=0), "latency": self.addPlot(row=1, col=1)}
         self.plots["macs"].setLabel("bottom", "MACs per image (M)")
-        self.plots["latency"].setLabel("bottom", "latency (ms, median)")
+        self.plots["latency"].setLabel("bottom", "latency (ms)")
         self.plots["latency"].setYLink(self.plots["macs"])
         for plot in self.plots.values():
             plot.showGrid(x=True, y=True, alpha=0.3)
-        self.legend = self.plots["macs"].addLegend(offset=(-4, -4), labelTextSize="8pt")
         self.scatters: dict[tuple[str, str], pg.ScatterPlotItem] = {}  # (axis, method) → its points
         self._lines: dict[tuple[str, str], pg.PlotDataItem] = {}
         self._baseline = {
@@ -111,7 +113,7 @@ class ComparePlots(pg.GraphicsLayoutWidget):
             self._lines[(axis, method)].setData(xs, ys)
         if baseline is not None:
             batch = min(baseline["latency_ms"], key=int)
-            self.plots["latency"].setLabel("bottom", f"latency, batch {batch} (ms, median)")
+            self.plots["latency"].setLabel("bottom", f"latency, batch {batch} (ms)")
             for axis in AXES:
                 self._baseline[axis].setData(x=[COST[axis](baseline)], y=[baseline["accuracy"]])
 

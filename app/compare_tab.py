@@ -123,6 +123,9 @@ class CompareTab(QWidget):
         self.plots = ComparePlots()
         self.table = QTableWidget(0, len(HEADER))
         self.table.setHorizontalHeaderLabels(list(HEADER))
+        header = self.table.horizontalHeaderItem
+        header(4).setToolTip("after fine-tuning if any, else after recalibration if on, else right after pruning")
+        header(5).setToolTip("median at batch 1 (the smallest measured); p10–p90 in the report")
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
