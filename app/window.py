@@ -32,6 +32,8 @@ from PySide6.QtWidgets import (
 )
 
 from secateur.app.block_view import BlockView
+from secateur.app.compare_tab import CompareTab
+from secateur.app.controls import enable as _enable
 from secateur.app.docks import Docks
 from secateur.app.finetune_dialog import FinetuneChoice, FinetuneDialog
 from secateur.app.heatmap import HeatmapPanel
@@ -60,16 +62,6 @@ SWEEP_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 MAX_RECENT = 8
 PREVIEW_DELAY_MS = 150  # the plan preview waits for the target to stop changing
 BLOCK_SCORES_NOTE = "a block method: each removable block's score is the bar on its row of the tree"
-
-
-def _enable(widget: Any, reason: str) -> None:
-    """Enable a control when ``reason`` is empty; otherwise disable it and say why in its tooltip."""
-    default = widget.property("default_tip")
-    if default is None:
-        default = widget.toolTip()
-        widget.setProperty("default_tip", default)
-    widget.setEnabled(not reason)
-    widget.setToolTip(reason or default)
 
 
 class MainWindow(QMainWindow):
@@ -133,6 +125,11 @@ class MainWindow(QMainWindow):
         self.docks.add("layers", "Layers", self.tree, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.docks.add("method", "Method", self.panel, Qt.DockWidgetArea.RightDockWidgetArea)  # its form scrolls
         self.docks.add("results", "Results", tabs, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.compare = CompareTab(self.registry.methods)
+        self.compare.set_host(self._run, lambda: self.session)
+        self.docks.add("compare", "Compare", self.compare, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.tabifyDockWidget(self.docks["layers"], self.docks["compare"])  # the tall left column, a tab away
+        self.docks["layers"].raise_()
 
         self.device_picker = QComboBox()
         self.device_picker.addItems(["cpu", *(["cuda"] if torch.cuda.is_available() else [])])
@@ -236,6 +233,8 @@ class MainWindow(QMainWindow):
         ):
             changed.connect(lambda _: self._preview_timer.start())
         self.results.measure_requested.connect(self.measure_again)
+        self.compare.cancel_requested.connect(self.cancel)
+        self.compare.loading.connect(lambda: self.tabs.setCurrentWidget(self.results))
         self.device_picker.currentTextChanged.connect(self._set_device)
         self.bridge.changed.connect(self._redraw)
         self.bridge.notice.connect(lambda text: self.statusBar().showMessage(text, 10000))
@@ -394,6 +393,7 @@ class MainWindow(QMainWindow):
         for action in (self.finetune_action, self.recalibrate_action):
             action.setEnabled(not (waiting or no_data))
         self.save_action.setEnabled(not (waiting or no_model))
+        self.compare.update_controls(self.job, no_data)
         self.export_menu.setEnabled(not (waiting or no_model))
 
     # --- drawing from the session ----------------------------------------------------------

@@ -404,6 +404,38 @@ class Session:
             self.history[-1].metrics = step.before
         self._set_metrics(root or step.before, step.after)
 
+    def adopt(
+        self,
+        model: nn.Module,
+        edits: list[dict[str, Any]],
+        method: str,
+        base: nn.Module,
+        progress: Progress = SILENT,
+    ) -> tuple[Metrics | None, Metrics | None]:
+        """Make a model pruned elsewhere (a comparison's cell) current, as apply would: undoable, savable, measured.
+
+        ``base`` is the model it was pruned from by ``edits``: the current model
+        or an earlier one of this session's history, whose edits come first in
+        the checkpoint. The new model goes on top of the current one, so Undo
+        returns to what was shown before.
+        """
+        base_edits = self._edits_of(base)
+        self._push(model, [*base_edits, *edits], method)
+        self._undo_if_cancelled(lambda: self._measure_current(progress))
+        return self.metrics_before, self.metrics_after
+
+    def _edits_of(self, model: nn.Module) -> list[dict[str, Any]]:
+        """The edits that turned the architecture into ``model``, one of this session's models."""
+        if model is self.model:
+            return list(self.loaded.edits)
+        for step in self.history:
+            if step.model is model:
+                return list(step.edits)
+        raise InputError(
+            "this result was pruned from a model that is no longer in this session "
+            "(another model was opened, or its steps were undone): run the comparison again"
+        )
+
     def finetune(
         self,
         config: FinetuneConfig,
