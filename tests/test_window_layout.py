@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from PySide6.QtCore import QPoint, QRect, QSettings, Qt
 from PySide6.QtWidgets import QAbstractScrollArea, QAbstractSpinBox, QApplication, QDockWidget, QWidget
@@ -143,3 +148,32 @@ def test_heatmap_outlines_exactly_the_channels_the_plan_removes(qtbot, window: M
     assert f"kept {len(window.session.plan.groups[group].kept)}/32" in window.heatmap.title.text()
     left_ticks = window.heatmap.plot.getAxis("left")._tickLevels[0]
     assert [label for _, label in left_ticks][:1] == ["0"]  # rows are labelled by their first channel
+
+
+_HIGH_DPI_PROBE = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import QApplication
+app = QApplication([])
+from test_window_layout import clipped
+from secateur.app.window import MainWindow
+window = MainWindow(settings=QSettings(sys.argv[2], QSettings.Format.IniFormat))
+window.resize(1920, 1080)  # logical pixels: 3840×2160 on the screen at 2×
+window.show()
+for front in ("compare", "layers"):
+    window.docks[front].raise_()
+    app.processEvents()
+    problems = clipped(window)
+    assert problems == [], "\\n".join(problems)
+print("ratio", window.devicePixelRatio(), "physical", window.width() * window.devicePixelRatio(), flush=True)
+"""
+
+
+def test_nothing_is_clipped_at_4k_with_2x_scaling(tmp_path) -> None:
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "QT_SCALE_FACTOR": "2"}
+    tests = str(Path(__file__).parent)
+    run = subprocess.run([sys.executable, "-c", _HIGH_DPI_PROBE, tests, str(tmp_path / "layout.ini")],
+                         capture_output=True, text=True, env=env, timeout=300, check=False)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "ratio 2.0 physical 3840.0" in run.stdout
