@@ -157,9 +157,9 @@ def stalls(window: MainWindow, model: str, data: str | None, finetune_samples: i
     sampler.report()
 
 
-def cancellation(window: MainWindow) -> None:
+def cancellation(window: MainWindow, methods: list[str] | None = None) -> None:
     print(f"\n{'method':<14} {'acknowledged ms':>16} {'cancelled after s':>18}  outcome")
-    for method_id in sorted(window.registry.methods):
+    for method_id in methods or sorted(window.registry.methods):
         window.panel.picker.setCurrentText(method_id)
         for name, value in QUICK.get(method_id, {}).items():
             window.panel.set_param(name, value)
@@ -190,6 +190,7 @@ def main() -> None:
     parser.add_argument("--finetune-samples", type=int, default=1024, help="training images for the fine-tune step")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-cancel", action="store_true", help="skip the per-method cancellation table")
+    parser.add_argument("--only-cancel", metavar="IDS", help="only the cancellation table, for these methods (a,b)")
     options = parser.parse_args()
     torch.set_num_threads(options.threads)
     data = options.data or ("demo" if options.model.startswith("demo") else None)
@@ -198,9 +199,13 @@ def main() -> None:
     window.resize(1280, 800)
     window.show()
     print(f"model {options.model}, data {data}, {options.threads} torch thread(s), cpu")
-    stalls(window, options.model, data, options.finetune_samples)
-    if not options.no_cancel and data is not None:
-        cancellation(window)
+    if options.only_cancel:
+        _wait(window.job_done, lambda: window.open(options.model, data))
+        cancellation(window, options.only_cancel.split(","))
+    else:
+        stalls(window, options.model, data, options.finetune_samples)
+        if not options.no_cancel and data is not None:
+            cancellation(window)
     window.close()
     app.quit()
 

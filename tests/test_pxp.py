@@ -136,6 +136,35 @@ def test_relevance_of_a_toy_network_matches_a_hand_computation() -> None:
         assert np.allclose(importance[name].numpy(), expected[name], rtol=1e-4, atol=1e-7), name
 
 
+def test_lrp_runs_in_chunks_that_sum_to_one_pass_and_cancel_between_them() -> None:
+    toy = Toy().eval()
+    canonical = canonize(toy)
+    images = torch.randn(40, 1, 3, 3, generator=torch.Generator().manual_seed(5))
+    targets = torch.randint(0, 3, (40,), generator=torch.Generator().manual_seed(6))
+    calls: list[int] = []
+    context = SimpleNamespace(progress=lambda stage, done, total: calls.append(total))
+    importance = layer_importance(canonical, EXACT, [(images, targets)], context)
+    whole = channel_relevance(canonical, EXACT, images, targets)  # one pass over all 40: the reference
+    for name, values in whole.items():
+        assert torch.allclose(importance[name], values.abs().sum(0).double(), rtol=1e-5), name
+    assert calls == [3, 3, 3]  # 16 + 16 + 8 images, a progress report (and cancellation check) after each
+
+    def cancel(stage: str, done: int, total: int) -> None:
+        raise Cancelled("cancelled by the user")
+
+    seen: list[int] = []
+    original = channel_relevance
+
+    def counting(model, composite, chunk, labels):
+        seen.append(len(labels))
+        return original(model, composite, chunk, labels)
+
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(Cancelled):
+        patch.setattr("secateur.plugins.pxp.channel_relevance", counting)
+        layer_importance(canonical, EXACT, [(images, targets)], SimpleNamespace(progress=cancel))
+    assert seen == [16]  # stopped after the first chunk, not the whole batch
+
+
 def test_channel_maps_partition_the_input_relevance() -> None:
     torch.manual_seed(5)
     small = nn.Sequential(
