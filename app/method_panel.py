@@ -120,8 +120,9 @@ class MethodPanel(QWidget):
         self.form_area = scrolling(form)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.form_area, stretch=1)
+        layout.addWidget(self.form_area)
         layout.addWidget(self._action_bar())
+        layout.addStretch(1)  # spare height goes below the buttons, not between the form and them
 
         self.picker.currentTextChanged.connect(self._show_method)
         self.run_button.clicked.connect(self._on_run)

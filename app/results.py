@@ -46,10 +46,13 @@ def _signed(value: float, fmt: Callable[[float], str]) -> str:
     return ("+" if value > 0 else "") + fmt(value)
 
 
-def _row(label: str, before: float | None, after: float | None, text: Callable[[float], str]) -> list[str]:
+def _row(
+    label: str, before: float | None, after: float | None, text: Callable[[float], str], relative: bool = True
+) -> list[str]:
+    """A metric's row; ``relative`` False leaves % empty (a loss near 0 made it a six-digit number)."""
     if before is None or after is None:
         return [label, "—" if before is None else text(before), "" if after is None else text(after), "", ""]
-    percent = f"{100.0 * (after - before) / before:+.1f}" if before else ""
+    percent = f"{100.0 * (after - before) / before:+.1f}" if before and relative else ""
     return [label, text(before), text(after), _signed(after - before, text), percent]
 
 
@@ -58,7 +61,7 @@ def metric_rows(before: Side, after: Side, pending: str = "—") -> list[list[st
     mb, ma = before.metrics, after.metrics
     rows = [
         _row("accuracy %", mb and mb.accuracy, ma and ma.accuracy, lambda v: f"{v:.2f}"),
-        _row("loss", mb and mb.loss, ma and ma.loss, lambda v: f"{v:.4f}"),
+        _row("loss", mb and mb.loss, ma and ma.loss, lambda v: f"{v:.4f}", relative=False),
         _row("params", mb.params if mb else before.params, ma.params if ma else after.params, human_count),
         _row("MACs", mb.macs if mb else before.macs, ma.macs if ma else after.macs, human_count),
         _row("latency ms", mb and mb.latency.median, ma and ma.latency.median, lambda v: f"{v:.2f}"),

@@ -143,6 +143,8 @@ def test_table_after_fine_tuning_equals_a_fresh_eval_and_follows_undo(qtbot, win
     assert window.results.cell(0, 3) == ("+" if after.accuracy > before.accuracy else "") + (
         f"{after.accuracy - before.accuracy:.2f}"
     )
+    assert window.results.cell(2, 4) == f"{100.0 * (after.params - before.params) / before.params:+.1f}"
+    assert window.results.cell(1, 4) == ""  # no relative change of a loss
     _run(qtbot, window, window.undo)
     assert window.results.cell(0, 2) == window.results.cell(0, 1) == f"{before.accuracy:.2f}"
 
