@@ -38,7 +38,7 @@ from secateur.app.docks import Docks
 from secateur.app.finetune_dialog import FinetuneChoice, FinetuneDialog
 from secateur.app.heatmap import HeatmapPanel
 from secateur.app.method_panel import MethodPanel
-from secateur.app.open_dialog import ModelRequest, OpenModelDialog, open_session
+from secateur.app.open_dialog import DATA_LAYOUTS, ModelRequest, OpenModelDialog, open_session
 from secateur.app.relevance_view import ChannelRelevanceView
 from secateur.app.report import human_count
 from secateur.app.results import MEASURING, ResultsView, Side, caption, metric_rows
@@ -592,8 +592,9 @@ class MainWindow(QMainWindow):
         dialog.open()
 
     def ask_data(self) -> None:
+        current = self.session.data.spec if self.session and self.session.data else "demo"
         spec, ok = QInputDialog.getText(
-            self, "Open data", "Data SPEC (demo, imagefolder:DIR, cifar10:DIR, …):", text="demo"
+            self, "Open data", f"Data SPEC: demo (the embedded shapes), or one of\n{DATA_LAYOUTS}", text=current
         )
         if ok and spec and self.session is not None:
             self.open(self.session.loaded.source or self.session.loaded.spec.text(), spec)
