@@ -127,8 +127,10 @@ class LayerTreeModel(QStandardItemModel):
                 tip += f" (--override {group}={ratio:g})"
             else:
                 text, tip = "", ""
-            row[0].setData(group in locked, LOCKED_ROLE)
-            row[0].setData(ratio, OVERRIDE_ROLE)
+            if row[0].data(LOCKED_ROLE) != (group in locked):  # each setData repaints: only what changed
+                row[0].setData(group in locked, LOCKED_ROLE)
+            if row[0].data(OVERRIDE_ROLE) != ratio:
+                row[0].setData(ratio, OVERRIDE_ROLE)
             if row[7].text() != text:
                 row[7].setText(text)
                 row[7].setData(text, SORT_ROLE)
