@@ -261,7 +261,9 @@ def _short(error: BaseException) -> str:
         if "secateur" in f.filename or "torch_pruning" in f.filename
     ]
     where = f" [{Path(frames[-1].filename).name}:{frames[-1].lineno}]" if frames else ""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    lines = str(error).strip().splitlines()
+    # a WorkError's first line names the method and stage; its cause is the last line of the traceback
+    text = " / ".join(dict.fromkeys([lines[0], lines[-1]])) if lines else ""
     return f"{type(error).__name__}: {text[:300]}{where}"
 
 

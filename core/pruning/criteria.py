@@ -67,7 +67,9 @@ def taylor_scores(context: ScoringContext, batches: int) -> Iterator[Scores]:
     Gradients come from ``torch.autograd.grad`` in eval mode, so neither the
     BatchNorm statistics nor the parameters' ``.grad`` of the user's model are
     touched. A channel's parameters in a layer are its weight slice and, for
-    producers and normalisation layers, its bias (γ and β).
+    producers and normalisation layers, its bias (γ and β). Parameters the
+    eval-mode forward never uses (GoogLeNet's and Inception's auxiliary heads)
+    get a zero gradient: they cannot change the loss.
     """
     model = context.model
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -78,8 +80,10 @@ def taylor_scores(context: ScoringContext, batches: int) -> Iterator[Scores]:
         if step >= total:
             break
         loss = F.cross_entropy(model(images.to(context.device)), labels.to(context.device), reduction="sum")
-        for accumulated, gradient in zip(sums, torch.autograd.grad(loss, parameters), strict=True):
-            accumulated.add_(gradient)
+        step_gradients = torch.autograd.grad(loss, parameters, allow_unused=True)
+        for accumulated, gradient in zip(sums, step_gradients, strict=True):
+            if gradient is not None:
+                accumulated.add_(gradient)
         context.progress("gradients", step + 1, total)
     gradients = {id(p): g for p, g in zip(parameters, sums, strict=True)}
     for index, group in enumerate(context.groups):
