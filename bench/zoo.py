@@ -185,6 +185,8 @@ def run_architecture(name: str, methods: tuple[str, ...], ratios: tuple[float, .
                 model = applied.model.eval()
                 with torch.no_grad():
                     outputs = model(example)
+                if not torch.isfinite(outputs).all():
+                    raise AssertionError("the pruned model's outputs are not finite")
                 actual = _measure(model, example[:1])
                 cell.params = (before[0], actual[0])
                 expected = (applied.plan.predicted_params, applied.plan.predicted_macs)

@@ -34,6 +34,7 @@ from torch import nn
 from secateur.core.api import (
     API_VERSION,
     Applied,
+    InputError,
     Member,
     MethodInfo,
     ParamSpec,
@@ -116,7 +117,14 @@ def transport(
         weights = importance.double().clamp(min=1e-12).numpy()
         a = weights / weights.sum()
         b = weights[kept] / weights[kept].sum()
-    plan = ot.emd(a, b, cost) if solver == "emd" else ot.sinkhorn(a, b, cost, reg)
+    if solver == "emd":
+        plan = ot.emd(a, b, cost)
+    else:  # scaled to [0, 1] and in the log domain: exp(-cost / reg) underflows to 0 for wide layers otherwise
+        plan = ot.sinkhorn(a, b, cost / max(cost.max(), 1e-12), reg, method="sinkhorn_log")
+    if not np.isfinite(plan).all():
+        raise InputError(
+            f"intra-fusion: the {solver} transport plan is not finite (reg {reg}); try a larger sinkhorn_reg"
+        )
     g = torch.from_numpy(np.asarray(plan, dtype=np.float64))
     t_out = (g / torch.from_numpy(b)[None, :]).T
     t_in = (g / torch.from_numpy(a)[:, None]).T
@@ -224,7 +232,14 @@ def secateur_methods() -> list[MethodInfo]:
                 ParamSpec(
                     "solver", "choice", "emd", "exact OT (emd) or entropic (sinkhorn)", choices=("emd", "sinkhorn")
                 ),
-                ParamSpec("sinkhorn_reg", "float", 0.01, "entropic regularisation of sinkhorn", min=1e-6, max=10.0),
+                ParamSpec(
+                    "sinkhorn_reg",
+                    "float",
+                    0.01,
+                    "entropic regularisation of sinkhorn, relative to the largest transport cost",
+                    min=1e-6,
+                    max=10.0,
+                ),
                 ParamSpec(
                     "normalization",
                     "choice",

@@ -76,6 +76,18 @@ def test_transport_maps_have_the_declared_marginals() -> None:
     assert torch.allclose(t_out, torch.eye(12, dtype=torch.float64))  # keeping everything is the identity
 
 
+def test_sinkhorn_stays_finite_on_wide_layers() -> None:
+    """Found by the zoo on alexnet's 4096-wide classifier: exp(-cost / reg) underflowed and the plan was NaN."""
+    rng = torch.Generator().manual_seed(0)
+    features = torch.randn(40, 9216, generator=rng)
+    features = features / features.norm(dim=1, keepdim=True)  # as fuse_group normalises them
+    kept = list(range(0, 40, 2))
+    plan, t_out, t_in = transport(features, kept, None, "sinkhorn", 0.01)
+    assert np.isfinite(plan).all() and torch.isfinite(t_out).all() and torch.isfinite(t_in).all()
+    assert np.allclose(plan.sum(axis=1), 1 / 40, rtol=1e-3) and np.allclose(plan.sum(axis=0), 1 / 20, rtol=1e-3)
+    assert (t_out.argmax(dim=1) == torch.tensor(kept)).all()  # each kept channel mostly keeps itself
+
+
 @pytest.mark.parametrize("spec", ["demo", "demo-vgg"])
 def test_batchnorm_folding_keeps_the_logits(spec: str) -> None:
     loaded = load_model(parse_model_spec(spec))
