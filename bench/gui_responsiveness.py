@@ -64,7 +64,7 @@ class StallSampler:
     shows as the frame it was in when it had to wait.
     """
 
-    def __init__(self, heartbeat: Heartbeat, late_ms: float = 50.0) -> None:
+    def __init__(self, heartbeat: Heartbeat, late_ms: float = 30.0) -> None:
         self.heartbeat, self.late_ms = heartbeat, late_ms
         self.samples: collections.Counter[str] = collections.Counter()
         self._qt_thread = threading.get_ident()
@@ -72,21 +72,33 @@ class StallSampler:
         threading.Thread(target=self._run, daemon=True).start()
 
     def _run(self) -> None:
+        self._own = threading.get_ident()
         while not self._stop.wait(0.01):
             if not self.heartbeat.timer.isActive():
                 continue
             if (time.perf_counter() - self.heartbeat._last) * 1000.0 < self.late_ms:
                 continue
-            frame = sys._current_frames().get(self._qt_thread)
-            if frame is not None:
-                stack = traceback.extract_stack(frame)[-4:]
-                self.samples[" < ".join(f"{_short(f.filename)}:{f.lineno} {f.name}" for f in reversed(stack))] += 1
+            frames = sys._current_frames()
+            frame = frames.get(self._qt_thread)
+            if frame is None:
+                continue
+            where = _where(frame)
+            if "_wait" in where.split(" < ")[0]:  # the Qt thread is in C++: say what the other threads were doing
+                others = [_where(f) for ident, f in frames.items() if ident not in (self._qt_thread, self._own)]
+                where = "Qt in C++; worker: " + (" | ".join(others) or "none")
+            self.samples[where] += 1
 
     def report(self, top: int = 8) -> None:
         print(f"\nwhere the Qt thread was while late by > {self.late_ms:.0f} ms (10 ms samples):")
         for where, count in self.samples.most_common(top):
             print(f"{count:>6}  {where}")
         self._stop.set()
+
+
+def _where(frame, depth: int = 4) -> str:
+    """A thread's innermost ``depth`` frames, innermost first."""
+    stack = traceback.extract_stack(frame)[-depth:]
+    return " < ".join(f"{_short(f.filename)}:{f.lineno} {f.name}" for f in reversed(stack))
 
 
 def _short(filename: str) -> str:
@@ -142,14 +154,20 @@ def stalls(window: MainWindow, model: str, data: str | None, finetune_samples: i
     ]
     if data is not None:
         steps += [("sweep", window.job_done, window.sweep), ("fine-tune", window.job_done, finetune)]
-    print(f"{'action':<14} {'seconds':>8} {'beats':>6} {'median gap ms':>14} {'longest stall ms':>17}")
+    header = f"{'action':<14} {'seconds':>8} {'beats':>6} {'median gap ms':>14} {'p99 ms':>7} {'> 16 ms':>8}"
+    print(f"{header} {'longest stall ms':>17}")
     for name, signal, start in steps:
         heartbeat.start()
         started = time.perf_counter()
         seconds = _wait(signal, start)
         heartbeat.timer.stop()
         gaps = heartbeat.gaps or [0.0]
-        print(f"{name:<14} {seconds:>8.2f} {len(gaps):>6} {statistics.median(gaps):>14.1f} {max(gaps):>17.1f}")
+        p99 = sorted(gaps)[int(0.99 * (len(gaps) - 1))]
+        late = sum(gap > 16 for gap in gaps)
+        print(
+            f"{name:<14} {seconds:>8.2f} {len(gaps):>6} {statistics.median(gaps):>14.1f} {p99:>7.1f} {late:>8}"
+            f" {max(gaps):>17.1f}"
+        )
         if name == "apply" and tree_at:
             print(f"{'':<14} Apply → new tree: {tree_at[0] - started:.2f} s")
         if "failed" in window.statusBar().currentMessage():
