@@ -106,6 +106,8 @@ class MainWindow(QMainWindow):
         self.curve.setLabel("bottom", "channel ratio removed")
         self.curve.setLabel("left", "accuracy %")
         self.sweep_line = self.curve.plot(symbol="o")
+        self.curve.setRange(xRange=(0.0, 1.0), yRange=(0.0, 100.0))  # fixed axes: a growing curve redraws no ticks
+        self.curve.disableAutoRange()
         self.training = TrainingView()
         self.relevance = ChannelRelevanceView()
         tabs = QTabWidget()

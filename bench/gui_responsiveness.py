@@ -224,6 +224,7 @@ def main() -> None:
         stalls(window, options.model, data, options.finetune_samples)
         if not options.no_cancel and data is not None:
             cancellation(window)
+    window.confirm_unsaved = False  # the fine-tuned model is not saved: closing must not wait on the question
     window.close()
     app.quit()
 

@@ -81,6 +81,7 @@ class TrainingLog:
     steps: list[tuple[int, float]] = field(default_factory=list)  # (step, training loss)
     epochs: list[EpochRecord] = field(default_factory=list)
     steps_per_epoch: int = 0
+    total_steps: int = 0  # the whole run's steps, when known (fine-tuning): the plot's x axis is fixed to it
 
 
 @dataclass
@@ -457,6 +458,7 @@ class Session:
 
         def step(done: int, total: int, loss: float) -> None:
             self.training.steps_per_epoch = max(1, total // max(1, config.epochs))
+            self.training.total_steps = total
             self.training.steps.append((done, loss))
             self.events.training.emit()
 
