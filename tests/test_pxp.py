@@ -58,6 +58,40 @@ def test_epsilon_rule_conserves_relevance_after_canonisation(spec: str) -> None:
             assert torch.allclose(values.sum(1), torch.ones(2), atol=TOLERANCE), name
 
 
+class Activations(nn.Module):
+    """A conv chain through every pass-through activation, one of them called twice (as a block reuses one)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        kinds = [nn.ReLU6(inplace=True), nn.SiLU(), nn.GELU(), nn.Hardswish(), nn.LeakyReLU(0.1), nn.Mish()]
+        self.convs = nn.ModuleList(nn.Conv2d(3 if i == 0 else 6, 6, 3, padding=1) for i in range(len(kinds)))
+        self.acts = nn.ModuleList(kinds)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv, act in zip(self.convs, self.acts, strict=True):
+            x = act(conv(x))
+        return self.fc(self.acts[0](x).mean(dim=(2, 3)))
+
+
+def test_relevance_passes_through_elementwise_activations_unchanged() -> None:
+    """ReLU6, SiLU, GELU, Hardswish, LeakyReLU, Mish (MobileNet, EfficientNet, ConvNeXt): conserved layer by layer."""
+    torch.manual_seed(0)
+    original = Activations().eval()
+    model = canonize(original)
+    x = _inputs(8)
+    with torch.no_grad():
+        assert torch.allclose(model(x), original(x), atol=1e-6)  # the same function, in-place ReLU6 or not
+        zero_biases(model)
+        targets = model(x).argmax(1)
+    logits = target_logits(model, x, targets)
+    assert _relative_error(input_relevance(model, EXACT, x, targets), logits) < TOLERANCE
+    per_layer = channel_relevance(model, EXACT, x, targets)
+    assert len(per_layer) == 7
+    for name, values in per_layer.items():  # a chain: every layer's relevance sums to the initial relevance 1
+        assert torch.allclose(values.sum(1), torch.ones(2), atol=TOLERANCE), name
+
+
 def test_functional_addition_breaks_conservation_on_the_demo_resnet() -> None:
     folded = fuse(_model("demo"))  # BatchNorm folded, but the residual `+` left functional
     zero_biases(folded)
@@ -190,10 +224,10 @@ def test_channel_maps_partition_the_input_relevance() -> None:
         channel_map(model, EXACT, image, target, "nope", 0)
 
 
-class WithGelu(nn.Module):
+class WithNorm(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU())
+        self.body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.LocalResponseNorm(2))
         self.fc = nn.Linear(4, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -221,8 +255,8 @@ class WithAttention(nn.Module):
 
 
 def test_unsupported_architectures_are_refused_naming_the_module() -> None:
-    with pytest.raises(InputError, match=r"through module 'body\.1' \(GELU\); supported modules are"):
-        canonize(WithGelu())
+    with pytest.raises(InputError, match=r"through module 'body\.1' \(LocalResponseNorm\); supported modules are"):
+        canonize(WithNorm())
     with pytest.raises(InputError, match=r"through the operation 'sigmoid'"):
         canonize(WithGate())
     with pytest.raises(InputError, match=r"'attention' is attention \(MultiheadAttention\)"):
