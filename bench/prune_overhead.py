@@ -23,6 +23,7 @@ import copy
 import os
 import statistics
 import time
+import warnings
 
 import torch
 import torch_pruning as tp
@@ -77,6 +78,7 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(ARCHITECTURES), help="comma-separated torchvision names")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    warnings.simplefilter("ignore")  # Torch-Pruning's note on ViT's unwrapped class token, on every direct run
     method = load_registry().methods["l1"]
     print(
         f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; torch {torch.__version__}, "
