@@ -27,7 +27,7 @@ from secateur.core.graph.layer_tree import find_classifier
 from secateur.core.graph.macs import finish_records, recording_modules
 from secateur.core.pruning.checks import check_plan, check_runs
 from secateur.core.pruning.contract import Applied, Scored
-from secateur.core.pruning.guard import Fingerprint, changed_tensors, fingerprint
+from secateur.core.pruning.guard import changed_tensors
 from secateur.core.pruning.latency import plan_for_latency
 from secateur.core.pruning.methods import MethodInfo
 from secateur.core.pruning.params import validate_params
@@ -130,7 +130,7 @@ class Workspace(UsesSettings):
             example=self.example,
             graph=prepared.graph,
             groups=[group for group in prepared.groups if group.prunable],
-            blocks=self.blocks,
+            find_blocks=lambda: self.blocks,
             classifier=self.classifier,
             data=self.data,
             settings=self.settings,
@@ -149,27 +149,26 @@ class Workspace(UsesSettings):
     ) -> Scored:
         """Run a method's scoring to the end; partial scores go to ``on_partial`` as they come.
 
-        The model the method reads is fingerprinted before and after: a method
-        that changed it fails (naming itself and its package), and the
-        workspace prepares a fresh copy for the next step.
+        The model the method reads is compared with the user's model afterwards
+        (it is a copy of it): a method that changed it fails (naming itself and
+        its package), and the workspace prepares a fresh copy for the next step.
         """
         values = validate_params(method.params, params or {}, method.id)
         if ("calibration-data" in method.needs or "labels" in method.needs) and self.data is None:
             raise InputError(f"method {method.id} needs data: give --data SPEC")
         torch.manual_seed(self.seed)
         context = self.context(progress, on_partial, on_loss)
-        before = fingerprint(context.model)
         try:
             assert method.score is not None
             with plugin_errors(method.id, "scoring"):
                 stream = method.score(context, values)
             return collect_scores(stream, context, method.id)
         finally:
-            self._guard(context.model, before, method)
+            self._guard(context.model, method)
 
-    def _guard(self, model: nn.Module, before: Fingerprint, method: MethodInfo) -> None:
+    def _guard(self, model: nn.Module, method: MethodInfo) -> None:
         """Fail a method that changed the model it was handed (and forget that copy)."""
-        changed = changed_tensors(before, fingerprint(model))
+        changed = changed_tensors(self.model, model)
         if not changed:
             return
         self._prepared = None
