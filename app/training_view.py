@@ -21,19 +21,26 @@ def smoothed(values: list[float] | np.ndarray, weight: float = SMOOTHING) -> np.
     return out
 
 
-def grown_range(shown: tuple[float, float] | None, low: float, high: float, step: float) -> tuple[float, float]:
-    """An axis range that holds ``low``–``high``, on multiples of ``step``, and only ever grows.
+def grown_range(
+    shown: tuple[float, float] | None, low: float, high: float, step: float, ceiling: float = np.inf
+) -> tuple[float, float]:
+    """An axis range that holds ``low``–``high``, on multiples of ``step`` up to ``ceiling``, and only ever grows.
 
     An axis whose range moves redraws its tick labels, the slowest part of a
     plot's paint; a range that changes only when the data leave it keeps a
     curve that grows point by point cheap to draw.
     """
-    wanted = (np.floor(low / step) * step, np.ceil(high / step) * step)
-    if wanted[1] <= wanted[0]:
-        wanted = (wanted[0], wanted[0] + step)
+    wanted = (float(np.floor(low / step) * step), float(min(ceiling, np.ceil(high / step) * step)))
+    if wanted[1] <= wanted[0]:  # one value (or one at the ceiling): a step of room on the open side
+        wanted = (wanted[1] - step, wanted[1]) if wanted[1] >= ceiling else (wanted[0], wanted[0] + step)
     if shown is None:
         return wanted
     return (min(shown[0], wanted[0]), max(shown[1], wanted[1]))
+
+
+def nice_step(value: float) -> float:
+    """Half the power of ten at or below ``value``: 2.3 → 0.5, 0.003 → 0.0005 (a loss's axis, whatever its size)."""
+    return 10.0 ** np.floor(np.log10(value)) / 2 if value > 0 else 0.5
 
 
 class TrainingView(pg.GraphicsLayoutWidget):
@@ -74,12 +81,13 @@ class TrainingView(pg.GraphicsLayoutWidget):
         self._set_range("x", 0.0, last, 1.0, self.loss_plot.setXRange)
         finite = y[np.isfinite(y)]
         if len(finite):
-            self._set_range("loss", 0.0, float(finite.max()), 0.5, self.loss_plot.setYRange)
+            top = float(finite.max())
+            self._set_range("loss", 0.0, top, nice_step(top), self.loss_plot.setYRange)
         if accuracies:
-            self._set_range("accuracy", min(accuracies), max(accuracies), 5.0, self.accuracy_plot.setYRange)
+            self._set_range("accuracy", min(accuracies), max(accuracies), 5.0, self.accuracy_plot.setYRange, 100.0)
 
-    def _set_range(self, axis: str, low: float, high: float, step: float, setter) -> None:
-        grown = grown_range(self.ranges[axis], low, high, step)
+    def _set_range(self, axis: str, low: float, high: float, step: float, setter, ceiling: float = np.inf) -> None:
+        grown = grown_range(self.ranges[axis], low, high, step, ceiling)
         if grown != self.ranges[axis]:
             self.ranges[axis] = grown
             setter(*grown, padding=0.02)

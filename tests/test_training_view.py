@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from secateur.app.training_view import TrainingView, grown_range
+from secateur.app.training_view import TrainingView, grown_range, nice_step
 from secateur.core.train.finetune import EpochRecord
 from secateur.core.workflow.session import TrainingLog
 
@@ -14,6 +14,12 @@ def test_grown_range_rounds_out_and_never_shrinks() -> None:
     assert grown_range((0.0, 3.0), 0.2, 1.0, 0.5) == (0.0, 3.0)  # data inside: the range stays
     assert grown_range((0.0, 3.0), 0.2, 3.2, 0.5) == (0.0, 3.5)
     assert grown_range(None, 2.0, 2.0, 0.5) == (2.0, 2.5)  # one value still gets a range
+    assert grown_range(None, 100.0, 100.0, 5.0, ceiling=100.0) == (95.0, 100.0)  # never above 100 %
+    assert grown_range(None, 91.0, 99.0, 5.0, ceiling=100.0) == (90.0, 100.0)
+
+
+def test_loss_axis_step_follows_the_loss_magnitude() -> None:
+    assert nice_step(2.3) == 0.5 and nice_step(0.003) == pytest.approx(0.0005) and nice_step(0.0) == 0.5
 
 
 def _inside(view_range: list[float], values: list[float]) -> bool:
@@ -41,3 +47,11 @@ def test_plot_holds_every_point_and_keeps_its_axes_while_loss_falls(qtbot) -> No
     view.show_log(TrainingLog())
     view.show_log(TrainingLog(steps_per_epoch=5, total_steps=5, steps=[(1, 9.0)]))
     assert _inside(view.loss_plot.viewRange()[1], [9.0]) and view.loss_plot.viewRange()[0][1] < 1.5  # a new run
+    view.show_log(TrainingLog())
+    tiny = TrainingLog(steps_per_epoch=5, total_steps=10, steps=[(step, 0.003) for step in range(1, 6)])
+    tiny.epochs = [EpochRecord(epoch=1, train_loss=0.003, val_accuracy=100.0, val_loss=0.001)]
+    view.show_log(tiny)
+    loss_low, loss_high = view.loss_plot.viewRange()[1]
+    assert loss_high < 0.01 and _inside([loss_low, loss_high], [0.003])  # a small loss is not drawn on the floor
+    accuracy_low, accuracy_high = view.accuracy_plot.viewRange()[1]
+    assert accuracy_high < 101 and accuracy_low < 100  # 100 % sits inside the axis, which stops near 100
