@@ -77,7 +77,7 @@ class TrainingView(pg.GraphicsLayoutWidget):
             self.ranges = dict.fromkeys(self.ranges)  # a new run starts on fresh axes
             return
         planned = log.total_steps / per_epoch if log is not None and log.total_steps else 0.0
-        last = max([*x, *(r.epoch for r in epochs), planned, 1.0])
+        last = max([float(x.max()) if len(x) else 0.0, *(r.epoch for r in epochs), planned, 1.0])
         self._set_range("x", 0.0, last, 1.0, self.loss_plot.setXRange)
         finite = y[np.isfinite(y)]
         if len(finite):
