@@ -81,6 +81,8 @@ class PlanOptions:
             raise InputError(f"per-layer cap {self.max_layer_ratio}: must be strictly between 0 and 1")
         if self.latency_batch_size < 1 or self.latency_rounds < 3:
             raise InputError("a latency target needs a batch of at least 1 and at least 3 timed runs")
+        if self.latency_table and self.round_to > 1:
+            raise InputError("--latency-table replaces --round-to: channel counts go to measured step-down widths")
         if self.min_channels < 1 or self.round_to < 1:
             raise InputError("minimum channels and rounding must be at least 1")
         for name, ratio in self.overrides.items():

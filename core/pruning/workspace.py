@@ -243,7 +243,7 @@ class Workspace(UsesSettings):
         if abs(achieved - goal) > MACS_TOLERANCE:
             raise InputError(
                 f"--macs-reduction {goal}: the nearest reachable reduction is {achieved:.3f} "
-                "(channel steps are too coarse; try a smaller --round-to or another target)"
+                "(channel steps are too coarse; try a smaller --round-to, no --latency-table, or another target)"
             )
         return best
 
