@@ -8,7 +8,8 @@ the group's layers' time at ``w``. The choice that maximises total importance wi
 a multiple-choice knapsack, solved exactly by dynamic programming over the budget cut in 2000
 steps. A layer between two groups costs ``t · ρ_in · ρ_out``, which is not additive, so (as HALP
 re-measures costs as pruning goes) the budget is tightened in a few steps, each knapsack's costs
-taken at the widths the previous step chose. Which channels go within a group is still the
+taken at the widths the previous step chose (and scaled, as the table's predictions are, by the
+model's latency over its timed layers' sum). Which channels go within a group is still the
 method's choice (``choose_kept``).
 """
 
@@ -77,6 +78,7 @@ def _group_costs(
 ) -> list[float]:
     """The group's layers' time at each width, with every other group at its ``current`` width."""
     costs = []
+    calibration = table.calibration()
     for width in widths:
         total = 0.0
         for name, times in table.groups[group_id].layers.items():
@@ -84,7 +86,7 @@ def _group_costs(
             for other, entry in table.groups.items():
                 if other != group_id and name in entry.layers and current.get(other, entry.total) < entry.total:
                     scale *= entry.ratio(name, current[other])
-            total += times[-1] * scale
+            total += times[-1] * scale * calibration
         costs.append(total)
     return costs
 
