@@ -7,7 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtCore import QSettings, QSize, QTimer
 from PySide6.QtWidgets import QApplication, QSplashScreen
 
 from secateur.app.open_dialog import ModelRequest
@@ -22,6 +22,17 @@ def _size(text: str) -> tuple[int, int]:
     except ValueError:
         raise InputError(f"--size {text!r}: expected WIDTHxHEIGHT, e.g. 1280x800") from None
     return width, height
+
+
+def window_size(requested: tuple[int, int], available: QSize, screenshot: str | None) -> tuple[int, int]:
+    """The window's size: as asked for a screenshot (rendered off screen), else no larger than the screen.
+
+    A window larger than its screen hides its right and bottom edges (the method panel's buttons,
+    the results table) behind the screen's border, seen on a 1024×700 display.
+    """
+    if screenshot:
+        return requested
+    return min(requested[0], available.width()), min(requested[1], available.height())
 
 
 def run_gui(options: argparse.Namespace, splash: QSplashScreen | None = None) -> int:
@@ -46,7 +57,7 @@ def run_gui(options: argparse.Namespace, splash: QSplashScreen | None = None) ->
     window = MainWindow(settings=settings if options.screenshot else None)
     window.confirm_unsaved = not options.screenshot  # a scripted run that renders and exits asks nothing
     window.device_picker.setCurrentText(options.device)
-    window.resize(width, height)
+    window.resize(*window_size((width, height), app.primaryScreen().availableGeometry().size(), options.screenshot))
     window.show()
     if splash is not None:
         splash.finish(window)

@@ -20,7 +20,9 @@ def _gui_parser() -> argparse.ArgumentParser:
     parser.add_argument("--apply", action="store_true", help="apply the method's plan (for screenshots)")
     parser.add_argument("--select", metavar="LAYER", help="select this layer in the tree (for screenshots)")
     parser.add_argument("--screenshot", metavar="FILE", help="render the window to a PNG and exit")
-    parser.add_argument("--size", default="1280x800", help="window size for --screenshot, WIDTHxHEIGHT (1280x800)")
+    parser.add_argument(
+        "--size", default="1280x800", help="window size WIDTHxHEIGHT (1280x800), at most the screen unless --screenshot"
+    )
     return parser
 
 

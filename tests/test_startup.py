@@ -39,3 +39,13 @@ def test_the_splash_shows_before_torch_loads_and_closes_when_the_launch_is_refus
     assert "visible at torch import: ['QSplashScreen']" in run.stdout
     assert "visible at exit: []" in run.stdout and "exit code: 2" in run.stdout
     assert "--size 'huge': expected WIDTHxHEIGHT" in run.stderr
+
+
+def test_the_window_is_no_larger_than_the_screen_unless_rendered_off_screen() -> None:
+    from PySide6.QtCore import QSize
+
+    from secateur.app.gui import window_size
+
+    assert window_size((1280, 800), QSize(1024, 700), None) == (1024, 700)  # found on a 1024×700 display
+    assert window_size((1280, 800), QSize(1920, 1080), None) == (1280, 800)
+    assert window_size((1280, 800), QSize(1024, 700), "shot.png") == (1280, 800)  # a screenshot keeps its size
