@@ -172,3 +172,17 @@ def passes_shuffle(group: tp.Group, shuffles: list[object]) -> bool:
             if grad_fn is not None and any(grad_fn is shuffle for shuffle in shuffles):
                 return True
     return False
+
+
+def passes_split(group: tp.Group) -> bool:
+    """Whether any dependency of the group runs through a ``torch.split`` or ``chunk`` of a tensor.
+
+    Torch-Pruning 1.6 maps a split's halves with wrong offsets when they meet again
+    in a concatenation (CSPNet's cross-stage split: indices past a layer's width, or
+    the wrong half cut), and the split sizes live in the model's own code, which
+    surgery cannot change, so such a group is kept whole.
+    """
+    return any(
+        node.type == tp.ops.OPTYPE.SPLIT for item in group for node in (item.dep.source, item.dep.target)
+    )
+
