@@ -73,8 +73,9 @@ def test_onnx_has_a_dynamic_batch_axis(tmp_path: Path, spec: str) -> None:
     model = loaded.model
     if spec.endswith("concat_net"):  # a pruned user model
         workspace = Workspace(loaded.model, loaded.input_shape)
-        model = workspace.apply(workspace.plan(workspace.score(load_registry().methods["l1"]).scores,
-                                               Target("ratio", 0.5))).model
+        model = workspace.apply(
+            workspace.plan(workspace.score(load_registry().methods["l1"]).scores, Target("ratio", 0.5))
+        ).model
     path = export_model(model, loaded.input_shape, "onnx", tmp_path / "m.onnx")
     _batch_1_and_7(path, model.eval(), loaded.input_shape)
 

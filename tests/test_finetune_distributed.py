@@ -63,21 +63,31 @@ def _max_difference(first: dict, second: dict) -> float:
 def _torchrun(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes)]
     command += ["-m", "secateur.app.cli", *args]
-    return subprocess.run(
-        command, capture_output=True, text=True, timeout=600, env={**os.environ, **ENV}, check=False
-    )
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, **ENV}, check=False)
 
 
 def test_torchrun_equals_one_process_in_float64(tmp_path: Path, folder: Path) -> None:
     """The algorithm is exact: DDP with global BatchNorm equals one process with the same global batch."""
     script = str(Path(__file__).parent / "ddp_float64.py")
     one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
-    alone = subprocess.run([sys.executable, script, str(folder), str(one), "8"], capture_output=True, text=True,
-                           timeout=600, env={**os.environ, **ENV}, check=False)
+    alone = subprocess.run(
+        [sys.executable, script, str(folder), str(one), "8"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **ENV},
+        check=False,
+    )
     assert alone.returncode == 0, alone.stderr[-3000:]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", script]
-    together = subprocess.run([*command, str(folder), str(two), "4"], capture_output=True, text=True, timeout=600,
-                              env={**os.environ, **ENV}, check=False)
+    together = subprocess.run(
+        [*command, str(folder), str(two), "4"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **ENV},
+        check=False,
+    )
     assert together.returncode == 0, together.stderr[-3000:]
     first, second = _model_tensors(state_path(one)), _model_tensors(state_path(two))
     assert first["model.conv1.weight"].dtype == torch.float64
@@ -200,8 +210,21 @@ def test_the_cluster_command_keeps_the_global_batch_and_parses(tmp_path: Path) -
     assert nodes[nodes.index("--batch-size") + 1] == "8"
     with pytest.raises(InputError, match="rendezvous"):
         torchrun_command(spec, "mnist:/data", "o.safetensors", FinetuneConfig(), settings, 8, 2)
-    printed = run_cli("finetune", "demo", "--data", "demo", "--epochs", "3", "--out", "x.safetensors",
-                      "--print-torchrun", "2", "--device", "cpu", cwd=tmp_path)
+    printed = run_cli(
+        "finetune",
+        "demo",
+        "--data",
+        "demo",
+        "--epochs",
+        "3",
+        "--out",
+        "x.safetensors",
+        "--print-torchrun",
+        "2",
+        "--device",
+        "cpu",
+        cwd=tmp_path,
+    )
     assert printed.returncode == 0, printed.stderr
     line = shlex.split(printed.stdout)
     assert line[:3] == ["torchrun", "--nproc-per-node", "2"] and line[line.index("--batch-size") + 1] == "64"

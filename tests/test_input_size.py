@@ -34,8 +34,13 @@ def test_accepted_forms(text: object, value: object) -> None:
 
 @pytest.mark.parametrize(
     "text, message",
-    [("28x28", "channels×height×width"), ("ax28x28", "channels×height×width"), ("4", "between 8 and 4096"),
-     ("0x28x28", "channels must be between 1 and 64"), ("1x28x5000", "between 8 and 4096")],
+    [
+        ("28x28", "channels×height×width"),
+        ("ax28x28", "channels×height×width"),
+        ("4", "between 8 and 4096"),
+        ("0x28x28", "channels must be between 1 and 64"),
+        ("1x28x5000", "between 8 and 4096"),
+    ],
 )
 def test_refused_forms(text: str, message: str) -> None:
     with pytest.raises(InputError, match=message):

@@ -217,6 +217,19 @@ def test_a_latency_target_by_table_lands_on_its_predicted_size(vgg, tmp_path) ->
         assert not group.removed or values[group.kept].min() >= values[group.removed].max()
 
 
+def test_a_latency_target_by_table_leaves_the_users_groups_to_the_user(vgg, tmp_path) -> None:
+    """A group locked by a member layer's name stays whole; one with the user's own ratio gets that ratio."""
+    workspace, scores = vgg
+    workspace.latency_table(1, folder=tmp_path, timer=staircase)
+    first, second = [group for group in workspace.groups if group.prunable][:2]
+    member = next(layer for layer in first.layers if layer != first.id)
+    options = PlanOptions(latency_table=True, locked=(member,), overrides={second.id: 0.5})
+    plan = workspace.plan(scores, Target("latency", 0.3), options, "l1")
+    assert first.id not in plan.groups or not plan.groups[first.id].removed
+    assert len(plan.groups[second.id].kept) == second.channels // 2
+    assert any(group.removed for gid, group in plan.groups.items() if gid not in (first.id, second.id))
+
+
 def test_the_cli_refuses_a_latency_table_with_a_block_target() -> None:
     result = run_cli("prune", "demo", "--data", "demo", "--method", "l1", "--blocks", "1", "--latency-table",
                      "--out", "x.safetensors")  # fmt: skip

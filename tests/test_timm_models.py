@@ -82,8 +82,9 @@ json.dump(outputs, open(sys.argv[1], "w"))
 def test_pruned_timm_models_reload_in_a_fresh_process_and_export(tmp_path: Path, pruned) -> None:
     paths = [str(path) for path, _, _ in pruned.values()]
     result = tmp_path / "outputs.json"
-    run = subprocess.run([sys.executable, "-c", _FRESH, str(result), *paths], capture_output=True, text=True,
-                         timeout=600, check=False)
+    run = subprocess.run(
+        [sys.executable, "-c", _FRESH, str(result), *paths], capture_output=True, text=True, timeout=600, check=False
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     outputs = json.loads(result.read_text())
     example = torch.randn((3, 3, SIZE, SIZE), generator=torch.Generator().manual_seed(1))

@@ -182,7 +182,4 @@ def passes_split(group: tp.Group) -> bool:
     the wrong half cut), and the split sizes live in the model's own code, which
     surgery cannot change, so such a group is kept whole.
     """
-    return any(
-        node.type == tp.ops.OPTYPE.SPLIT for item in group for node in (item.dep.source, item.dep.target)
-    )
-
+    return any(node.type == tp.ops.OPTYPE.SPLIT for item in group for node in (item.dep.source, item.dep.target))

@@ -186,6 +186,13 @@ def _resolve(names: list[str] | tuple[str, ...], groups: list[GroupInfo], what: 
     return resolved
 
 
+def user_fixed_groups(groups: list[GroupInfo], options: PlanOptions) -> set[str]:
+    """The ids of the groups the user locked or gave a ratio of their own: no ranking decides them."""
+    return set(_resolve(options.locked, groups, "locked layer").values()) | set(
+        _resolve(list(options.overrides), groups, "override").values()
+    )
+
+
 def fewest_kept(total: int, options: PlanOptions) -> int:
     """The fewest units a group may keep: the per-layer cap and the minimum."""
     return max(options.min_channels, math.ceil(total * (1.0 - options.max_layer_ratio)))

@@ -44,6 +44,7 @@ from secateur.core.pruning.plan import (
     predict_size,
     predict_without_blocks,
     rank_blocks,
+    user_fixed_groups,
     with_removed_blocks,
 )
 from secateur.core.pruning.scoring import Scores, ScoringContext, collect_scores, plugin_errors
@@ -272,8 +273,8 @@ class Workspace(UsesSettings):
             return self.plan(scores, target, replace(options, latency_table=False), method).with_notes(note)
         prepared = self._prepare()
         free = [group for group in prepared.groups if group.id in table.groups and group.id in scores.groups]
-        locked = set(options.locked) | set(options.overrides)
-        free = [group for group in free if group.id not in locked and not locked & set(group.layers)]
+        fixed = user_fixed_groups(prepared.groups, options)
+        free = [group for group in free if group.id not in fixed]
         counts, reduction = latency_counts(free, scores, table, target.value, options)
         plans, notes = decide_channels(prepared.groups, scores, 0.0, options, counts)
         params, macs = predict_size(prepared.model, prepared.graph, prepared.groups, plans, prepared.own_macs)
