@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -25,6 +25,9 @@ from secateur.core.common.errors import InputError
 from secateur.core.pruning.methods import MethodInfo, ParamSpec
 from secateur.core.pruning.params import validate_params
 from secateur.core.pruning.plan import PlanOptions, Target
+
+LATENCY_TIP = "the measured latency on the session's device, at the batch size below, falls by this fraction"
+BLOCKS_TIP = "a number of whole residual blocks to remove"
 
 
 def _editor(spec: ParamSpec) -> QWidget:
@@ -73,8 +76,10 @@ class MethodPanel(QWidget):
         self.error = QLabel()
         self.error.setWordWrap(True)
         self.error.setStyleSheet("color: #c0392b")
-        self.target_kind = QComboBox()
-        self.target_kind.addItems(["channel ratio", "MACs reduction"])
+        self.target_kind = QComboBox()  # items carry the Target kind; the third is latency or blocks by method
+        self.target_kind.addItem("channel ratio", "ratio")
+        self.target_kind.addItem("MACs reduction", "macs")
+        self.target_kind.addItem("latency reduction", "latency")
         self.target_value = QDoubleSpinBox()
         self.target_value.setRange(0.01, 0.99)
         self.target_value.setSingleStep(0.05)
@@ -82,6 +87,15 @@ class MethodPanel(QWidget):
         self.target_blocks = QSpinBox()
         self.target_blocks.setRange(1, 1000)
         self.target_blocks.setToolTip("residual blocks to remove")
+        self.latency_batch = QSpinBox()
+        self.latency_batch.setRange(1, 1024)
+        self.latency_batch.setToolTip("the batch size the latency is measured at")
+        self.latency_table = QCheckBox("plan from the latency table (HALP)")
+        self.latency_table.setToolTip(
+            "time each group's layers once at a few widths (cached per device), snap channel counts to the widths "
+            "where latency steps down and keep the most importance under the budget; unchecked: time candidate "
+            "pruned models"
+        )
         self.global_ranking = QCheckBox("rank channels globally")
         self.recalibrate = QCheckBox("recalibrate BatchNorm after apply")
         self.recalibrate.setToolTip("re-estimate BatchNorm statistics on the calibration split after pruning")
@@ -104,9 +118,11 @@ class MethodPanel(QWidget):
         self.target_form.addRow("remove", self.target_kind)
         self.target_form.addRow("fraction", self.target_value)
         self.target_form.addRow("blocks", self.target_blocks)
+        self.target_form.addRow("batch size", self.latency_batch)
+        self.target_form.addRow(self.latency_table)
         self.target_form.addRow(self.global_ranking)
         self.target_form.addRow(self.recalibrate)
-        self.target_form.setRowVisible(self.target_blocks, False)
+        self._show_target_kind()
         self.target_kind.currentIndexChanged.connect(self._show_target_kind)
         form = QWidget()
         fields = QVBoxLayout(form)
@@ -170,16 +186,19 @@ class MethodPanel(QWidget):
         self.error.clear()
         blocks = method.granularity == "block"
         self.target_kind.setItemText(0, "block fraction" if blocks else "channel ratio")
-        if blocks and self.target_kind.count() == 2:
-            self.target_kind.addItem("blocks")
-        elif not blocks and self.target_kind.count() == 3:
-            self.target_kind.removeItem(2)
+        self.target_kind.setItemText(2, "blocks" if blocks else "latency reduction")
+        self.target_kind.setItemData(2, "blocks" if blocks else "latency")
+        self.target_kind.setItemData(2, BLOCKS_TIP if blocks else LATENCY_TIP, Qt.ItemDataRole.ToolTipRole)
         self.global_ranking.setVisible(not blocks)
+        self._show_target_kind()
 
-    def _show_target_kind(self, index: int) -> None:
-        """A count of blocks is a whole number; fractions are for the other kinds."""
-        self.target_form.setRowVisible(self.target_value, index != 2)
-        self.target_form.setRowVisible(self.target_blocks, index == 2)
+    def _show_target_kind(self, _index: int = 0) -> None:
+        """A count of blocks is a whole number; fractions are for the other kinds; latency has its batch size."""
+        kind = self.target_kind.currentData()
+        self.target_form.setRowVisible(self.target_value, kind != "blocks")
+        self.target_form.setRowVisible(self.target_blocks, kind == "blocks")
+        self.target_form.setRowVisible(self.latency_batch, kind == "latency")
+        self.target_form.setRowVisible(self.latency_table, kind == "latency")
 
     def params(self) -> dict[str, Any]:
         """The form's values, validated by the core (the same check as ``--param``); raises InputError."""
@@ -193,13 +212,19 @@ class MethodPanel(QWidget):
             self.check_params()
 
     def target(self) -> Target:
-        index = self.target_kind.currentIndex()
-        if index == 2:
+        kind = self.target_kind.currentData()
+        if kind == "blocks":
             return Target("blocks", self.target_blocks.value())
-        return Target("ratio" if index == 0 else "macs", round(self.target_value.value(), 4))
+        return Target(kind, round(self.target_value.value(), 4))
 
     def options(self) -> PlanOptions:
-        return PlanOptions(global_ranking=self.global_ranking.isChecked(), raw_scores=self.method().comparable_scores)
+        latency = self.target_kind.currentData() == "latency"
+        return PlanOptions(
+            global_ranking=self.global_ranking.isChecked(),
+            raw_scores=self.method().comparable_scores,
+            latency_batch_size=self.latency_batch.value(),
+            latency_table=latency and self.latency_table.isChecked(),
+        )
 
     def check_params(self) -> bool:
         """Validate the form as it is typed in, showing the core's message under it (the window enables Run)."""

@@ -50,9 +50,10 @@ from secateur.app.tree_model import NAME_ROLE, LayerTreeModel, SortProxy
 from secateur.app.tree_view import LayerTreeView
 from secateur.app.worker import Job
 from secateur.core.common.errors import InputError
-from secateur.core.common.progress import Progress
+from secateur.core.common.progress import SILENT, Progress
 from secateur.core.graph.layer_tree import LayerTree
 from secateur.core.model.specs import parse_model_spec
+from secateur.core.pruning.plan import PlanOptions, Target
 from secateur.core.pruning.registry import Registry, load_registry
 from secateur.core.train.finetune import FinetuneConfig
 from secateur.core.workflow.finetune_run import torchrun_command, torchrun_text
@@ -232,6 +233,8 @@ class MainWindow(QMainWindow):
             self.panel.target_kind.currentIndexChanged,
             self.panel.target_blocks.valueChanged,
             self.panel.global_ranking.toggled,
+            self.panel.latency_batch.valueChanged,
+            self.panel.latency_table.toggled,
         ):
             changed.connect(lambda _: self._preview_timer.start())
         self.results.measure_requested.connect(self.measure_again)
@@ -462,9 +465,10 @@ class MainWindow(QMainWindow):
             self.panel.plan_info.setText(self._plan_error)
             return
         self.tree_model.show_plan({gid: (len(g.kept), g.total) for gid, g in plan.groups.items()}, plan.blocks_removed)
+        timed = f"; {plan.notes[-1]}" if plan.target.kind == "latency" and plan.notes else ""  # what was measured
         self.panel.plan_info.setText(
             f"plan ({plan.method}): {human_count(plan.predicted_params)} params, "
-            f"{human_count(plan.predicted_macs)} MACs after pruning"
+            f"{human_count(plan.predicted_macs)} MACs after pruning{timed}"
         )
 
     def _show_centre(self) -> None:
@@ -652,7 +656,7 @@ class MainWindow(QMainWindow):
 
         def job(progress: Progress) -> str:
             session.score(method, params, progress)
-            return _plan_or_error(session, target, options, method.id)
+            return _plan_or_error(session, target, options, method.id, progress)
 
         self._run(f"score with {method.id}", job, self._planned)
 
@@ -665,7 +669,10 @@ class MainWindow(QMainWindow):
             self._preview_pending = True
             return
         target, options, method = self.panel.target(), self.panel.options(), self.panel.method().id
-        job = Job("plan preview", lambda progress: _plan_or_error(session, target, options, method), quiet=True)
+        # a latency target times candidate models (seconds): a job of its own, with progress and Cancel
+        timed = target.kind == "latency"
+        name = "plan for latency" if timed else "plan preview"
+        job = Job(name, lambda progress: _plan_or_error(session, target, options, method, progress), quiet=not timed)
         self._start(job, self._planned)
 
     def _planned(self, error: str) -> None:
@@ -894,10 +901,12 @@ class MainWindow(QMainWindow):
         super().closeEvent(event)
 
 
-def _plan_or_error(session: Session, target, options, method: str) -> str:
+def _plan_or_error(
+    session: Session, target: Target, options: PlanOptions, method: str, progress: Progress = SILENT
+) -> str:
     """Make the plan (on the worker); an unreachable target is a message for the panel, not a failure."""
     try:
-        session.make_plan(target, options, method)
+        session.make_plan(target, options, method, progress)
     except InputError as error:
         return str(error)
     return ""

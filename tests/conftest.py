@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -52,3 +54,49 @@ def window(qtbot, tmp_path: Path):
     window.resize(1280, 800)
     window.show()
     return window
+
+
+def scored_window(qtbot, window, model: str = "demo-vgg", method: str = "l1", timeout_ms: int = 600_000) -> None:
+    """Open ``model`` on the demo data in the window and score it with ``method`` at a 0.3 channel ratio."""
+    with qtbot.waitSignal(window.job_done, timeout=timeout_ms):
+        window.open(model, "demo")
+    window.panel.picker.setCurrentText(method)
+    window.panel.target_value.setValue(0.3)
+    with qtbot.waitSignal(window.job_done, timeout=timeout_ms):
+        window.run_method()
+    window.bridge.flush()
+
+
+@dataclass
+class MacsClock:
+    """What the stand-in latency clock saw: each candidate's reduction, each timed round's batch size."""
+
+    reductions: list[float] = field(default_factory=list)
+    round_batches: list[int] = field(default_factory=list)
+
+
+@pytest.fixture
+def macs_clock(monkeypatch: pytest.MonkeyPatch) -> MacsClock:
+    """Replace latency timing by MACs (1 ms per MMAC): deterministic, whatever the machine's load.
+
+    Like the real clock it runs round by round and calls ``check`` (the cancel check) before each round;
+    each round takes 10 ms, so a Cancel can land in the middle of a candidate.
+    """
+    from secateur.core.pruning import latency
+    from secateur.core.train.evaluate import model_macs
+
+    clock = MacsClock()
+
+    def timed(reference, candidate, batch, rounds=15, warmup=3, check=lambda: None):
+        for _ in range(rounds):
+            check()
+            clock.round_batches.append(batch.shape[0])
+            time.sleep(0.01)
+        shape = tuple(batch.shape[1:])
+        before, after = model_macs(reference, shape) / 1e6, model_macs(candidate, shape) / 1e6
+        pair = latency.TimedPair((before,) * rounds, (after,) * rounds)
+        clock.reductions.append(pair.reduction)
+        return pair
+
+    monkeypatch.setattr(latency, "time_interleaved", timed)
+    return clock

@@ -8,6 +8,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QInputDialog
 
+from conftest import scored_window
 from secateur.app.tree_model import COLUMNS, NAME_ROLE
 from secateur.app.window import MainWindow
 from secateur.core.pruning.plan import PlanOptions, Target
@@ -15,16 +16,6 @@ from secateur.core.pruning.plan import PlanOptions, Target
 TIMEOUT_MS = 600_000
 OVERRIDE = COLUMNS.index("override")
 KEPT = COLUMNS.index("kept")
-
-
-def _scored(qtbot, window: MainWindow, model: str = "demo-vgg") -> None:
-    with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
-        window.open(model, "demo")
-    window.panel.picker.setCurrentText("l1")
-    window.panel.target_value.setValue(0.3)
-    with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
-        window.run_method()
-    window.bridge.flush()
 
 
 def _row(window: MainWindow, name: str):
@@ -53,7 +44,7 @@ def _group(window: MainWindow):
 
 
 def test_locking_a_group_from_the_menu_keeps_it_whole_and_the_column_says_so(qtbot, window: MainWindow) -> None:
-    _scored(qtbot, window)
+    scored_window(qtbot, window)
     group = _group(window)
     layer = group.layers[0]
     assert len(window.session.plan.groups[group.id].kept) < group.channels  # pruned before the lock
@@ -78,7 +69,7 @@ def test_locking_a_group_from_the_menu_keeps_it_whole_and_the_column_says_so(qtb
 
 
 def test_an_override_prunes_its_group_at_its_own_ratio_until_cleared(qtbot, window: MainWindow, monkeypatch) -> None:
-    _scored(qtbot, window)
+    scored_window(qtbot, window)
     group = _group(window)
     layer = [layer.name for layer in window.session.tree.layers if layer.group == group.id][-1]  # e.g. its BatchNorm
     monkeypatch.setattr(QInputDialog, "getDouble", lambda *args, **kwargs: (0.5, True))
@@ -97,7 +88,7 @@ def test_an_override_prunes_its_group_at_its_own_ratio_until_cleared(qtbot, wind
 
 
 def test_opening_another_model_clears_locks_and_overrides(qtbot, window: MainWindow) -> None:
-    _scored(qtbot, window)
+    scored_window(qtbot, window)
     group = _group(window)
     window.set_locked(group.id, True)
     window.set_override(_group(window).id, 0.5)

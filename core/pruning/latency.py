@@ -61,9 +61,17 @@ def _synchronize(device: torch.device) -> None:
 
 @torch.no_grad()
 def time_interleaved(
-    reference: nn.Module, candidate: nn.Module, batch: torch.Tensor, rounds: int = 15, warmup: int = 3
+    reference: nn.Module,
+    candidate: nn.Module,
+    batch: torch.Tensor,
+    rounds: int = 15,
+    warmup: int = 3,
+    check: Callable[[], None] = lambda: None,
 ) -> TimedPair:
-    """Time ``reference`` and ``candidate`` alternately, ``rounds`` times each, after warm-up."""
+    """Time ``reference`` and ``candidate`` alternately, ``rounds`` times each, after warm-up.
+
+    ``check`` runs before each round (a cancel check: a large batch can take seconds per round).
+    """
     reference.eval()
     candidate.eval()
     for _ in range(warmup):
@@ -72,6 +80,7 @@ def time_interleaved(
     _synchronize(batch.device)
     times: dict[int, list[float]] = {0: [], 1: []}
     for round_index in range(rounds):
+        check()
         order = (0, 1) if round_index % 2 == 0 else (1, 0)
         for which in order:
             model = reference if which == 0 else candidate
@@ -106,7 +115,7 @@ def plan_for_latency(
         progress.check()
         plan = plan_at(ratio)
         pruned, _ = apply_plan(model, plan, example)
-        pair = time_interleaved(model, pruned, batch, rounds)
+        pair = time_interleaved(model, pruned, batch, rounds, check=progress.check)
         measured.append((ratio, plan, pair))
         progress("latency target: timing candidate plans", len(measured), MAX_CANDIDATES)
         return pair.reduction

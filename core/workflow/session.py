@@ -260,17 +260,21 @@ class Session:
             self.events.scores.emit()
         return self.scored.scores
 
-    def make_plan(self, target: Target, options: PlanOptions, method: str = "") -> PruningPlan:
+    def make_plan(
+        self, target: Target, options: PlanOptions, method: str = "", progress: Progress = SILENT
+    ) -> PruningPlan:
         """The plan for a target from the current scores and the session's locks and overrides.
 
-        An unreachable target clears the plan and raises.
+        An unreachable target clears the plan and raises; ``progress`` reports (and can cancel) a latency
+        target's timings or the building of a latency table, and a cancelled plan clears the old one too (it
+        was made for another target).
         """
         if self.scored is None:
             raise InputError("run a method first: there are no scores to plan from")
         options = self.plan_options(options)
         try:
-            plan = self.workspace().plan(self.scored.scores, target, options, method or self.scored_by)
-        except InputError:
+            plan = self.workspace().plan(self.scored.scores, target, options, method or self.scored_by, progress)
+        except (InputError, Cancelled):
             self._set_plan(None)
             raise
         self._set_plan(plan)

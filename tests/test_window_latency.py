@@ -1,0 +1,71 @@
+"""The window's latency target: chosen in the method panel, planned on the worker with progress, cancellable.
+
+The timings are the stand-in MACs clock (conftest's ``macs_clock``), so the
+plan the window shows can be checked against a plan made directly, and the
+tests do not depend on the machine's load.
+"""
+
+from __future__ import annotations
+
+from conftest import scored_window
+from secateur.app.window import MainWindow
+from secateur.core.pruning import latency
+from secateur.core.pruning.plan import PlanOptions, Target
+
+TIMEOUT_MS = 600_000
+
+
+def _choose_latency(window: MainWindow, value: float, batch: int) -> None:
+    panel = window.panel
+    panel.target_kind.setCurrentIndex(panel.target_kind.findData("latency"))
+    panel.latency_batch.setValue(batch)
+    panel.target_value.setValue(value)
+
+
+def test_a_latency_target_is_planned_on_the_worker_and_shown(qtbot, window: MainWindow, macs_clock) -> None:
+    scored_window(qtbot, window)
+    with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS) as done:
+        _choose_latency(window, 0.4, 4)
+    assert done.args == ["plan for latency"]  # a job of its own, with progress and Cancel, not a quiet preview
+    window.bridge.flush()
+    plan = window.session.plan
+    assert plan is not None and plan.target == Target("latency", 0.4)
+    assert set(macs_clock.round_batches) == {4}  # measured at the panel's batch size
+    options = window.session.plan_options(window.panel.options())
+    assert options == PlanOptions(latency_batch_size=4, raw_scores=options.raw_scores)
+    expected = window.session.workspace().plan(window.session.scored.scores, Target("latency", 0.4), options, "l1")
+    assert {gid: g.kept for gid, g in plan.groups.items()} == {gid: g.kept for gid, g in expected.groups.items()}
+    assert abs(1 - plan.predicted_macs / window.session.tree.macs - 0.4) <= latency.LATENCY_TOLERANCE + 1e-9
+    assert "measured latency at batch 4" in window.panel.plan_info.text()
+
+
+def test_cancelling_a_latency_plan_stops_it_and_keeps_no_plan(qtbot, window: MainWindow, macs_clock) -> None:
+    scored_window(qtbot, window)
+    _choose_latency(window, 0.4, 1)
+    qtbot.waitUntil(lambda: window.job is not None and window.job.name == "plan for latency", timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: len(macs_clock.round_batches) > 0, timeout=TIMEOUT_MS)
+    rounds_at_cancel = len(macs_clock.round_batches)
+    with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
+        window.cancel()
+    # stopped at the next timed round, not after the candidate's 15 rounds
+    assert len(macs_clock.round_batches) <= rounds_at_cancel + 2
+    assert window.job is None and window.session.plan is None
+    assert "cancelled" in window.statusBar().currentMessage()
+
+
+def test_the_target_choices_follow_the_methods_granularity(qtbot, window: MainWindow) -> None:
+    with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
+        window.open("demo", "demo")
+    panel = window.panel
+    panel.picker.setCurrentText("l1")
+    panel.target_kind.setCurrentIndex(panel.target_kind.findData("latency"))
+    assert panel.latency_batch.isVisible() and panel.latency_table.isVisible()
+    assert panel.options().latency_batch_size == 1 and not panel.options().latency_table
+    panel.latency_table.setChecked(True)
+    assert panel.options().latency_table and panel.target() == Target("latency", 0.3)
+    panel.picker.setCurrentText("cka-layer")  # a block method: whole blocks, no latency target
+    assert [panel.target_kind.itemData(i) for i in range(3)] == ["ratio", "macs", "blocks"]
+    assert not panel.latency_batch.isVisible() and panel.target_blocks.isVisible()
+    assert not panel.options().latency_table
+    panel.picker.setCurrentText("l1")
+    assert [panel.target_kind.itemData(i) for i in range(3)] == ["ratio", "macs", "latency"]
