@@ -14,12 +14,15 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch_pruning import _helpers
+from torch_pruning.dependency import index_mapping
 
 from conftest import ARCHS
 from secateur.core.common.errors import InputError, WorkError
 from secateur.core.common.settings import RunSettings
 from secateur.core.data.arrays import ArrayDataset
 from secateur.core.data.loading import DataBundle
+from secateur.core.graph import groups as groups_module
 from secateur.core.graph.constraints import spying_shuffles
 from secateur.core.graph.macs import trace_modules
 from secateur.core.pruning.checks import check_group
@@ -225,6 +228,28 @@ def test_groups_through_a_split_are_kept_whole_with_the_reason() -> None:
                 width = module.weight.shape[0] if hasattr(module, "weight") else None
                 if width is not None and workspace.graph.is_out_channel_pruning_fn(item.dep.handler):
                     assert max(item.idxs) < width, (group.id, item)
+
+
+def test_a_group_whose_index_mapping_explodes_is_kept_whole_with_the_reason(monkeypatch) -> None:
+    """Swin's window partitions made Torch-Pruning's flatten mapping compound without end (25 minutes, 13.6 GB):
+    past a bound the root is refused and kept whole; the groups that map normally are still pruned."""
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.Flatten(),
+        nn.Linear(16 * 8 * 8, 10),
+    )
+    flatten = index_mapping._FlattenIndexMapping(stride=64)
+    assert len(flatten([_helpers._HybridIndex(i, i) for i in range(16)])) == 1024  # under the bound: unchanged
+    monkeypatch.setattr(groups_module, "MAX_MAPPED_INDICES", 1000)  # 16 channels × 64 positions = 1024 > 1000
+    with pytest.raises(OverflowError, match="a flatten would map 16 indices to 1024"):
+        flatten([_helpers._HybridIndex(i, i) for i in range(16)])
+    workspace = Workspace(model, (3, 8, 8), settings=RunSettings(batch_size=2))
+    by_id = {group.id: group for group in workspace.groups}
+    assert not by_id["2"].prunable
+    assert "Torch-Pruning cannot map this group's channels (OverflowError" in by_id["2"].locked_because
+    assert by_id["0"].prunable  # 8 channels into the next conv: no flatten on its way
 
 
 def test_the_shuffle_spy_is_active_only_while_the_model_runs() -> None:

@@ -127,6 +127,34 @@ if not getattr(index_mapping.update_reshape_index_mapping, "secateur_tolerant", 
     index_mapping.update_reshape_index_mapping = _tolerant(index_mapping.update_reshape_index_mapping)
 
 
+# More indices than any real layer has: a flatten that maps a group past this is compounding
+# reshapes it does not understand (Swin's window partition), not a Linear's input.
+MAX_MAPPED_INDICES = 1 << 20
+
+
+def _bounded(call: Callable[[object, list], list]) -> Callable[[object, list], list]:
+    """Torch-Pruning 1.6's flatten mapping, refusing to expand a group past ``MAX_MAPPED_INDICES``.
+
+    Through Swin's window partition and patch merging every flatten multiplies
+    the indices again: tracing swin_t's groups ran for more than 25 minutes and
+    took 13.6 GB before it was stopped. Refused, the root is reported and
+    kept whole like any other root Torch-Pruning cannot map.
+    """
+
+    def bounded(mapping: object, idxs: list) -> list:
+        expanded = len(idxs) * mapping._stride  # type: ignore[attr-defined]
+        if not mapping.reverse and expanded > MAX_MAPPED_INDICES:  # type: ignore[attr-defined]
+            raise OverflowError(f"a flatten would map {len(idxs)} indices to {expanded}")
+        return call(mapping, idxs)
+
+    bounded.secateur_bounded = True  # type: ignore[attr-defined]
+    return bounded
+
+
+if not getattr(index_mapping._FlattenIndexMapping.__call__, "secateur_bounded", False):
+    index_mapping._FlattenIndexMapping.__call__ = _bounded(index_mapping._FlattenIndexMapping.__call__)
+
+
 _ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
 
 
@@ -151,7 +179,7 @@ def _all_groups(
             )
         except Exception as error:  # Torch-Pruning's index mapping failed on this root
             visited.add(module)
-            yield module, None, f"{type(error).__name__} in its index mapping"
+            yield module, None, f"{type(error).__name__} in its index mapping: {error}"
             continue
         prunable = True
         for item in group:
