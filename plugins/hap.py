@@ -52,6 +52,7 @@ from secateur.core.api import (
     ScoringContext,
     WorkError,
     apply_plan,
+    checked_passes,
     hookimpl,
 )
 from secateur.plugins.hap_implants import (
@@ -179,15 +180,16 @@ def layer_sensitivities(context: ScoringContext, params: dict[str, Any]) -> tupl
 
     probes = params["probes"]
     try:
-        traces = hutchinson_channel_traces(
-            weights,
-            dims,
-            losses(),
-            probes,
-            context.seed,
-            lambda done, total: context.progress(f"Hessian-vector products ({probes} probes)", done, total),
-            len(chunks),
-        )
+        with checked_passes(model, context.progress.check):  # Cancel lands inside a double backward pass too
+            traces = hutchinson_channel_traces(
+                weights,
+                dims,
+                losses(),
+                probes,
+                context.seed,
+                lambda done, total: context.progress(f"Hessian-vector products ({probes} probes)", done, total),
+                len(chunks),
+            )
     except torch.cuda.OutOfMemoryError:
         raise WorkError(
             f"hap: out of memory in the double backward pass of {size} images; "

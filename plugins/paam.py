@@ -208,7 +208,9 @@ def score(context: ScoringContext, params: dict[str, Any]) -> Generator[Scores, 
         for index, (images, labels) in enumerate(loader):
             if index == steps:
                 break
-            loss = train_step(model, images, labels, optimizer, schedule, context.device, penalty)
+            loss = train_step(
+                model, images, labels, optimizer, schedule, context.device, penalty, context.progress.check
+            )
             done += 1
             context.report_loss(done, steps, loss)
             context.progress("PAAM training", done, total)

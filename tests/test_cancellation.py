@@ -68,3 +68,55 @@ def test_taylor_stops_inside_a_batch() -> None:
     finally:
         handle.remove()
     assert chunks == [32] and "gradients" not in stages  # stopped after one chunk of the first batch
+
+
+def _checks_until(calls: int) -> tuple[Progress, list[str]]:
+    """A Progress that asks to cancel from its ``calls``-th check on, recording the stages it was told of."""
+    seen = {"checks": 0}
+    stages: list[str] = []
+
+    def cancelled() -> bool:
+        seen["checks"] += 1
+        return seen["checks"] >= calls
+
+    return Progress(report=lambda stage, done, total: stages.append(f"{stage} {done}"), cancelled=cancelled), stages
+
+
+@pytest.mark.parametrize("calls", [2, 9])  # inside the forward pass (5 leaf modules), inside the backward pass
+def test_a_training_step_stops_inside_its_passes_and_changes_no_weight(calls: int) -> None:
+    import torch
+    from torch import nn
+
+    from secateur.core.train.finetune import train_step
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5), nn.Identity())
+    before = state_hash(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    images, labels = torch.randn(2, 3, 8, 8), torch.tensor([0, 1])
+    progress, _ = _checks_until(calls)
+    with pytest.raises(Cancelled):
+        train_step(model, images, labels, optimizer, None, torch.device("cpu"), check=progress.check)
+    assert state_hash(model) == before  # stopped before the optimiser step
+    # the hooks went with the cancelled step: left behind, they would raise Cancelled again here
+    train_step(model, images, labels, optimizer, None, torch.device("cpu"))
+    assert state_hash(model) != before
+
+
+def test_paam_stops_inside_its_first_training_step() -> None:
+    """One 128-image step took up to 4 s on a loaded machine; Cancel now lands within a layer of it."""
+    loaded = load_model(parse_model_spec("demo"))
+    workspace = Workspace(loaded.model, loaded.input_shape, load_data("demo"), RunSettings(batch_size=16))
+    progress, stages = _checks_until(30)  # the demo ResNet has more than 30 leaf modules: inside one forward
+    with pytest.raises(Cancelled):
+        workspace.score(load_registry().method("paam"), {"epochs": 1, "max_steps": 3}, progress=progress)
+    assert not any(stage.startswith("PAAM training") for stage in stages)
+
+
+def test_hap_stops_inside_its_first_passes() -> None:
+    """HAP's double backward pass over a chunk had no check inside; now no probe completes after a Cancel there."""
+    loaded = load_model(parse_model_spec("demo"))
+    workspace = Workspace(loaded.model, loaded.input_shape, load_data("demo"), RunSettings(batch_size=16))
+    progress, stages = _checks_until(30)
+    with pytest.raises(Cancelled):
+        workspace.score(load_registry().method("hap"), {"probes": 3, "batches": 1, "chunk_size": 16}, progress=progress)
+    assert not any(stage.startswith("Hessian-vector products") and not stage.endswith(" 0") for stage in stages)

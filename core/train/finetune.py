@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -34,6 +35,7 @@ from secateur.core.common.settings import RunSettings
 from secateur.core.data.loading import DataBundle
 from secateur.core.train.distributed import SINGLE, World
 from secateur.core.train.evaluate import accuracy_and_loss
+from secateur.core.train.interrupt import checked_passes
 
 
 @dataclass
@@ -128,7 +130,9 @@ class Trainer:
             if index == self.steps_per_epoch:
                 break
             progress.check()
-            loss = train_step(self.network, images, labels, self.optimizer, self.schedule, self.device)
+            # within-step checks only on one process: a rank that stopped mid-backward would hang the others
+            check = None if self.world.distributed else progress.check
+            loss = train_step(self.network, images, labels, self.optimizer, self.schedule, self.device, check=check)
             self.step += 1
             running += loss
             progress("fine-tune", self.step, self.total_steps)
@@ -218,14 +222,20 @@ def train_step(
     schedule: torch.optim.lr_scheduler.LRScheduler | None,
     device: torch.device,
     penalty: Callable[[], torch.Tensor] | None = None,
+    check: Callable[[], None] | None = None,
 ) -> float:
-    """One step of cross-entropy training (bfloat16 autocast on CUDA) plus an optional penalty; returns the loss."""
+    """One step of cross-entropy training (bfloat16 autocast on CUDA) plus an optional penalty; returns the loss.
+
+    ``check`` (a cancel check that raises) runs throughout the forward and backward passes, so a cancelled step
+    stops within a layer and before the optimiser step.
+    """
     images, labels = images.to(device), labels.to(device)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        loss = F.cross_entropy(model(images), labels)
-    loss = loss.float() if penalty is None else loss.float() + penalty()
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    with checked_passes(model, check) if check is not None else nullcontext():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = F.cross_entropy(model(images), labels)
+        loss = loss.float() if penalty is None else loss.float() + penalty()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
     optimizer.step()
     if schedule is not None:
         schedule.step()
