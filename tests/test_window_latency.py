@@ -44,6 +44,8 @@ def test_cancelling_a_latency_plan_stops_it_and_keeps_no_plan(qtbot, window: Mai
     _choose_latency(window, 0.4, 1)
     qtbot.waitUntil(lambda: window.job is not None and window.job.name == "plan for latency", timeout=TIMEOUT_MS)
     qtbot.waitUntil(lambda: len(macs_clock.round_batches) > 0, timeout=TIMEOUT_MS)
+    window.bridge.flush()
+    assert window.session.plan is None and window.panel.plan_info.text() == ""  # the 0.3 ratio plan is gone
     rounds_at_cancel = len(macs_clock.round_batches)
     with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
         window.cancel()

@@ -272,6 +272,8 @@ class Session:
         if self.scored is None:
             raise InputError("run a method first: there are no scores to plan from")
         options = self.plan_options(options)
+        if target.kind == "latency" and self.plan is not None:
+            self._set_plan(None)  # timing takes seconds: the old target's plan must not show meanwhile
         try:
             plan = self.workspace().plan(self.scored.scores, target, options, method or self.scored_by, progress)
         except (InputError, Cancelled):
