@@ -9,6 +9,7 @@ every view redraws from the session's state. Controls follow the job state.
 from __future__ import annotations
 
 import gc
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -62,6 +63,7 @@ from secateur.core.workflow.session import Session
 SWEEP_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 MAX_RECENT = 8
 PREVIEW_DELAY_MS = 150  # the plan preview waits for the target to stop changing
+PROGRESS_TEXT_MARGIN = 8  # px the progress bar's style keeps on each side of its text
 BLOCK_SCORES_NOTE = "a block method: each removable block's score is the bar on its row of the tree"
 
 
@@ -305,8 +307,15 @@ class MainWindow(QMainWindow):
             return
         self.time_left.update(stage, done, total, time.monotonic())
         if not job.cancel_requested:
-            self.progress.setFormat(f"{stage} %p%")
+            self._show_stage(stage)
         self.progress.setValue(int(100 * done / max(1, total)))
+
+    def _show_stage(self, stage: str) -> None:
+        """The stage on the progress bar, shortened in the middle to fit its width; the whole text as tooltip."""
+        metrics = self.progress.fontMetrics()
+        room = self.progress.width() - metrics.horizontalAdvance(" 100%") - 2 * PROGRESS_TEXT_MARGIN
+        self.progress.setFormat(metrics.elidedText(stage, Qt.TextElideMode.ElideMiddle, max(room, 0)) + " %p%")
+        self.progress.setToolTip(stage)
 
     def _tick(self) -> None:
         if self.busy():
@@ -325,15 +334,16 @@ class MainWindow(QMainWindow):
             seconds = time.monotonic() - self._started
             self.progress.setValue(0)
             self.progress.setFormat("idle")
+            self.progress.setToolTip("")
             self.elapsed.setText(f"{job.name}: {seconds:.1f} s")
             if self.session is not None:
                 self.session.set_job("")
         self.bridge.flush()  # the views show the job's last changes before its end is reported
         if outcome == "done":
-            if on_success is not None:
-                on_success(payload)
             if not job.quiet:
                 self.statusBar().showMessage(f"{job.name}: done in {seconds:.1f} s", 8000)
+            if on_success is not None:
+                on_success(payload)  # may say more in the status bar (a refused target)
         elif outcome == "cancelled":
             self.statusBar().showMessage(f"{job.name} cancelled; nothing was changed", 8000)
         else:
@@ -679,7 +689,9 @@ class MainWindow(QMainWindow):
         self._plan_error = error
         self._draw_plan()
         plan = self.session.plan if self.session is not None else None
-        if plan is not None:
+        if error:
+            self.statusBar().showMessage(f"no plan: {error}", 10000)
+        elif plan is not None:
             self.statusBar().showMessage(self.panel.plan_info.text(), 10000)
 
     def select_layer(self, name: str) -> bool:
@@ -908,8 +920,14 @@ def _plan_or_error(
     try:
         session.make_plan(target, options, method, progress)
     except InputError as error:
-        return str(error)
+        return _in_window_terms(str(error))
     return ""
+
+
+def _in_window_terms(message: str) -> str:
+    """A core message that opens with a command-line flag ("--latency-reduction 0.5: …") names the setting instead."""
+    flag = re.match(r"--([a-z][a-z-]*) ", message)
+    return message if flag is None else flag[1].replace("-", " ") + message[flag.end() - 1 :]
 
 
 def _size(tree: LayerTree | None) -> tuple[int | None, int | None]:

@@ -71,3 +71,34 @@ def test_the_target_choices_follow_the_methods_granularity(qtbot, window: MainWi
     assert not panel.options().latency_table
     panel.picker.setCurrentText("l1")
     assert [panel.target_kind.itemData(i) for i in range(3)] == ["ratio", "macs", "latency"]
+
+
+def test_a_refused_latency_target_says_so_in_the_window_s_terms(qtbot, window: MainWindow, macs_clock) -> None:
+    scored_window(qtbot, window)
+    prunable = [group.id for group in window.session.tree_now().groups if group.prunable]
+    for group in prunable[1:]:  # one group left to cut: 0.95 less latency is out of reach
+        window.session.set_locked(group)
+    with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
+        _choose_latency(window, 0.95, 1)
+    window.bridge.flush()
+    assert window.session.plan is None
+    message = window.panel.plan_info.text()
+    assert message.startswith("latency reduction 0.95: cannot be reached"), message  # not the flag "--latency-…"
+    status = window.statusBar().currentMessage()
+    assert status == f"no plan: {message}", status  # not "plan for latency: done"
+    assert not window.panel.apply_button.isEnabled()
+
+
+def test_a_long_stage_is_shortened_to_fit_the_progress_bar(qtbot, window: MainWindow, macs_clock) -> None:
+    scored_window(qtbot, window)
+    seen: list[tuple[str, str]] = []
+    window.progress.valueChanged.connect(lambda _: seen.append((window.progress.text(), window.progress.toolTip())))
+    with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
+        _choose_latency(window, 0.4, 1)
+    stage = "latency target: timing candidate plans"
+    shown = [(text, tip) for text, tip in seen if tip == stage]
+    assert shown, seen
+    metrics = window.progress.fontMetrics()
+    for text, _ in shown:
+        assert "…" in text and text.endswith("%")
+        assert metrics.horizontalAdvance(text) <= window.progress.width() - 16, (text, window.progress.width())

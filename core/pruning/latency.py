@@ -125,7 +125,8 @@ def plan_for_latency(
         best = max(pair.reduction for _, _, pair in measured)
         raise InputError(
             f"--latency-reduction {goal}: cannot be reached with these scores and limits; the most removed "
-            f"(ratio {max_ratio}) measured {best:.3f} less latency (raise --max-layer-ratio or aim lower)"
+            f"(ratio {max_ratio}) measured {best:.3f} less latency "
+            "(aim lower, or let more of a layer go: --max-layer-ratio)"
         )
     while len(measured) < MAX_CANDIDATES:
         middle = (low + high) / 2
@@ -140,7 +141,8 @@ def plan_for_latency(
     if abs(pair.reduction - goal) > LATENCY_TOLERANCE:
         raise InputError(
             f"--latency-reduction {goal}: the nearest measured reduction is {pair.reduction:.3f} at channel ratio "
-            f"{ratio:.3f} (timings too noisy or steps too coarse; try more --latency-runs or another target)"
+            f"{ratio:.3f} (timings too noisy or steps too coarse; aim for another target, "
+            "or time more runs: --latency-runs)"
         )
     note = f"latency target {goal}: channel ratio {ratio:.3f}; " + pair.describe(batch_size, example.device)
     return plan.with_notes(note)
