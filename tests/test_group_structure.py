@@ -54,6 +54,9 @@ MODELS = {
     "shuffle": user_models.shuffle_net,
     "separable": user_models.separable_stack,
     "split": user_models.cross_stage_split,
+    "subsample": user_models.token_subsample,
+    "ghost": user_models.channel_slice,
+    "cached": user_models.cached_scale,  # intra-fusion's deepcopy refused the traced cache
 }
 
 
@@ -228,6 +231,33 @@ def test_groups_through_a_split_are_kept_whole_with_the_reason() -> None:
                 width = module.weight.shape[0] if hasattr(module, "weight") else None
                 if width is not None and workspace.graph.is_out_channel_pruning_fn(item.dep.handler):
                     assert max(item.idxs) < width, (group.id, item)
+
+
+@pytest.mark.parametrize(
+    ("model_name", "sliced", "prunable"),
+    [("subsample", ["mix"], {"query"}), ("ghost", ["cheap.0"], set())],
+)
+def test_groups_through_a_slice_are_kept_whole_with_the_reason(model_name: str, sliced: list, prunable: set) -> None:
+    """LeViT's (B, H, W, C) token subsampling, which Torch-Pruning 1.6 maps as a channel slice, and GhostNet's
+    ``cat(...)[:, :out]``, whose bound surgery cannot change: both broke the pruned model (checked by the
+    every-method test above); such groups stay whole, the others are still pruned."""
+    workspace = workspace_of(MODELS[model_name]())
+    assert sorted(g.id for g in workspace.groups if "through a slice" in g.locked_because) == sliced
+    assert {g.id for g in workspace.groups if g.prunable} == prunable
+
+
+def test_a_slice_of_another_dimension_leaves_the_group_prunable() -> None:
+    class SpatialCrop(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.head = nn.Linear(8, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.conv(x)[:, :, 4:-4, ::2].mean(dim=(2, 3)))
+
+    workspace = workspace_of(SpatialCrop())
+    assert {g.id: g.prunable for g in workspace.groups} == {"conv": True, "head": False}
 
 
 def test_a_group_whose_index_mapping_explodes_is_kept_whole_with_the_reason(monkeypatch) -> None:

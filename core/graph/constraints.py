@@ -183,3 +183,32 @@ def passes_split(group: tp.Group) -> bool:
     surgery cannot change, so such a group is kept whole.
     """
     return any(node.type == tp.ops.OPTYPE.SPLIT for item in group for node in (item.dep.source, item.dep.target))
+
+
+def passes_slice(group: tp.Group) -> bool:
+    """Whether any dependency of the group runs through a slice that Torch-Pruning maps as a channel slice.
+
+    A slice's bounds live in the model's code, which surgery cannot change: after
+    GhostNet-style ``torch.cat([a, b], 1)[:, :12]`` loses channels, the slice still
+    keeps 12. And Torch-Pruning 1.6 takes dim 1 of every 4-D tensor for the
+    channels, so LeViT's subsampling of a (B, H, W, C) token grid, every other
+    row and column, is mapped as a channel slice (the query layer after it lost
+    half of the cut). Slices it leaves alone (another dimension) do not count.
+    """
+    return any(
+        node.type == tp.ops.OPTYPE.SLICE and _cuts_as_channels(node)
+        for item in group
+        for node in (item.dep.source, item.dep.target)
+    )
+
+
+def _cuts_as_channels(node: object) -> bool:
+    """Whether Torch-Pruning maps this slice node as a channel slice and the slice drops something."""
+    op = node.module  # type: ignore[attr-defined]
+    sizes = getattr(node.grad_fn, "_saved_self_sym_sizes", None)  # type: ignore[attr-defined]
+    if sizes is None:
+        return True  # mapped whatever the dimension
+    if (len(sizes) == 4 and op.dim != 1) or (len(sizes) == 3 and op.dim != 2):
+        return False  # Torch-Pruning 1.6's rule: not the channels of an (N, C, H, W) or (N, L, C) tensor
+    size = int(sizes[op.dim])
+    return slice(op.start, op.end, op.step).indices(size) != (0, size, 1)

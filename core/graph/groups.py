@@ -19,7 +19,14 @@ from torch_pruning.dependency import index_mapping
 
 from secateur.core.common.errors import InputError
 from secateur.core.graph.attention import ATTENTION_TYPES, HEADS_SUFFIX, head_internal, is_attention
-from secateur.core.graph.constraints import Blocks, group_blocks, passes_shuffle, passes_split, spying_shuffles
+from secateur.core.graph.constraints import (
+    Blocks,
+    group_blocks,
+    passes_shuffle,
+    passes_slice,
+    passes_split,
+    spying_shuffles,
+)
 from secateur.core.graph.timm_layers import timm_attention_lock
 
 
@@ -79,6 +86,8 @@ def _lock_reason(model: nn.Module, graph: tp.DependencyGraph, group: tp.Group, n
         return "its channels pass through a channel shuffle, which Torch-Pruning maps as if it kept their order"
     if passes_split(group):
         return "its channels pass through a torch.split or chunk, whose sizes are fixed in the model's code"
+    if passes_slice(group):
+        return "its channels pass through a slice (x[:, a:b]), whose bounds are fixed in the model's code"
     return ""
 
 
@@ -101,7 +110,27 @@ def build_dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.Depend
                 f"({type(error).__name__}: {first[:300]}); check --input-size and that the model runs on it"
             ) from error
     graph.shuffles = spy.shuffles()
+    _detach_cached_tensors(model)
     return graph
+
+
+def _detach_cached_tensors(model: nn.Module) -> None:
+    """Detach tensors a module cached during the traced forward pass (it ran with autograd on).
+
+    timm's LeViT keeps its attention biases in a per-device dict in eval mode;
+    traced, the cached tensor holds the whole tracing graph, and
+    ``copy.deepcopy`` of the model (Intra-Fusion's apply) refused it ("Only
+    Tensors created explicitly by the user … support the deepcopy protocol").
+    The values stay the same; only the autograd history goes.
+    """
+    for module in model.modules():
+        for name, value in vars(module).items():
+            if isinstance(value, torch.Tensor) and value.grad_fn is not None:
+                setattr(module, name, value.detach())
+            elif isinstance(value, dict) and not name.startswith("_"):
+                for key, item in value.items():
+                    if isinstance(item, torch.Tensor) and item.grad_fn is not None:
+                        value[key] = item.detach()
 
 
 def _tolerant(update: Callable[[tp.DependencyGraph, object], None]) -> Callable[[tp.DependencyGraph, object], None]:

@@ -269,3 +269,69 @@ class HardCodedWidth(nn.Module):
 
 def hard_coded_width(num_classes: int = 10) -> nn.Module:
     return HardCodedWidth(num_classes)
+
+
+class TokenSubsample(nn.Module):
+    """LeViT's shrinking attention: tokens viewed as a (B, H, W, C) grid, every other row and column kept."""
+
+    def __init__(self, num_classes: int = 10, width: int = 16) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(3, width, 4, stride=4)
+        self.side = 8  # tokens per row of a 32×32 image (LeViT keeps its resolution as a number too)
+        self.mix = nn.Linear(width, width)
+        self.query = nn.Linear(width, 24)
+        self.head = nn.Linear(24, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.embed(x).flatten(2).transpose(1, 2)
+        tokens = tokens + self.mix(tokens)
+        grid = tokens.view(tokens.shape[0], self.side, self.side, -1)[:, ::2, ::2]
+        return self.head(self.query(grid.flatten(1, 2)).mean(1))
+
+
+def token_subsample(num_classes: int = 10) -> nn.Module:
+    return TokenSubsample(num_classes)
+
+
+class ChannelSlice(nn.Module):
+    """GhostNet's module: a cheap depthwise branch doubles the channels, then a slice keeps the first ``out``."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.primary = nn.Sequential(nn.Conv2d(3, 8, 1), nn.BatchNorm2d(8), nn.ReLU())
+        self.cheap = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8), nn.ReLU())
+        self.head = nn.Linear(12, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        primary = self.primary(x)
+        ghost = torch.cat([primary, self.cheap(primary)], dim=1)[:, :12]
+        return self.head(ghost.mean(dim=(2, 3)))
+
+
+def channel_slice(num_classes: int = 10) -> nn.Module:
+    return ChannelSlice(num_classes)
+
+
+class CachedScale(nn.Module):
+    """LeViT's attention-bias cache: in eval mode a tensor derived from a parameter is kept per device."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.log_scale = nn.Parameter(torch.zeros(1))
+        self.head = nn.Linear(8, num_classes)
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def scale(self, device: torch.device) -> torch.Tensor:
+        if self.training:
+            return self.log_scale.exp()
+        if str(device) not in self.cache:
+            self.cache[str(device)] = self.log_scale.exp()
+        return self.cache[str(device)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(x).mean(dim=(2, 3)) * self.scale(x.device))
+
+
+def cached_scale(num_classes: int = 10) -> nn.Module:
+    return CachedScale(num_classes)
