@@ -148,12 +148,19 @@ def _tolerant(update: Callable[[tp.DependencyGraph, object], None]) -> Callable[
         except ZeroDivisionError:
             return
 
-    tolerant.secateur_tolerant = True  # type: ignore[attr-defined]
     return tolerant
 
 
-if not getattr(index_mapping.update_reshape_index_mapping, "secateur_tolerant", False):
-    index_mapping.update_reshape_index_mapping = _tolerant(index_mapping.update_reshape_index_mapping)
+def _patch_once(owner: object, name: str, wrap: Callable[[Callable], Callable]) -> None:
+    """Replace ``owner.name`` by ``wrap(owner.name)``, once however often this module is imported or reloaded."""
+    original = getattr(owner, name)
+    if getattr(original, "secateur_patch", None) != wrap.__name__:
+        patched = wrap(original)
+        patched.secateur_patch = wrap.__name__  # type: ignore[attr-defined]
+        setattr(owner, name, patched)
+
+
+_patch_once(index_mapping, "update_reshape_index_mapping", _tolerant)
 
 
 # More indices than any real layer has: a flatten that maps a group past this is compounding
@@ -176,12 +183,10 @@ def _bounded(call: Callable[[object, list], list]) -> Callable[[object, list], l
             raise OverflowError(f"a flatten would map {len(idxs)} indices to {expanded}")
         return call(mapping, idxs)
 
-    bounded.secateur_bounded = True  # type: ignore[attr-defined]
     return bounded
 
 
-if not getattr(index_mapping._FlattenIndexMapping.__call__, "secateur_bounded", False):
-    index_mapping._FlattenIndexMapping.__call__ = _bounded(index_mapping._FlattenIndexMapping.__call__)
+_patch_once(index_mapping._FlattenIndexMapping, "__call__", _bounded)
 
 
 _ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
