@@ -127,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--latency-reduction", type=float, help="fraction of the measured latency to remove, in (0, 1) (timed: slower)"
     )
     prune.add_argument("--global-ranking", action="store_true", help="rank channels across layers, not per layer")
+    prune.add_argument(
+        "--latency-table",
+        action="store_true",
+        help="time each group's layers at a few widths (cached per device) and keep channel counts where latency "
+        "steps down; with --latency-reduction, plan by the table (HALP knapsack) instead of timing candidates",
+    )
     prune.add_argument("--max-layer-ratio", type=float, default=0.9, help="at most this fraction of a layer goes (0.9)")
     prune.add_argument("--min-channels", type=_positive_int, default=1, help="keep at least this many channels (1)")
     prune.add_argument("--round-to", type=_positive_int, default=1, help="keep a multiple of this many channels (1)")
@@ -277,6 +283,8 @@ def _prune(args: argparse.Namespace) -> int:
     if args.data is None:
         raise InputError("prune needs --data SPEC (to evaluate, and for methods that look at data)")
     method = load_registry().method(args.method)
+    if args.latency_table and args.blocks is not None:
+        raise InputError("--latency-table: works with channel targets (--ratio, --macs-reduction, --latency-reduction)")
     loaded = _load(args)
     if args.ratio is not None:
         target = Target("ratio", args.ratio)
@@ -295,6 +303,7 @@ def _prune(args: argparse.Namespace) -> int:
         out=Path(args.out),
         options=PlanOptions(
             global_ranking=args.global_ranking,
+            latency_table=args.latency_table,
             max_layer_ratio=args.max_layer_ratio,
             min_channels=args.min_channels,
             round_to=args.round_to,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import QByteArray, QSettings, Qt
 from PySide6.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea, QWidget
 
-LAYOUT_VERSION = 1  # bump when the set of docks changes: an old saved state is then ignored
+LAYOUT_VERSION = 2  # bump when the set of docks changes: an old saved state is then ignored
 STATE_KEY = "layout/state"
 LEFT_SHARE = 0.42  # of the window's width, for the layer tree
 RIGHT_SHARE = 0.30  # for the method panel and results

@@ -7,8 +7,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, QTimer
-from PySide6.QtWidgets import QApplication
+from PySide6.QtCore import QSettings, QSize, QTimer
+from PySide6.QtWidgets import QApplication, QSplashScreen
 
 from secateur.app.open_dialog import ModelRequest
 from secateur.app.window import MainWindow, grab_png
@@ -24,14 +24,30 @@ def _size(text: str) -> tuple[int, int]:
     return width, height
 
 
-def run_gui(options: argparse.Namespace) -> int:
-    """Open the window on the given model and data; with --screenshot, run, render, and exit."""
+def window_size(requested: tuple[int, int], available: QSize, screenshot: str | None) -> tuple[int, int]:
+    """The window's size: as asked for a screenshot (rendered off screen), else no larger than the screen.
+
+    A window larger than its screen hides its right and bottom edges (the method panel's buttons,
+    the results table) behind the screen's border, seen on a 1024×700 display.
+    """
+    if screenshot:
+        return requested
+    return min(requested[0], available.width()), min(requested[1], available.height())
+
+
+def run_gui(options: argparse.Namespace, splash: QSplashScreen | None = None) -> int:
+    """Open the window on the given model and data; with --screenshot, run, render, and exit.
+
+    ``splash``, shown by the launcher before torch was imported, closes as the window appears.
+    """
     request = ModelRequest(options.model, options.data, options.weights, options.num_classes, options.input_size)
     try:
         width, height = _size(options.size)
         params = parse_param_assignments(options.param)
         request.check()
     except InputError as error:
+        if splash is not None:
+            splash.close()
         print(f"secateur gui: error: {error}", file=sys.stderr)
         return 2
     app = QApplication.instance() or QApplication(sys.argv[:1])
@@ -41,8 +57,10 @@ def run_gui(options: argparse.Namespace) -> int:
     window = MainWindow(settings=settings if options.screenshot else None)
     window.confirm_unsaved = not options.screenshot  # a scripted run that renders and exits asks nothing
     window.device_picker.setCurrentText(options.device)
-    window.resize(width, height)
+    window.resize(*window_size((width, height), app.primaryScreen().availableGeometry().size(), options.screenshot))
     window.show()
+    if splash is not None:
+        splash.finish(window)
     if options.method and options.method not in window.registry.methods:
         print(f"secateur gui: error: --method {options.method!r}: no such method", file=sys.stderr)
         return 2

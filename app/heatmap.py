@@ -14,6 +14,47 @@ pg.setConfigOptions(imageAxisOrder="row-major", antialias=True, background="w", 
 
 ROW_WIDTH = 32  # channels per heatmap row
 REMOVED_COLOUR = "#e0245e"
+SELECT_TITLE = "Select a layer in the tree or a row of the overview"
+CHANGED = {"finetune": "fine-tuned", "recalibrate-bn": "recalibrated"}  # a history step's label; else a pruning
+LABEL_PX = 14  # height of one overview row label
+STRIP_AXES_PX = 60  # the overview's bottom axis and margins
+STRIP_MAX_PX = 280
+LABEL_CHARS = 20  # longer group names elide in the middle: the overview's image keeps most of the width
+
+
+def empty_text(group_id: str, scored: bool = False, changed_by: str = "") -> tuple[str, str]:
+    """Title and centre text when there is no heatmap to draw: what is true now, and what to do.
+
+    ``scored``: the current model has scores (so a layer just needs selecting); ``changed_by``: the last step
+    that replaced the model (a method's id, "finetune", "recalibrate-bn"), whose scores were dropped with it.
+    """
+    prefix = f"{group_id}: " if group_id else ""
+    if scored:
+        if group_id:
+            return f"{group_id}: not scored by this method", "Select another layer, or a row of the overview."
+        return SELECT_TITLE, f"{SELECT_TITLE} to see its channels' importance here."
+    if changed_by:
+        what = CHANGED.get(changed_by, "pruned")
+        how = "" if changed_by in CHANGED else f" with {changed_by}"
+        return (
+            f"{prefix}Model {what}: run the method again to score the {what} model",
+            f"The scores belonged to the model before it was {what}{how}; its channels are not the same. "
+            "Press Run (right) to score the current model.",
+        )
+    if group_id:
+        return f"{group_id}: no scores yet", f"{group_id} has no scores yet: pick a method on the right and press Run."
+    return (
+        "No scores yet: run a method",
+        "Run a method (right), then select a layer in the tree to see its channels' importance here.",
+    )
+
+
+def row_label(group_id: str, members: Sequence[str], room: int = LABEL_CHARS) -> str:
+    """An overview row's label: the group's root layer (middle-elided to ``room`` characters), and how many more
+    layers share its channels; hovering the row names them all."""
+    name = group_id if len(group_id) <= room else group_id[: room // 2 - 1] + "…" + group_id[-(room - room // 2) :]
+    others = len([m for m in members if m != group_id])
+    return f"{name} +{others}" if others else name
 
 
 def channel_grid(values: np.ndarray, width: int = ROW_WIDTH) -> np.ndarray:
@@ -42,7 +83,7 @@ class HeatmapPanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.title = QLabel("Select a layer to see its channels' importance")
+        self.title = QLabel()
         self.title.setWordWrap(True)
         self.hover = QLabel(" ")
         self.view = pg.GraphicsLayoutWidget()
@@ -75,7 +116,6 @@ class HeatmapPanel(QWidget):
         self.colorbar = pg.ColorBarItem(values=(0, 1), colorMap=pg.colormap.get("viridis"), label="importance")
         self.colorbar.setImageItem(self.image, insert_in=self.plot)
         self.strip = pg.GraphicsLayoutWidget()
-        self.strip.setMaximumHeight(170)
         self.strip_plot = self.strip.addPlot()
         self.strip_plot.setLabel("left", "group")
         self.strip_plot.setLabel("bottom", "channel")
@@ -94,11 +134,14 @@ class HeatmapPanel(QWidget):
         overview = QLabel("Overview: every scored group, one row each (normalised per group)")
         overview.setWordWrap(True)
         layout.addWidget(overview)
-        layout.addWidget(self.strip, stretch=1)
+        layout.addWidget(self.strip)
         self._values = np.zeros(0)
         self._strip_ids: list[str] = []
         self.plot.scene().sigMouseMoved.connect(self._on_hover)
+        self.plot.vb.sigResized.connect(self._label_channels)
+        self._members: dict[str, list[str]] = {}
         self.strip_plot.scene().sigMouseClicked.connect(self._on_strip_click)
+        self.strip_plot.scene().sigMouseMoved.connect(self._on_strip_hover)
         self.plot.scene().sigMouseClicked.connect(self._on_channel_click)
         self._group_id = ""
         self._removed: list[int] = []
@@ -110,16 +153,21 @@ class HeatmapPanel(QWidget):
         self.title.setText(text)
         self.empty.setText(text)
 
-    def show_group(self, group_id: str, values: np.ndarray | None, removed: Sequence[int] = ()) -> None:
-        """Draw one group's per-channel importance, outlining the channels in ``removed`` (or say what to do)."""
+    def show_group(
+        self,
+        group_id: str,
+        values: np.ndarray | None,
+        removed: Sequence[int] = (),
+        scored: bool = False,
+        changed_by: str = "",
+    ) -> None:
+        """Draw one group's per-channel importance, outlining the channels in ``removed``; with no values say
+        what to do (``scored`` and ``changed_by`` as in ``empty_text``)."""
         self._group_id = group_id
         if values is None or len(values) == 0:
-            self.title.setText(f"{group_id}: no scores yet" if group_id else "No scores yet: run a method")
-            self.empty.setText(
-                f"{group_id} has no scores yet: pick a method on the right and press Run."
-                if group_id
-                else "Run a method (right), then select a layer in the tree to see its channels' importance here."
-            )
+            title, text = empty_text(group_id, scored, changed_by)
+            self.title.setText(title)
+            self.empty.setText(text)
             self.image.clear()
             self._values = np.zeros(0)
             self._show_removed([])
@@ -138,10 +186,16 @@ class HeatmapPanel(QWidget):
         self.colorbar.setLevels((low, high if high > low else low + 1e-12))
         rows = grid.shape[0]
         self.plot.setRange(xRange=(0, ROW_WIDTH), yRange=(0, rows), padding=0.02)
-        self.plot.getAxis("bottom").setTicks([[(c + 0.5, str(c)) for c in range(0, ROW_WIDTH, 4)], []])
+        self._label_channels()
         step = max(1, math.ceil(rows / 16))
         self.plot.getAxis("left").setTicks([[(r + 0.5, str(r * ROW_WIDTH)) for r in range(0, rows, step)], []])
         self._show_removed([int(c) for c in removed])
+
+    def _label_channels(self) -> None:
+        """Label every 4th, 8th or 16th channel on the bottom axis, as many as the plot's width has room for."""
+        pixels_per_channel = self.plot.vb.width() / ROW_WIDTH
+        step = next((s for s in (4, 8) if s * pixels_per_channel >= 28), 16)
+        self.plot.getAxis("bottom").setTicks([[(c + 0.5, str(c)) for c in range(0, ROW_WIDTH, step)], []])
 
     def _show_removed(self, removed: list[int]) -> None:
         self._removed = sorted(removed)
@@ -156,14 +210,20 @@ class HeatmapPanel(QWidget):
         """The channels outlined as removed (ascending)."""
         return list(self._removed)
 
-    def show_overview(self, groups: list[tuple[str, np.ndarray]]) -> None:
+    def show_overview(self, groups: list[tuple[str, np.ndarray]], members: dict[str, list[str]] | None = None) -> None:
+        """One row per group, labelled with its layers (every row while they fit); hover names them all, a click
+        selects the group (``group_clicked``)."""
         self._strip_ids = [group_id for group_id, _ in groups]
+        self._members = {gid: list((members or {}).get(gid, [gid])) for gid in self._strip_ids}
         if groups:
-            self.strip_image.setImage(overview_grid(groups), levels=(0, 1))
-            step = max(1, math.ceil(len(groups) / 8))  # a readable number of row labels
-            self.strip_plot.getAxis("left").setTicks(
-                [[(row + 0.5, groups[row][0]) for row in range(0, len(groups), step)], []]
-            )
+            grid = overview_grid(groups)
+            self.strip_image.setImage(grid, levels=(0, 1))
+            height = min(STRIP_MAX_PX, STRIP_AXES_PX + LABEL_PX * len(groups))
+            self.strip.setFixedHeight(height)  # a row label per row while they fit; the channel heatmap takes the rest
+            step = max(1, math.ceil(len(groups) / ((height - STRIP_AXES_PX) // LABEL_PX)))
+            labels = [(row + 0.5, row_label(gid, self._members[gid])) for row, gid in enumerate(self._strip_ids)]
+            self.strip_plot.getAxis("left").setTicks([labels[::step], []])
+            self.strip_plot.setRange(xRange=(0, grid.shape[1]), yRange=(0, len(groups)), padding=0)
         else:
             self.strip_image.clear()
             self.strip_plot.getAxis("left").setTicks(None)
@@ -188,8 +248,18 @@ class HeatmapPanel(QWidget):
         if channel is not None:
             self.channel_clicked.emit(self._group_id, channel)
 
+    def _strip_row(self, position: QPointF) -> str | None:
+        if not self.strip_plot.sceneBoundingRect().contains(position):
+            return None
+        row = math.floor(self.strip_plot.vb.mapSceneToView(position).y())
+        return self._strip_ids[row] if 0 <= row < len(self._strip_ids) else None
+
+    def _on_strip_hover(self, position: QPointF) -> None:
+        group = self._strip_row(position)
+        if group is not None:
+            self.hover.setText(f"overview row {group}: layers {', '.join(self._members[group])} (click to show)")
+
     def _on_strip_click(self, event) -> None:
-        point = self.strip_plot.vb.mapSceneToView(event.scenePos())
-        row = math.floor(point.y())
-        if 0 <= row < len(self._strip_ids):
-            self.group_clicked.emit(self._strip_ids[row])
+        group = self._strip_row(event.scenePos())
+        if group is not None:
+            self.group_clicked.emit(group)

@@ -6,8 +6,6 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from secateur.app import cli
-
 
 def _gui_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="secateur gui", description="Open Secateur's window.")
@@ -22,7 +20,9 @@ def _gui_parser() -> argparse.ArgumentParser:
     parser.add_argument("--apply", action="store_true", help="apply the method's plan (for screenshots)")
     parser.add_argument("--select", metavar="LAYER", help="select this layer in the tree (for screenshots)")
     parser.add_argument("--screenshot", metavar="FILE", help="render the window to a PNG and exit")
-    parser.add_argument("--size", default="1280x800", help="window size for --screenshot, WIDTHxHEIGHT (1280x800)")
+    parser.add_argument(
+        "--size", default="1280x800", help="window size WIDTHxHEIGHT (1280x800), at most the screen unless --screenshot"
+    )
     return parser
 
 
@@ -30,11 +30,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``secateur`` with no arguments, or ``secateur gui ...``, opens the window; anything else is the CLI."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments and arguments[0] != "gui":
+        from secateur.app import cli
+
         return cli.main(arguments)
     options = _gui_parser().parse_args(arguments[1:])
+    # The splash first (Qt only, well under a second); torch and the window load behind it.
+    splash = None
+    if not options.screenshot:
+        from secateur.app.splash import show_splash
+
+        splash = show_splash()
     from secateur.app.gui import run_gui
 
-    return run_gui(options)
+    return run_gui(options, splash)
 
 
 if __name__ == "__main__":

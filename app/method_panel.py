@@ -1,4 +1,4 @@
-"""The method panel: pick a method, fill its parameters, set the target, run and cancel."""
+"""The method panel: pick a method, fill its parameters, set the target; run, cancel and apply from a fixed bar."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QGridLayout,
     QGroupBox,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from secateur.app.docks import scrolling
 from secateur.core.common.errors import InputError
 from secateur.core.pruning.methods import MethodInfo, ParamSpec
 from secateur.core.pruning.params import validate_params
@@ -107,23 +108,21 @@ class MethodPanel(QWidget):
         self.target_form.addRow(self.recalibrate)
         self.target_form.setRowVisible(self.target_blocks, False)
         self.target_kind.currentIndexChanged.connect(self._show_target_kind)
-        buttons = QHBoxLayout()
-        for button in (self.run_button, self.cancel_button):
-            buttons.addWidget(button)
-        actions = QHBoxLayout()
-        for button in (self.apply_button, self.undo_button, self.sweep_button):
-            actions.addWidget(button)
+        form = QWidget()
+        fields = QVBoxLayout(form)
+        fields.addWidget(QLabel("Method"))
+        fields.addWidget(self.picker)
+        fields.addWidget(self.description)
+        fields.addWidget(self.form_box)
+        fields.addWidget(self.error)
+        fields.addWidget(target)
+        fields.addStretch(1)
+        self.form_area = scrolling(form)
         layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("Method"))
-        layout.addWidget(self.picker)
-        layout.addWidget(self.description)
-        layout.addWidget(self.form_box)
-        layout.addWidget(self.error)
-        layout.addWidget(target)
-        layout.addWidget(self.plan_info)
-        layout.addLayout(buttons)
-        layout.addLayout(actions)
-        layout.addStretch(1)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.form_area)
+        layout.addWidget(self._action_bar())
+        layout.addStretch(1)  # spare height goes below the buttons, not between the form and them
 
         self.picker.currentTextChanged.connect(self._show_method)
         self.run_button.clicked.connect(self._on_run)
@@ -133,6 +132,23 @@ class MethodPanel(QWidget):
         self.sweep_button.clicked.connect(self.sweep_requested)
         if methods:
             self._show_method(self.picker.currentText())
+
+    def _action_bar(self) -> QWidget:
+        """The plan's summary, Run/Cancel and Apply/Undo/Sweep under the form, outside its scroll area: always in
+        view, never moving."""
+        bar = QWidget()
+        bar.setObjectName("method-actions")
+        grid = QGridLayout(bar)
+        grid.setContentsMargins(9, 4, 9, 6)
+        grid.addWidget(self.plan_info, 0, 0, 1, 6)  # what Apply would do, next to it
+        grid.addWidget(self.run_button, 1, 0, 1, 3)
+        grid.addWidget(self.cancel_button, 1, 3, 1, 3)
+        for column, button in enumerate((self.apply_button, self.undo_button, self.sweep_button)):
+            grid.addWidget(button, 2, 2 * column, 1, 2)
+        return bar
+
+    def action_buttons(self) -> list[QPushButton]:
+        return [self.run_button, self.cancel_button, self.apply_button, self.undo_button, self.sweep_button]
 
     def method(self) -> MethodInfo:
         return self.methods[self.picker.currentText()]

@@ -25,7 +25,7 @@ IMMEDIATE = ("job", "notice")  # events shown at once, with their argument
 class SessionBridge(QObject):
     """Follows one session at a time; ``changed`` carries the set of event names since the last redraw."""
 
-    changed = Signal(object)  # set[str]: "model", "scores", "plan", "metrics", "history", "training", "sweep"
+    changed = Signal(object)  # set[str]: "model", "scores", "plan", "metrics", "history", "training", "sweep", …
     notice = Signal(str)
     job = Signal(str)
     _relayed = Signal(str, object)  # event name, its arguments; queued when emitted from a worker thread
@@ -47,7 +47,7 @@ class SessionBridge(QObject):
         self.session = session
         if session is not None:
             session.events.connect(self._relay)
-        self._dirty |= {"model", "scores", "plan", "metrics", "history", "training", "sweep"}
+        self._dirty |= {"model", "scores", "plan", "metrics", "history", "training", "sweep", "choices"}
         self._flush()
 
     def _relay(self, info: EmissionInfo) -> None:  # any thread

@@ -21,6 +21,28 @@ def smoothed(values: list[float] | np.ndarray, weight: float = SMOOTHING) -> np.
     return out
 
 
+def grown_range(
+    shown: tuple[float, float] | None, low: float, high: float, step: float, ceiling: float = np.inf
+) -> tuple[float, float]:
+    """An axis range that holds ``low``–``high``, on multiples of ``step`` up to ``ceiling``, and only ever grows.
+
+    An axis whose range moves redraws its tick labels, the slowest part of a
+    plot's paint; a range that changes only when the data leave it keeps a
+    curve that grows point by point cheap to draw.
+    """
+    wanted = (float(np.floor(low / step) * step), float(min(ceiling, np.ceil(high / step) * step)))
+    if wanted[1] <= wanted[0]:  # one value (or one at the ceiling): a step of room on the open side
+        wanted = (wanted[1] - step, wanted[1]) if wanted[1] >= ceiling else (wanted[0], wanted[0] + step)
+    if shown is None:
+        return wanted
+    return (min(shown[0], wanted[0]), max(shown[1], wanted[1]))
+
+
+def nice_step(value: float) -> float:
+    """Half the power of ten at or below ``value``: 2.3 → 0.5, 0.003 → 0.0005 (a loss's axis, whatever its size)."""
+    return 10.0 ** np.floor(np.log10(value)) / 2 if value > 0 else 0.5
+
+
 class TrainingView(pg.GraphicsLayoutWidget):
     """Two linked plots over epochs; ``show_log`` redraws both from the session's training log."""
 
@@ -35,6 +57,11 @@ class TrainingView(pg.GraphicsLayoutWidget):
         self.raw = self.loss_plot.plot(pen=pg.mkPen("#bbbbbb"))
         self.smooth = self.loss_plot.plot(pen=pg.mkPen("#c0392b", width=2))
         self.accuracy = self.accuracy_plot.plot(pen=pg.mkPen("#2c6fbb", width=2), symbol="o", symbolBrush="#2c6fbb")
+        self.loss_plot.setDownsampling(auto=True, mode="peak")  # thousands of steps, a few hundred pixels
+        self.loss_plot.setClipToView(True)
+        for plot in (self.loss_plot, self.accuracy_plot):
+            plot.disableAutoRange()
+        self.ranges: dict[str, tuple[float, float] | None] = {"x": None, "loss": None, "accuracy": None}
 
     def show_log(self, log: TrainingLog | None) -> None:
         steps = log.steps if log is not None else []
@@ -44,4 +71,23 @@ class TrainingView(pg.GraphicsLayoutWidget):
         self.raw.setData(x, y)
         self.smooth.setData(x, smoothed(y))
         epochs = log.epochs if log is not None else []
-        self.accuracy.setData([r.epoch for r in epochs], [r.val_accuracy for r in epochs])
+        accuracies = [r.val_accuracy for r in epochs]
+        self.accuracy.setData([r.epoch for r in epochs], accuracies)
+        if not len(x) and not epochs:
+            self.ranges = dict.fromkeys(self.ranges)  # a new run starts on fresh axes
+            return
+        planned = log.total_steps / per_epoch if log is not None and log.total_steps else 0.0
+        last = max([float(x.max()) if len(x) else 0.0, *(r.epoch for r in epochs), planned, 1.0])
+        self._set_range("x", 0.0, last, 1.0, self.loss_plot.setXRange)
+        finite = y[np.isfinite(y)]
+        if len(finite):
+            top = float(finite.max())
+            self._set_range("loss", 0.0, top, nice_step(top), self.loss_plot.setYRange)
+        if accuracies:
+            self._set_range("accuracy", min(accuracies), max(accuracies), 5.0, self.accuracy_plot.setYRange, 100.0)
+
+    def _set_range(self, axis: str, low: float, high: float, step: float, setter, ceiling: float = np.inf) -> None:
+        grown = grown_range(self.ranges[axis], low, high, step, ceiling)
+        if grown != self.ranges[axis]:
+            self.ranges[axis] = grown
+            setter(*grown, padding=0.02)

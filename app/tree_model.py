@@ -9,10 +9,13 @@ from PySide6.QtWidgets import QStyledItemDelegate, QStyleOptionViewItem
 from secateur.app.report import human_count
 from secateur.core.graph.layer_tree import LayerTree
 
-COLUMNS = ("layer", "type", "output", "params", "MACs", "kept", "importance")
+COLUMNS = ("layer", "type", "output", "params", "MACs", "kept", "importance", "override")
 NAME_ROLE = Qt.ItemDataRole.UserRole + 1  # the full module path of a row
 SORT_ROLE = Qt.ItemDataRole.UserRole + 2  # the number a column sorts by
 BAR_ROLE = Qt.ItemDataRole.UserRole + 3  # importance in [0, 1], or None
+GROUP_ROLE = Qt.ItemDataRole.UserRole + 4  # the prunable group a row's layer belongs to, or None
+LOCKED_ROLE = Qt.ItemDataRole.UserRole + 5  # whether that group is locked
+OVERRIDE_ROLE = Qt.ItemDataRole.UserRole + 6  # that group's override ratio (fraction removed), or None
 
 
 def _item(text: str, sort_value: object = None) -> QStandardItem:
@@ -31,12 +34,19 @@ class LayerTreeModel(QStandardItemModel):
         self._rows: dict[str, list[QStandardItem]] = {}
         self._group_of: dict[str, str] = {}
         self._channels: dict[str, int] = {}
+        self._prunable: set[str] = set()
+        self.has_choices = False  # whether any group is locked or overridden (the view shows the column then)
+        # what each row shows, kept on the Python side: asking Qt (row.data(), row.text()) costs a GIL hand-over
+        # per call, milliseconds each while a job's worker thread runs Python, so redraws compare against these
+        self._shown: dict[tuple[str, str], object] = {}
 
     def set_tree(self, tree: LayerTree) -> None:
         self.removeRows(0, self.rowCount())
         self._rows.clear()
+        self._shown.clear()
         self._group_of = {layer.name: layer.group for layer in tree.layers if layer.group}
         self._channels = {group.id: group.channels for group in tree.groups}
+        self._prunable = {group.id for group in tree.groups if group.prunable}
         parents: dict[str, QStandardItem] = {}
         for layer in tree.layers:
             shape = "×".join(str(v) for v in layer.output_shape[1:]) if layer.output_shape else ""
@@ -49,13 +59,18 @@ class LayerTreeModel(QStandardItemModel):
                 _item(human_count(layer.macs), layer.macs),
                 _item(f"{channels} / {channels}" if channels else "", channels),
                 _item("", -1.0),
+                _item("", ""),
             ]
             row[0].setData(layer.name, NAME_ROLE)
+            row[0].setData(layer.group if layer.group in self._prunable else None, GROUP_ROLE)
+            row[0].setData(False, LOCKED_ROLE)  # set before the row joins the model: no view hears of it
             row[0].setToolTip(layer.name + (f"\ngroup {layer.group}" if layer.group else ""))
             parent = parents.get(layer.parent)
             (parent or self.invisibleRootItem()).appendRow(row)
             parents[layer.name] = row[0]
             self._rows[layer.name] = row
+            shown = {"kept": row[5].text(), "bar": None, "override": None, "choice": "", "locked": False}
+            self._shown.update({(layer.name, what): value for what, value in shown.items()})
 
     def group_of(self, layer: str) -> str | None:
         return self._group_of.get(layer)
@@ -80,7 +95,7 @@ class LayerTreeModel(QStandardItemModel):
                 )
             else:
                 value, sort, tip = None, -1.0, ""
-            if row[6].data(BAR_ROLE) != value:
+            if self._changed(name, "bar", value):
                 row[6].setData(value, BAR_ROLE)
                 row[6].setData(sort, SORT_ROLE)
                 row[6].setToolTip(tip)
@@ -99,10 +114,43 @@ class LayerTreeModel(QStandardItemModel):
                 colour = "#c0392b" if count < total else "#2c3e50"
             else:
                 text, sort, colour = "", -1.0, "#2c3e50"
-            if row[5].text() != text:
+            if self._changed(name, "kept", text):
                 row[5].setText(text)
                 row[5].setData(sort, SORT_ROLE)
                 row[5].setForeground(QColor(colour))
+
+    def show_choices(self, locked: frozenset[str] | set[str], overrides: dict[str, float]) -> None:
+        """The override column: "locked" or the group's own ratio on every row of a locked or overridden group."""
+        self.has_choices = bool(locked or overrides)
+        for name, row in self._rows.items():
+            group = self._group_of.get(name)
+            ratio = overrides.get(group) if group else None
+            if group in locked:
+                text, tip = "locked", f"group {group} is locked: never pruned (--lock {group})"
+            elif ratio is not None:
+                channels = self._channels.get(group, 0)
+                text = f"prune {ratio:.0%}"
+                tip = f"group {group}: {ratio:.0%} of its {channels} channels removed, whatever the target"
+                tip += f" (--override {group}={ratio:g})"
+            else:
+                text, tip = "", ""
+            if self._changed(name, "locked", group in locked):  # each setData repaints: only what changed
+                row[0].setData(group in locked, LOCKED_ROLE)
+            if self._changed(name, "override", ratio):
+                row[0].setData(ratio, OVERRIDE_ROLE)
+            if self._changed(name, "choice", text):
+                row[7].setText(text)
+                row[7].setData(text, SORT_ROLE)
+                row[7].setToolTip(tip)
+                row[7].setForeground(QColor("#8e44ad"))
+
+    def _changed(self, name: str, what: str, value: object) -> bool:
+        """Whether row ``name`` shows something other than ``value`` in ``what``; records ``value`` as shown."""
+        key = (name, what)
+        if key in self._shown and self._shown[key] == value:
+            return False
+        self._shown[key] = value
+        return True
 
 
 class SortProxy(QSortFilterProxyModel):

@@ -27,13 +27,18 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QProgressBar,
+    QStackedWidget,
     QTabWidget,
 )
 
-from secateur.app.docks import Docks, scrolling
+from secateur.app.block_view import BlockView
+from secateur.app.compare_tab import CompareTab
+from secateur.app.controls import enable as _enable
+from secateur.app.docks import Docks
+from secateur.app.finetune_dialog import FinetuneChoice, FinetuneDialog
 from secateur.app.heatmap import HeatmapPanel
 from secateur.app.method_panel import MethodPanel
-from secateur.app.open_dialog import ModelRequest, OpenModelDialog, open_session
+from secateur.app.open_dialog import DATA_LAYOUTS, ModelRequest, OpenModelDialog, open_session
 from secateur.app.relevance_view import ChannelRelevanceView
 from secateur.app.report import human_count
 from secateur.app.results import MEASURING, ResultsView, Side, caption, metric_rows
@@ -57,16 +62,6 @@ SWEEP_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 MAX_RECENT = 8
 PREVIEW_DELAY_MS = 150  # the plan preview waits for the target to stop changing
 BLOCK_SCORES_NOTE = "a block method: each removable block's score is the bar on its row of the tree"
-
-
-def _enable(widget: Any, reason: str) -> None:
-    """Enable a control when ``reason`` is empty; otherwise disable it and say why in its tooltip."""
-    default = widget.property("default_tip")
-    if default is None:
-        default = widget.toolTip()
-        widget.setProperty("default_tip", default)
-    widget.setEnabled(not reason)
-    widget.setToolTip(reason or default)
 
 
 class MainWindow(QMainWindow):
@@ -101,12 +96,18 @@ class MainWindow(QMainWindow):
         self.tree.setModel(self.proxy)
         self.proxy.sort(-1)
         self.heatmap = HeatmapPanel()
+        self.block_view = BlockView()
+        self.centre = QStackedWidget()  # the channel heatmap, or the block view for a block method
+        self.centre.addWidget(self.heatmap)
+        self.centre.addWidget(self.block_view)
         self.panel = MethodPanel(self.registry.methods)
         self.results = ResultsView()
         self.curve = pg.PlotWidget(title="accuracy against ratio (no fine-tuning)")
         self.curve.setLabel("bottom", "channel ratio removed")
         self.curve.setLabel("left", "accuracy %")
         self.sweep_line = self.curve.plot(symbol="o")
+        self.curve.setRange(xRange=(0.0, 1.0), yRange=(0.0, 100.0))  # fixed axes: a growing curve redraws no ticks
+        self.curve.disableAutoRange()
         self.training = TrainingView()
         self.relevance = ChannelRelevanceView()
         tabs = QTabWidget()
@@ -122,16 +123,22 @@ class MainWindow(QMainWindow):
         self.tabs = tabs
         self.setStatusBar(StatusBar())
         self.docks = Docks(self, self.settings)
-        self.setCentralWidget(self.heatmap)
+        self.setCentralWidget(self.centre)
         self.docks.add("layers", "Layers", self.tree, Qt.DockWidgetArea.LeftDockWidgetArea)
-        self.docks.add("method", "Method", scrolling(self.panel), Qt.DockWidgetArea.RightDockWidgetArea)
+        self.docks.add("method", "Method", self.panel, Qt.DockWidgetArea.RightDockWidgetArea)  # its form scrolls
         self.docks.add("results", "Results", tabs, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.compare = CompareTab(self.registry.methods)
+        self.compare.set_host(self._run, lambda: self.session)
+        self.docks.add("compare", "Compare", self.compare, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.tabifyDockWidget(self.docks["layers"], self.docks["compare"])  # the tall left column, a tab away
+        self.docks["layers"].raise_()
 
         self.device_picker = QComboBox()
         self.device_picker.addItems(["cpu", *(["cuda"] if torch.cuda.is_available() else [])])
         self.device_picker.setCurrentText(str(self.settings.value("device", "cpu")))
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(260)
+        self.progress.setMinimumWidth(150)  # "latency 16%" and the like, whole
         self.progress.setFormat("idle")
         self.elapsed = QLabel()
         self.statusBar().addPermanentWidget(QLabel("device"))
@@ -148,6 +155,7 @@ class MainWindow(QMainWindow):
 
         self._build_menus()
         self._connect()
+        self._show_centre()
         self._report_failed_plugins()
         self._update_controls()
         self.docks.restore()
@@ -199,18 +207,14 @@ class MainWindow(QMainWindow):
         plugins = QAction("Plugins that failed to load", self)
         plugins.triggered.connect(self.show_failed_plugins)
         help_menu.addAction(plugins)
-        lock = QAction("Lock this layer's group", self)
-        lock.triggered.connect(self._lock_selected)
-        override = QAction("Override this layer's ratio…", self)
-        override.triggered.connect(self._override_selected)
-        self.tree.addAction(lock)
-        self.tree.addAction(override)
-        self._locked: set[str] = set()
-        self._overrides: dict[str, float] = {}
 
     def _connect(self) -> None:
         self.tree.selectionModel().currentChanged.connect(lambda current, _: self._show_selected(current))
-        self.heatmap.group_clicked.connect(self._show_group)
+        self.tree.lock_requested.connect(self.set_locked)
+        self.tree.ratio_requested.connect(self.ask_override)
+        self.tree.clear_requested.connect(lambda group: self.set_override(group, None))
+        self.heatmap.group_clicked.connect(self.select_group)
+        self.block_view.block_clicked.connect(self.select_layer)
         self.heatmap.channel_clicked.connect(self.relevance.select)
         self.relevance.job_requested.connect(self._run)
         self.relevance.set_source(
@@ -231,6 +235,8 @@ class MainWindow(QMainWindow):
         ):
             changed.connect(lambda _: self._preview_timer.start())
         self.results.measure_requested.connect(self.measure_again)
+        self.compare.cancel_requested.connect(self.cancel)
+        self.compare.loading.connect(lambda: self.tabs.setCurrentWidget(self.results))
         self.device_picker.currentTextChanged.connect(self._set_device)
         self.bridge.changed.connect(self._redraw)
         self.bridge.notice.connect(lambda text: self.statusBar().showMessage(text, 10000))
@@ -389,6 +395,7 @@ class MainWindow(QMainWindow):
         for action in (self.finetune_action, self.recalibrate_action):
             action.setEnabled(not (waiting or no_data))
         self.save_action.setEnabled(not (waiting or no_model))
+        self.compare.update_controls(self.job, no_data)
         self.export_menu.setEnabled(not (waiting or no_model))
 
     # --- drawing from the session ----------------------------------------------------------
@@ -400,6 +407,10 @@ class MainWindow(QMainWindow):
             self._draw_scores()
         if names & {"model", "plan"}:
             self._draw_plan()
+        if names & {"model", "choices"}:
+            self._draw_choices()
+        if names & {"model", "scores", "plan"}:
+            self._draw_blocks()
         if names & {"model", "metrics", "history"}:
             self._draw_metrics()
         if "training" in names:
@@ -428,7 +439,8 @@ class MainWindow(QMainWindow):
         groups = scores.groups if scores is not None else {}
         blocks = scores.blocks if scores is not None else {}
         arrays = [(gid, values.numpy()) for gid, values in groups.items()]
-        self.heatmap.show_overview(arrays)
+        tree = self.session.tree if self.session is not None else None
+        self.heatmap.show_overview(arrays, {g.id: g.out_layers for g in tree.groups} if tree is not None else None)
         means = {gid: float(values.mean()) for gid, values in arrays}
         top = max(means.values(), default=1.0) or 1.0
         self.tree_model.show_scores({gid: mean / top for gid, mean in means.items()}, blocks)
@@ -438,7 +450,7 @@ class MainWindow(QMainWindow):
         elif blocks and not groups:
             self.heatmap.show_note(BLOCK_SCORES_NOTE)
         else:
-            self.heatmap.show_group("", None)
+            self.heatmap.show_group("", None, **self._why_empty())
 
     def _draw_plan(self) -> None:
         plan = self.session.plan if self.session is not None else None
@@ -455,6 +467,30 @@ class MainWindow(QMainWindow):
             f"{human_count(plan.predicted_macs)} MACs after pruning"
         )
 
+    def _show_centre(self) -> None:
+        """A block method's work is the block view; a channel method's is the heatmap."""
+        blocks = bool(self.panel.methods) and self.panel.method().granularity == "block"
+        self.centre.setCurrentWidget(self.block_view if blocks else self.heatmap)
+
+    def _draw_blocks(self) -> None:
+        session = self.session
+        tree = session.tree if session is not None else None
+        scores = session.scores if session is not None else None
+        plan = session.plan if session is not None else None
+        self.block_view.show_blocks(
+            tree.blocks if tree is not None else [],
+            scores.blocks if scores is not None else {},
+            plan.blocks_removed if plan is not None else (),
+            session.plan_options(plan.options if plan is not None else self.panel.options()) if session else None,
+            complete=session is None or session.scored is not None or scores is None,
+        )
+
+    def _draw_choices(self) -> None:
+        session = self.session
+        locked, overrides = (session.locked, session.overrides) if session is not None else (frozenset(), {})
+        self.tree_model.show_choices(locked, overrides)
+        self.tree.show_override_column(self.tree_model.has_choices)
+
     def _draw_metrics(self) -> None:
         session = self.session
         if session is None:
@@ -467,7 +503,8 @@ class MainWindow(QMainWindow):
             after = Side(None, None, None)
         pending = MEASURING if self.busy() else "—"
         self.results.show_rows(
-            metric_rows(before, after, pending), caption(session.metrics_before, session.metrics_after)
+            metric_rows(before, after, pending),
+            caption(session.metrics_before, session.metrics_after, pending == MEASURING),
         )
 
     def _draw_sweep(self) -> None:
@@ -500,7 +537,20 @@ class MainWindow(QMainWindow):
         values = scores.groups.get(group) if scores is not None else None
         planned = session.plan.groups.get(group) if session is not None and session.plan is not None else None
         removed = planned.removed if planned is not None else ()
-        self.heatmap.show_group(group, None if values is None else values.numpy(), removed)
+        self.heatmap.show_group(group, None if values is None else values.numpy(), removed, **self._why_empty())
+
+    def _why_empty(self) -> dict[str, Any]:
+        """Why a heatmap may have nothing to draw: scores to pick from, or a step that dropped them with the model."""
+        session = self.session
+        if session is None:
+            return {}
+        changed_by = session.history[-1].method if session.history else ""
+        return {"scored": session.scores is not None, "changed_by": changed_by}
+
+    def select_group(self, group: str) -> None:
+        """An overview row was clicked: select the group's root layer in the tree and show its heatmap."""
+        self.select_layer(group)
+        self._show_group(group)
 
     # --- opening ---------------------------------------------------------------------------
 
@@ -523,7 +573,7 @@ class MainWindow(QMainWindow):
             previous.scores is not None or previous.plan is not None or previous.metrics_after is not None
         )
         self.session = session
-        self._locked, self._overrides, self._plan_error = set(), {}, ""
+        self._plan_error = ""
         session.select_method(self.panel.method().id)
         self.bridge.follow(session)
         self.setWindowTitle(f"Secateur: {spec}" + (f" on {session.data.spec}" if session.data else ""))
@@ -544,8 +594,9 @@ class MainWindow(QMainWindow):
         dialog.open()
 
     def ask_data(self) -> None:
+        current = self.session.data.spec if self.session and self.session.data else "demo"
         spec, ok = QInputDialog.getText(
-            self, "Open data", "Data SPEC (demo, imagefolder:DIR, cifar10:DIR, …):", text="demo"
+            self, "Open data", f"Data SPEC: demo (the embedded shapes), or one of\n{DATA_LAYOUTS}", text=current
         )
         if ok and spec and self.session is not None:
             self.open(self.session.loaded.source or self.session.loaded.spec.text(), spec)
@@ -580,6 +631,7 @@ class MainWindow(QMainWindow):
 
     def _method_changed(self, method_id: str) -> None:
         self._plan_error = ""
+        self._show_centre()
         if self.session is not None:
             self.session.select_method(method_id)
         self._update_controls()
@@ -595,7 +647,7 @@ class MainWindow(QMainWindow):
         except InputError as error:
             self.panel.error.setText(str(error))
             return
-        session, target, options = self.session, self.panel.target(), self._options()
+        session, target, options = self.session, self.panel.target(), self.panel.options()
         self._plan_error = ""
 
         def job(progress: Progress) -> str:
@@ -603,12 +655,6 @@ class MainWindow(QMainWindow):
             return _plan_or_error(session, target, options, method.id)
 
         self._run(f"score with {method.id}", job, self._planned)
-
-    def _options(self):
-        options = self.panel.options()
-        options.locked = tuple(self._locked)
-        options.overrides = dict(self._overrides)
-        return options
 
     def preview_plan(self) -> None:
         """Make the plan for the current target on a worker (quietly); after a running job when one runs."""
@@ -618,7 +664,7 @@ class MainWindow(QMainWindow):
         if self.job is not None:
             self._preview_pending = True
             return
-        target, options, method = self.panel.target(), self._options(), self.panel.method().id
+        target, options, method = self.panel.target(), self.panel.options(), self.panel.method().id
         job = Job("plan preview", lambda progress: _plan_or_error(session, target, options, method), quiet=True)
         self._start(job, self._planned)
 
@@ -641,24 +687,29 @@ class MainWindow(QMainWindow):
         self.tree.setCurrentIndex(index)
         return True
 
-    def _selected_group(self) -> str | None:
-        name = self._selected_name()
-        return self.tree_model.group_of(name) if name else None
+    # --- per-group locks and overrides (the session keeps them; the next plan honours them) -------
 
-    def _lock_selected(self) -> None:
-        group = self._selected_group()
-        if group:
-            self._locked ^= {group}
+    def set_locked(self, group: str, locked: bool) -> None:
+        if self.session is not None:
+            self.session.set_locked(group, locked)
             self.preview_plan()
 
-    def _override_selected(self) -> None:
-        group = self._selected_group()
-        if not group:
+    def set_override(self, group: str, ratio: float | None) -> None:
+        if self.session is not None:
+            self.session.set_override(group, ratio)
+            self.preview_plan()
+
+    def ask_override(self, group: str) -> None:
+        """Ask for the fraction of the group's channels to remove (as the CLI's --override GROUP=RATIO)."""
+        if self.session is None:
             return
-        ratio, ok = QInputDialog.getDouble(self, "Override", f"Fraction of {group} to remove:", 0.5, 0.0, 0.95, 2)
+        current = self.session.overrides.get(group, self.panel.target_value.value())
+        ratio, ok = QInputDialog.getDouble(
+            self, "Prune ratio", f"Fraction of group {group}'s channels to remove (0 keeps them all):",
+            current, 0.0, 0.99, 2,
+        )  # fmt: skip
         if ok:
-            self._overrides[group] = ratio
-            self.preview_plan()
+            self.set_override(group, ratio)
 
     # --- applying, undo, sweep, fine-tuning, measuring, saving --------------------------------
 
@@ -681,7 +732,7 @@ class MainWindow(QMainWindow):
         if session is None or session.scored is None or not session.scored.scores.groups:
             self.show_error("Run a channel method first: the sweep prunes by its scores.")
             return
-        options = self._options()
+        options = self.panel.options()
         self.tabs.setCurrentWidget(self.curve)
         self._run("sweep", lambda progress: session.sweep(SWEEP_RATIOS, options, progress))
 
@@ -700,20 +751,28 @@ class MainWindow(QMainWindow):
         if self.session is None or self.session.data is None:
             self.show_error("Open a model and a data set first.")
             return
-        epochs, ok = QInputDialog.getInt(self, "Fine-tune", "Epochs:", 1, 1, 200)
-        if ok:
-            self.finetune(epochs)
+        dialog = FinetuneDialog(self)
+        dialog.setObjectName("finetune")
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.accepted.connect(lambda: self.finetune(dialog.choice()))
+        dialog.open()
 
-    def finetune(self, epochs: int) -> None:
+    def finetune(self, choice: FinetuneChoice | int) -> None:
+        """Fine-tune the current model as a job: a number of epochs, or everything the dialog offers."""
         session = self.session
         assert session is not None
-        config = FinetuneConfig(epochs=epochs)
+        if isinstance(choice, int):
+            choice = FinetuneChoice(FinetuneConfig(epochs=choice))
+        config = choice.config
         self.tabs.setCurrentWidget(self.training)
 
         def done(result) -> None:
             self.statusBar().showMessage(f"fine-tuned: best epoch {result.best_epoch}", 8000)
 
-        self._run(f"fine-tune {epochs} epoch(s)", lambda progress: session.finetune(config, progress), done)
+        def job(progress: Progress):
+            return session.finetune(config, progress, batch_size=choice.batch_size, seed=choice.seed)
+
+        self._run(f"fine-tune {config.epochs} epoch(s)", job, done)
 
     def cluster_command(self, processes: int, epochs: int) -> str:
         """The ``torchrun`` line that fine-tunes the current model on a cluster node (the model as saved)."""

@@ -15,9 +15,13 @@ demo), before accuracy and latency are measured.
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import statistics
+import sys
+import threading
 import time
+import traceback
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -52,6 +56,56 @@ class Heartbeat:
         self.timer.start()
 
 
+class StallSampler:
+    """While the heartbeat is late by more than ``late_ms``, samples what the Qt thread is doing.
+
+    The samples say why the window stalls: Python code on the Qt thread shows
+    as its own frames; a Qt thread waiting for the GIL held by the worker
+    shows as the frame it was in when it had to wait.
+    """
+
+    def __init__(self, heartbeat: Heartbeat, late_ms: float = 30.0) -> None:
+        self.heartbeat, self.late_ms = heartbeat, late_ms
+        self.samples: collections.Counter[str] = collections.Counter()
+        self._qt_thread = threading.get_ident()
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        self._own = threading.get_ident()
+        while not self._stop.wait(0.01):
+            if not self.heartbeat.timer.isActive():
+                continue
+            if (time.perf_counter() - self.heartbeat._last) * 1000.0 < self.late_ms:
+                continue
+            frames = sys._current_frames()
+            frame = frames.get(self._qt_thread)
+            if frame is None:
+                continue
+            where = _where(frame)
+            if "_wait" in where.split(" < ")[0]:  # the Qt thread is in C++: say what the other threads were doing
+                others = [_where(f) for ident, f in frames.items() if ident not in (self._qt_thread, self._own)]
+                where = "Qt in C++; worker: " + (" | ".join(others) or "none")
+            self.samples[where] += 1
+
+    def report(self, top: int = 8) -> None:
+        print(f"\nwhere the Qt thread was while late by > {self.late_ms:.0f} ms (10 ms samples):")
+        for where, count in self.samples.most_common(top):
+            print(f"{count:>6}  {where}")
+        self._stop.set()
+
+
+def _where(frame, depth: int = 4) -> str:
+    """A thread's innermost ``depth`` frames, innermost first."""
+    stack = traceback.extract_stack(frame)[-depth:]
+    return " < ".join(f"{_short(f.filename)}:{f.lineno} {f.name}" for f in reversed(stack))
+
+
+def _short(filename: str) -> str:
+    """The last two parts of a source path."""
+    return "/".join(filename.split("/")[-2:])
+
+
 def _wait(signal, start, timeout_s: float = 1800) -> float:
     """Call ``start`` and spin the event loop until ``signal`` fires; returns the seconds it took."""
     loop = QEventLoop()
@@ -72,6 +126,7 @@ def _spin(seconds: float) -> None:
 
 def stalls(window: MainWindow, model: str, data: str | None, finetune_samples: int) -> None:
     heartbeat = Heartbeat()
+    sampler = StallSampler(heartbeat)
     window.panel.picker.setCurrentText("l1")
     window.panel.target_value.setValue(0.5)
     tree_at: list[float] = []
@@ -99,23 +154,30 @@ def stalls(window: MainWindow, model: str, data: str | None, finetune_samples: i
     ]
     if data is not None:
         steps += [("sweep", window.job_done, window.sweep), ("fine-tune", window.job_done, finetune)]
-    print(f"{'action':<14} {'seconds':>8} {'beats':>6} {'median gap ms':>14} {'longest stall ms':>17}")
+    header = f"{'action':<14} {'seconds':>8} {'beats':>6} {'median gap ms':>14} {'p99 ms':>7} {'> 16 ms':>8}"
+    print(f"{header} {'longest stall ms':>17}")
     for name, signal, start in steps:
         heartbeat.start()
         started = time.perf_counter()
         seconds = _wait(signal, start)
         heartbeat.timer.stop()
         gaps = heartbeat.gaps or [0.0]
-        print(f"{name:<14} {seconds:>8.2f} {len(gaps):>6} {statistics.median(gaps):>14.1f} {max(gaps):>17.1f}")
+        p99 = sorted(gaps)[int(0.99 * (len(gaps) - 1))]
+        late = sum(gap > 16 for gap in gaps)
+        print(
+            f"{name:<14} {seconds:>8.2f} {len(gaps):>6} {statistics.median(gaps):>14.1f} {p99:>7.1f} {late:>8}"
+            f" {max(gaps):>17.1f}"
+        )
         if name == "apply" and tree_at:
             print(f"{'':<14} Apply → new tree: {tree_at[0] - started:.2f} s")
         if "failed" in window.statusBar().currentMessage():
             raise SystemExit(window.statusBar().currentMessage())
+    sampler.report()
 
 
-def cancellation(window: MainWindow) -> None:
+def cancellation(window: MainWindow, methods: list[str] | None = None) -> None:
     print(f"\n{'method':<14} {'acknowledged ms':>16} {'cancelled after s':>18}  outcome")
-    for method_id in sorted(window.registry.methods):
+    for method_id in methods or sorted(window.registry.methods):
         window.panel.picker.setCurrentText(method_id)
         for name, value in QUICK.get(method_id, {}).items():
             window.panel.set_param(name, value)
@@ -146,6 +208,7 @@ def main() -> None:
     parser.add_argument("--finetune-samples", type=int, default=1024, help="training images for the fine-tune step")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-cancel", action="store_true", help="skip the per-method cancellation table")
+    parser.add_argument("--only-cancel", metavar="IDS", help="only the cancellation table, for these methods (a,b)")
     options = parser.parse_args()
     torch.set_num_threads(options.threads)
     data = options.data or ("demo" if options.model.startswith("demo") else None)
@@ -154,9 +217,14 @@ def main() -> None:
     window.resize(1280, 800)
     window.show()
     print(f"model {options.model}, data {data}, {options.threads} torch thread(s), cpu")
-    stalls(window, options.model, data, options.finetune_samples)
-    if not options.no_cancel and data is not None:
-        cancellation(window)
+    if options.only_cancel:
+        _wait(window.job_done, lambda: window.open(options.model, data))
+        cancellation(window, options.only_cancel.split(","))
+    else:
+        stalls(window, options.model, data, options.finetune_samples)
+        if not options.no_cancel and data is not None:
+            cancellation(window)
+    window.confirm_unsaved = False  # the fine-tuned model is not saved: closing must not wait on the question
     window.close()
     app.quit()
 

@@ -1,4 +1,4 @@
-"""The zoo battery: every torchvision classification architecture × the training-free channel methods.
+"""The zoo battery: every torchvision classification architecture (and timm family) × the training-free channel methods.
 
 Each cell (architecture, method, ratio) runs the user's path: score, plan,
 apply, a forward pass, predicted = measured params and MACs, the checkpoint
@@ -61,21 +61,40 @@ FIRST = (
 )  # fmt: skip
 
 
-def architectures() -> list[str]:
-    """torchvision's classification architectures (``list_models``), family representatives first."""
+# one small member of each timm family (``--timm``), named as the model SPEC is: ``timm:NAME``
+TIMM_FAMILIES = tuple(
+    f"timm:{name}"
+    for name in (
+        "resnet18", "efficientnet_b0", "mobilenetv3_small_100", "convnext_atto", "regnetx_002", "ghostnet_100",
+        "rexnet_100", "vit_tiny_patch16_224", "deit_tiny_patch16_224", "swin_tiny_patch4_window7_224",
+        "mixer_s16_224", "poolformer_s12", "resnest14d", "dla34", "mobilevit_xxs", "repvgg_a0", "cspresnet50",
+        "levit_128s", "densenet121", "hrnet_w18_small",
+    )
+)  # fmt: skip
+
+
+def architectures(timm: bool = False) -> list[str]:
+    """torchvision's classification architectures (``list_models``), family representatives first; timm's too."""
     import torchvision
 
     names = sorted(torchvision.models.list_models(module=torchvision.models))
-    return [name for name in FIRST if name in names] + [name for name in names if name not in FIRST]
+    ordered = [name for name in FIRST if name in names] + [name for name in names if name not in FIRST]
+    return ordered + list(TIMM_FAMILIES) if timm else ordered
+
+
+def _spec(name: str) -> str:
+    """The model SPEC of a battery architecture: ``timm:NAME`` as given, a bare name is torchvision's."""
+    return name if name.startswith("timm:") else f"torchvision:{name}"
 
 
 def smallest_input(name: str) -> int:
     """The smallest square input (of ``SIZES``) the architecture runs on."""
-    import torchvision
+    from secateur.core.model.specs import parse_model_spec
+    from secateur.core.pruning.loading import load_model
 
     for size in SIZES:
-        model = torchvision.models.get_model(name, weights=None, num_classes=CLASSES).eval()
         try:
+            model = load_model(parse_model_spec(_spec(name), CLASSES, None, size)).model.eval()
             with torch.no_grad():
                 model(torch.zeros(1, 3, size, size))
         except Exception:
@@ -146,7 +165,7 @@ def run_architecture(name: str, methods: tuple[str, ...], ratios: tuple[float, .
     from secateur.core.pruning.workspace import Workspace
 
     size = smallest_input(name)
-    spec = parse_model_spec(f"torchvision:{name}", CLASSES, None, size)
+    spec = parse_model_spec(_spec(name), CLASSES, None, size)
     torch.manual_seed(0)
     loaded = load_model(spec)
     data = synthetic_data(size)
@@ -185,6 +204,8 @@ def run_architecture(name: str, methods: tuple[str, ...], ratios: tuple[float, .
                 model = applied.model.eval()
                 with torch.no_grad():
                     outputs = model(example)
+                if not torch.isfinite(outputs).all():
+                    raise AssertionError("the pruned model's outputs are not finite")
                 actual = _measure(model, example[:1])
                 cell.params = (before[0], actual[0])
                 expected = (applied.plan.predicted_params, applied.plan.predicted_macs)
@@ -261,7 +282,9 @@ def _short(error: BaseException) -> str:
         if "secateur" in f.filename or "torch_pruning" in f.filename
     ]
     where = f" [{Path(frames[-1].filename).name}:{frames[-1].lineno}]" if frames else ""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    lines = str(error).strip().splitlines()
+    # a WorkError's first line names the method and stage; its cause is the last line of the traceback
+    text = " / ".join(dict.fromkeys([lines[0], lines[-1]])) if lines else ""
     return f"{type(error).__name__}: {text[:300]}{where}"
 
 
@@ -324,7 +347,7 @@ def write_table(path: Path = TABLE) -> str:
     seconds = sum(record["seconds"] for record in results.values())
     mark = {"ok": "ok", "refused": "refused", "bug": "**BUG**", "timeout": "timeout"}
     lines = [
-        "# Zoo battery: torchvision classification architectures × training-free channel methods",
+        "# Zoo battery: torchvision classification architectures (and timm families) × training-free channel methods",
         "",
         "Written by `bench/zoo.py --table` from `bench/zoo.jsonl`. Each cell: score, plan, apply, forward,",
         "predicted = measured params and MACs, checkpoint reloaded in a fresh process with equal outputs,",
@@ -359,6 +382,7 @@ def main() -> None:
     parser.add_argument("--archs", help="comma-separated architectures (default: all)")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--ratios", default=",".join(map(str, RATIOS)))
+    parser.add_argument("--timm", action="store_true", help="also timm's family representatives (TIMM_FAMILIES)")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per architecture")
     parser.add_argument("--table", action="store_true", help="only write bench/zoo.md from the results")
     parser.add_argument("--one", help=argparse.SUPPRESS)
@@ -374,7 +398,7 @@ def main() -> None:
     elif args.table:
         print(write_table())
     else:
-        run_all(args.archs.split(",") if args.archs else architectures(), methods, ratios, args.timeout)
+        run_all(args.archs.split(",") if args.archs else architectures(args.timm), methods, ratios, args.timeout)
         print(write_table())
 
 

@@ -114,6 +114,8 @@ def hutchinson_channel_traces(
     done = 0
     for loss in chunk_losses:
         gradients = torch.autograd.grad(loss, parameters, create_graph=True, allow_unused=True, materialize_grads=True)
+        if progress is not None:
+            progress(done, total or done)  # a cancellation check between the gradient and the first probe
         live = [k for k, g in enumerate(gradients) if g.requires_grad]  # a gradient constant in P has H = 0
         for probe in range(probes):
             vs = _rademacher(parameters, seeds[probe])
@@ -170,6 +172,7 @@ def layer_sensitivities(context: ScoringContext, params: dict[str, Any]) -> tupl
 
     def losses() -> Iterator[torch.Tensor]:
         for images, labels in chunks:
+            context.progress.check()  # before each chunk's forward pass, the longest step without a check
             with _math_attention():
                 logits = model(images.to(context.device))
             yield F.cross_entropy(logits, labels.to(context.device), reduction="sum") / count
@@ -397,8 +400,9 @@ def secateur_methods() -> list[MethodInfo]:
                 ParamSpec(
                     "chunk_size",
                     "int",
-                    128,
-                    "images per double-backward pass (all share each probe); lower it if memory runs out",
+                    64,
+                    "images per double-backward pass (all share each probe; the estimate is the same for any size): "
+                    "smaller takes less memory and answers Cancel sooner",
                     min=1,
                     max=100000,
                 ),

@@ -23,7 +23,7 @@ exact OT (exact OT is cubic); the plan's notes say which.
 from __future__ import annotations
 
 import copy
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,7 @@ from torch import nn
 from secateur.core.api import (
     API_VERSION,
     Applied,
+    InputError,
     Member,
     MethodInfo,
     ParamSpec,
@@ -48,6 +49,7 @@ from secateur.core.api import (
 
 CRITERIA = ("l1", "l2", "taylor", "bn-scale", "random")
 EMD_LIMIT = 2048  # channels beyond which Sinkhorn replaces exact OT (a documented deviation)
+COST_CHUNK = 100_000_000  # absolute differences per chunk of the transport cost, between two cancel checks
 _WEIGHTED = (nn.modules.conv._ConvNd, nn.Linear)
 
 
@@ -102,13 +104,32 @@ def fold_batchnorm(model: nn.Module, pairs: list[tuple[str, str]]) -> None:
         norm.running_var.fill_(1.0 - norm.eps)
 
 
+def l1_cost(features: torch.Tensor, targets: torch.Tensor, check: Callable[[], None] | None = None) -> np.ndarray:
+    """``‖f_i − t_j‖₁`` (n × k) in row chunks of about ``COST_CHUNK`` differences, calling ``check`` before each.
+
+    On a 4096-wide VGG classifier the cost takes minutes on one core; the
+    checks let Cancel stop it within a chunk (about a tenth of a second).
+    """
+    rows = max(1, COST_CHUNK // max(1, targets.shape[0] * features.shape[1]))
+    parts = []
+    for start in range(0, features.shape[0], rows):
+        if check is not None:
+            check()
+        parts.append(torch.cdist(features[start : start + rows].double(), targets.double(), p=1))
+    return torch.cat(parts).numpy()
+
+
 def transport(
-    features: torch.Tensor, kept: list[int], importance: torch.Tensor | None, solver: str, reg: float
+    features: torch.Tensor,
+    kept: list[int],
+    importance: torch.Tensor | None,
+    solver: str,
+    reg: float,
+    check: Callable[[], None] | None = None,
 ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
     """The OT plan ``G`` (n × k) from all channels to the kept ones, and the maps ``T_out``, ``T_in`` (k × n)."""
     n = features.shape[0]
-    targets = features[kept]
-    cost = torch.cdist(features.double(), targets.double(), p=1).numpy()
+    cost = l1_cost(features, features[kept], check)
     if importance is None:
         a = np.full(n, 1.0 / n)
         b = np.full(len(kept), 1.0 / len(kept))
@@ -116,7 +137,14 @@ def transport(
         weights = importance.double().clamp(min=1e-12).numpy()
         a = weights / weights.sum()
         b = weights[kept] / weights[kept].sum()
-    plan = ot.emd(a, b, cost) if solver == "emd" else ot.sinkhorn(a, b, cost, reg)
+    if solver == "emd":
+        plan = ot.emd(a, b, cost)
+    else:  # scaled to [0, 1] and in the log domain: exp(-cost / reg) underflows to 0 for wide layers otherwise
+        plan = ot.sinkhorn(a, b, cost / max(cost.max(), 1e-12), reg, method="sinkhorn_log")
+    if not np.isfinite(plan).all():
+        raise InputError(
+            f"intra-fusion: the {solver} transport plan is not finite (reg {reg}); try a larger sinkhorn_reg"
+        )
     g = torch.from_numpy(np.asarray(plan, dtype=np.float64))
     t_out = (g / torch.from_numpy(b)[None, :]).T
     t_in = (g / torch.from_numpy(a)[:, None]).T
@@ -163,7 +191,7 @@ def fuse_group(
     solver, note = params["solver"], None
     if solver == "emd" and n > EMD_LIMIT:  # exact OT is O(n³): beyond ~2k channels it takes minutes
         solver, note = "sinkhorn", f"group {group.id}: {n} channels, Sinkhorn instead of exact OT"
-    _, t_out, t_in = transport(features, kept, importance, solver, params["sinkhorn_reg"])
+    _, t_out, t_in = transport(features, kept, importance, solver, params["sinkhorn_reg"], context.progress.check)
     producer_map = t_in if params["normalization"] == "reference" else t_out
     for target, positions in producers:
         stack = _channel_blocks(target.weight, positions, n, 0).double()
@@ -224,7 +252,14 @@ def secateur_methods() -> list[MethodInfo]:
                 ParamSpec(
                     "solver", "choice", "emd", "exact OT (emd) or entropic (sinkhorn)", choices=("emd", "sinkhorn")
                 ),
-                ParamSpec("sinkhorn_reg", "float", 0.01, "entropic regularisation of sinkhorn", min=1e-6, max=10.0),
+                ParamSpec(
+                    "sinkhorn_reg",
+                    "float",
+                    0.01,
+                    "entropic regularisation of sinkhorn, relative to the largest transport cost",
+                    min=1e-6,
+                    max=10.0,
+                ),
                 ParamSpec(
                     "normalization",
                     "choice",

@@ -53,6 +53,7 @@ from secateur.plugins.lrp_vit import is_vit, vit_relevance
 
 SEARCH_RULES = ("epsilon", "zplus", "gamma")  # the paper's candidates for each conv third
 MAX_RATE = 0.95
+LRP_CHUNK = 16  # images per LRP pass: one pass of this many stays well under a second on a CPU
 
 
 def transformer_scores(context: ScoringContext, params: dict[str, Any]) -> Iterator[Scores]:
@@ -121,13 +122,23 @@ def layer_importance(
     context: ScoringContext,
     stage: str = "pxp: LRP on the reference images",
 ) -> dict[str, torch.Tensor]:
-    """Per conv/linear layer, ``I_c = Σ_x |r_c(x)|`` over the reference batches."""
+    """Per conv/linear layer, ``I_c = Σ_x |r_c(x)|`` over the reference batches.
+
+    Each batch goes through LRP in chunks of ``LRP_CHUNK`` images (relevance is
+    per image, so the sum is the same) with a cancellation check between them:
+    one LRP pass over a whole batch outlasts the one second Cancel may take.
+    """
     totals: dict[str, torch.Tensor] = {}
-    for step, (images, labels) in enumerate(batches):
+    chunks = [
+        (images[start : start + LRP_CHUNK], labels[start : start + LRP_CHUNK])
+        for images, labels in batches
+        for start in range(0, len(labels), LRP_CHUNK)
+    ]
+    for step, (images, labels) in enumerate(chunks):
         for name, values in channel_relevance(canonical, composite, images, labels).items():
             summed = values.abs().sum(0).double().cpu()
             totals[name] = totals[name] + summed if name in totals else summed
-        context.progress(stage, step + 1, len(batches))
+        context.progress(stage, step + 1, len(chunks))
     return totals
 
 

@@ -51,3 +51,19 @@ def test_head_scores_by_hand() -> None:
         [(q[r].abs().sum() + k[r].abs().sum() + v[r].abs().sum() + out[:, r].abs().sum()) / 4 for r in rows]
     )
     assert torch.allclose(scores.groups["blocks.0.attention:heads"], expected, rtol=1e-5)
+
+
+def test_pruning_heads_copies_every_tensor_and_draws_no_random_numbers() -> None:
+    attention = nn.MultiheadAttention(32, 4, batch_first=True).eval()
+    torch.manual_seed(7)
+    pruned = prune_heads(attention, [1, 3])
+    drawn = torch.rand(1)
+    torch.manual_seed(7)
+    assert torch.equal(drawn, torch.rand(1))  # no random initialisation of layers about to be overwritten
+    q, k, v = attention.in_proj_weight.detach().chunk(3)
+    q_bias = attention.in_proj_bias.detach().chunk(3)[0]
+    kept = torch.cat([torch.arange(8, 16), torch.arange(24, 32)])
+    assert torch.equal(pruned.q_proj.weight, q[kept]) and torch.equal(pruned.v_proj.weight, v[kept])
+    assert torch.equal(pruned.k_proj.weight, k[kept]) and torch.equal(pruned.q_proj.bias, q_bias[kept])
+    assert torch.equal(pruned.out_proj.weight, attention.out_proj.weight.detach()[:, kept])
+    assert torch.equal(pruned.out_proj.bias, attention.out_proj.bias.detach())

@@ -99,6 +99,36 @@ def test_taylor_scores_against_autograd(methods, chain: Chain) -> None:
     assert all(p.grad is None for p in chain.parameters())
 
 
+class ChainWithAuxiliary(Chain):
+    """The chain plus an auxiliary head used only in training mode, as GoogLeNet and Inception have."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.aux_conv = nn.Conv2d(6, 4, 1)
+        self.aux_fc = nn.Linear(4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            hidden = torch.relu(self.bn1(self.conv1(x)))
+            return self.aux_fc(self.aux_conv(hidden).mean(dim=(2, 3))) + super().forward(x)
+        return super().forward(x)
+
+
+def test_taylor_scores_a_model_whose_auxiliary_head_is_unused_in_eval(methods) -> None:
+    """Found by the zoo battery on GoogLeNet: autograd refused the parameters the eval forward never uses."""
+    torch.manual_seed(0)
+    with_aux = ChainWithAuxiliary().eval()
+    plain = Chain().eval()
+    plain.load_state_dict(with_aux.state_dict(), strict=False)
+    data = load_data("demo")
+    settings = RunSettings(batch_size=50)
+    scores = Workspace(with_aux, (3, 32, 32), data, settings=settings).score(methods["taylor"], {"batches": "1"})
+    reference = Workspace(plain, (3, 32, 32), data, settings=settings).score(methods["taylor"], {"batches": "1"})
+    assert set(scores.scores.groups) == set(reference.scores.groups) == {"conv1", "conv2"}  # traced in eval
+    for group, values in reference.scores.groups.items():
+        assert torch.allclose(scores.scores.groups[group], values, rtol=1e-5), group
+
+
 def test_every_baseline_scores_every_demo_group(methods) -> None:
     from secateur.core.model.specs import parse_model_spec
     from secateur.core.pruning.loading import load_model

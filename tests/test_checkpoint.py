@@ -51,6 +51,7 @@ with torch.no_grad():
         "torchvision:resnet50",
         "torchvision:mobilenet_v2",
         "torchvision:vit_b_16",
+        "torchvision:mnasnet0_5",  # reads its layout version from the state dict's metadata
     ],
 )
 def test_round_trip_in_a_fresh_process(tmp_path: Path, spec: str) -> None:

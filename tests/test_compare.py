@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -16,7 +17,8 @@ from secateur.core.common.progress import Progress
 from secateur.core.data.demo import demo_tensors
 from secateur.core.data.loading import load_data
 from secateur.core.model.specs import parse_model_spec
-from secateur.core.pruning.loading import load_model
+from secateur.core.pruning.edits import replay_edits
+from secateur.core.pruning.loading import load_checkpoint, load_model
 from secateur.core.pruning.plan import Target
 from secateur.core.pruning.registry import load_registry
 from secateur.core.workflow.compare import (
@@ -27,6 +29,7 @@ from secateur.core.workflow.compare import (
     split_method_params,
 )
 from secateur.core.workflow.compare_report import pareto_front, write_report
+from secateur.core.workflow.session import Session
 
 CELL_KEYS = {"method", "package", "version", "target", "plan", "params", "macs", "accuracy", "latency_ms", "seconds"}
 PLOTS = ("pareto_macs.png", "pareto_macs.svg", "pareto_latency.png", "pareto_latency.svg")
@@ -196,3 +199,32 @@ def test_other_settings_recompute_every_cell(tmp_path: Path) -> None:
     assert all(c.record["accuracy"]["recalibrated"] is not None for c in cells)
     written = write_report(changed.document, out)
     assert {p.name for p in written} == set(FILES) - {"compare.json"}
+
+
+def test_each_cell_carries_its_model_and_the_edits_that_rebuild_it(tmp_path: Path) -> None:
+    """What the window's Compare tab relies on to load a cell: the final model, and edits that replay."""
+    request = _request(tmp_path / "run", "l1")
+    base = request.loaded.model
+    cells = list(Comparison(request).cells())
+    for cell in cells:
+        record, model = cell.record, cell.model
+        assert model is not None and sum(p.numel() for p in model.parameters()) == record["params"]
+        edits = json.loads(json.dumps(record["edits"]))  # as compare.json has them
+        rebuilt = copy.deepcopy(base)
+        replay_edits(rebuilt, edits, torch.zeros((1, *request.loaded.input_shape)))
+        expected = model.state_dict()
+        assert rebuilt.state_dict().keys() == expected.keys()
+        assert all(torch.equal(value, expected[name]) for name, value in rebuilt.state_dict().items())
+    assert all(cell.model is None for cell in Comparison(request).cells())  # reused cells: only their records
+
+    # adopted into a session as an apply would be: undoable, and saved with edits that load anywhere
+    session = Session(request.loaded, request.data)
+    record, model = cells[1].record, cells[1].model
+    session.adopt(copy.deepcopy(model), record["edits"], "l1", base)
+    assert session.model is not base and session.history[-1].model is base
+    assert session.metrics_after is not None and session.metrics_after.params == record["params"]
+    saved = session.save(tmp_path / "cell.safetensors")
+    assert sum(p.numel() for p in load_checkpoint(saved).parameters()) == record["params"]
+    with pytest.raises(InputError, match="no longer in this session"):
+        session.adopt(copy.deepcopy(model), record["edits"], "l1", copy.deepcopy(base))
+    assert session.undo() and session.model is base

@@ -17,7 +17,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.data import TensorDataset
 
-from secateur.core.common.errors import InputError
+from secateur.core.common.errors import Cancelled, InputError
 from secateur.core.common.settings import RunSettings
 from secateur.core.data.loading import DataBundle
 from secateur.core.model.checkpoint import CheckpointInfo, save_checkpoint
@@ -142,6 +142,20 @@ def test_one_probe_is_exact_for_a_diagonal_quadratic() -> None:
     traces = hutchinson_channel_traces([rows, columns], [0, 1], [loss], probes=1, seed=3)
     assert torch.allclose(traces[0][0], d_rows.reshape(5, -1).sum(1), rtol=0, atol=1e-12)
     assert torch.allclose(traces[1][0], d_columns.sum(0), rtol=0, atol=1e-12)
+
+
+def test_cancellation_is_checked_between_the_gradient_and_each_probe() -> None:
+    weight = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    reports: list[tuple[int, int]] = []
+
+    def cancel_at_once(done: int, total: int) -> None:
+        reports.append((done, total))
+        raise Cancelled("cancelled by the user")
+
+    losses = ((weight**3).sum() for _ in range(2))
+    with pytest.raises(Cancelled):
+        hutchinson_channel_traces([weight], [0], losses, probes=4, seed=0, progress=cancel_at_once, chunks=2)
+    assert reports == [(0, 8)]  # asked before the first Hessian-vector product, not after a probe
 
 
 def _bundle(images: torch.Tensor, labels: torch.Tensor) -> DataBundle:

@@ -10,6 +10,7 @@ import torch
 import torchvision
 from torch import nn
 
+from secateur.core.common.errors import Cancelled
 from secateur.core.model.specs import parse_model_spec
 from secateur.core.pruning.contract import Scored
 from secateur.core.pruning.loading import load_model
@@ -18,7 +19,7 @@ from secateur.core.pruning.registry import load_registry
 from secateur.core.pruning.scoring import Scores
 from secateur.core.pruning.workspace import Workspace
 from secateur.core.testing import check_method
-from secateur.plugins.intra_fusion import batchnorm_pairs, fold_batchnorm, transport
+from secateur.plugins.intra_fusion import batchnorm_pairs, fold_batchnorm, l1_cost, transport
 
 DEFAULTS = {"importance": "l1", "batches": 1, "marginals": "uniform", "solver": "emd", "sinkhorn_reg": 0.01}
 
@@ -74,6 +75,38 @@ def test_transport_maps_have_the_declared_marginals() -> None:
         assert torch.allclose(t_in.sum(dim=0), torch.ones(12, dtype=torch.float64))  # columns of T_in sum
     _, t_out, _ = transport(features, list(range(12)), None, "emd", 0.0)
     assert torch.allclose(t_out, torch.eye(12, dtype=torch.float64))  # keeping everything is the identity
+
+
+def test_sinkhorn_stays_finite_on_wide_layers() -> None:
+    """Found by the zoo on alexnet's 4096-wide classifier: exp(-cost / reg) underflowed and the plan was NaN."""
+    rng = torch.Generator().manual_seed(0)
+    features = torch.randn(40, 9216, generator=rng)
+    features = features / features.norm(dim=1, keepdim=True)  # as fuse_group normalises them
+    kept = list(range(0, 40, 2))
+    plan, t_out, t_in = transport(features, kept, None, "sinkhorn", 0.01)
+    assert np.isfinite(plan).all() and torch.isfinite(t_out).all() and torch.isfinite(t_in).all()
+    assert np.allclose(plan.sum(axis=1), 1 / 40, rtol=1e-3) and np.allclose(plan.sum(axis=0), 1 / 20, rtol=1e-3)
+    assert (t_out.argmax(dim=1) == torch.tensor(kept)).all()  # each kept channel mostly keeps itself
+
+
+def test_the_cost_is_computed_in_chunks_that_check_for_cancel(monkeypatch) -> None:
+    """A wide group's cost takes minutes: it is built in chunks, equal to one cdist, with a check before each."""
+    import secateur.plugins.intra_fusion as intra_fusion
+
+    rng = torch.Generator().manual_seed(0)
+    features, targets = torch.randn(50, 30, generator=rng), torch.randn(7, 30, generator=rng)
+    monkeypatch.setattr(intra_fusion, "COST_CHUNK", 10 * 7 * 30)  # ten rows per chunk
+    checks: list[int] = []
+    cost = l1_cost(features, targets, lambda: checks.append(1))
+    assert np.allclose(cost, torch.cdist(features.double(), targets.double(), p=1).numpy())
+    assert len(checks) == 5
+
+    def cancel() -> None:
+        if checks:
+            raise Cancelled("cancelled")
+
+    with pytest.raises(Cancelled):
+        l1_cost(features, targets, cancel)
 
 
 @pytest.mark.parametrize("spec", ["demo", "demo-vgg"])

@@ -58,6 +58,40 @@ def test_epsilon_rule_conserves_relevance_after_canonisation(spec: str) -> None:
             assert torch.allclose(values.sum(1), torch.ones(2), atol=TOLERANCE), name
 
 
+class Activations(nn.Module):
+    """A conv chain through every pass-through activation, one of them called twice (as a block reuses one)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        kinds = [nn.ReLU6(inplace=True), nn.SiLU(), nn.GELU(), nn.Hardswish(), nn.LeakyReLU(0.1), nn.Mish()]
+        self.convs = nn.ModuleList(nn.Conv2d(3 if i == 0 else 6, 6, 3, padding=1) for i in range(len(kinds)))
+        self.acts = nn.ModuleList(kinds)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv, act in zip(self.convs, self.acts, strict=True):
+            x = act(conv(x))
+        return self.fc(self.acts[0](x).mean(dim=(2, 3)))
+
+
+def test_relevance_passes_through_elementwise_activations_unchanged() -> None:
+    """ReLU6, SiLU, GELU, Hardswish, LeakyReLU, Mish (MobileNet, EfficientNet, ConvNeXt): conserved layer by layer."""
+    torch.manual_seed(0)
+    original = Activations().eval()
+    model = canonize(original)
+    x = _inputs(8)
+    with torch.no_grad():
+        assert torch.allclose(model(x), original(x), atol=1e-6)  # the same function, in-place ReLU6 or not
+        zero_biases(model)
+        targets = model(x).argmax(1)
+    logits = target_logits(model, x, targets)
+    assert _relative_error(input_relevance(model, EXACT, x, targets), logits) < TOLERANCE
+    per_layer = channel_relevance(model, EXACT, x, targets)
+    assert len(per_layer) == 7
+    for name, values in per_layer.items():  # a chain: every layer's relevance sums to the initial relevance 1
+        assert torch.allclose(values.sum(1), torch.ones(2), atol=TOLERANCE), name
+
+
 def test_functional_addition_breaks_conservation_on_the_demo_resnet() -> None:
     folded = fuse(_model("demo"))  # BatchNorm folded, but the residual `+` left functional
     zero_biases(folded)
@@ -136,6 +170,35 @@ def test_relevance_of_a_toy_network_matches_a_hand_computation() -> None:
         assert np.allclose(importance[name].numpy(), expected[name], rtol=1e-4, atol=1e-7), name
 
 
+def test_lrp_runs_in_chunks_that_sum_to_one_pass_and_cancel_between_them() -> None:
+    toy = Toy().eval()
+    canonical = canonize(toy)
+    images = torch.randn(40, 1, 3, 3, generator=torch.Generator().manual_seed(5))
+    targets = torch.randint(0, 3, (40,), generator=torch.Generator().manual_seed(6))
+    calls: list[int] = []
+    context = SimpleNamespace(progress=lambda stage, done, total: calls.append(total))
+    importance = layer_importance(canonical, EXACT, [(images, targets)], context)
+    whole = channel_relevance(canonical, EXACT, images, targets)  # one pass over all 40: the reference
+    for name, values in whole.items():
+        assert torch.allclose(importance[name], values.abs().sum(0).double(), rtol=1e-5), name
+    assert calls == [3, 3, 3]  # 16 + 16 + 8 images, a progress report (and cancellation check) after each
+
+    def cancel(stage: str, done: int, total: int) -> None:
+        raise Cancelled("cancelled by the user")
+
+    seen: list[int] = []
+    original = channel_relevance
+
+    def counting(model, composite, chunk, labels):
+        seen.append(len(labels))
+        return original(model, composite, chunk, labels)
+
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(Cancelled):
+        patch.setattr("secateur.plugins.pxp.channel_relevance", counting)
+        layer_importance(canonical, EXACT, [(images, targets)], SimpleNamespace(progress=cancel))
+    assert seen == [16]  # stopped after the first chunk, not the whole batch
+
+
 def test_channel_maps_partition_the_input_relevance() -> None:
     torch.manual_seed(5)
     small = nn.Sequential(
@@ -161,10 +224,10 @@ def test_channel_maps_partition_the_input_relevance() -> None:
         channel_map(model, EXACT, image, target, "nope", 0)
 
 
-class WithGelu(nn.Module):
+class WithNorm(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU())
+        self.body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.LocalResponseNorm(2))
         self.fc = nn.Linear(4, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -192,8 +255,8 @@ class WithAttention(nn.Module):
 
 
 def test_unsupported_architectures_are_refused_naming_the_module() -> None:
-    with pytest.raises(InputError, match=r"through module 'body\.1' \(GELU\); supported modules are"):
-        canonize(WithGelu())
+    with pytest.raises(InputError, match=r"through module 'body\.1' \(LocalResponseNorm\); supported modules are"):
+        canonize(WithNorm())
     with pytest.raises(InputError, match=r"through the operation 'sigmoid'"):
         canonize(WithGate())
     with pytest.raises(InputError, match=r"'attention' is attention \(MultiheadAttention\)"):

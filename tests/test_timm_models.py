@@ -98,11 +98,15 @@ def test_pruned_timm_models_reload_in_a_fresh_process_and_export(tmp_path: Path,
         assert np.abs(got - expected.numpy()).max() <= 1e-4, name
 
 
-def test_vit_attention_is_locked_and_the_plan_says_why(pruned) -> None:
-    _, model, notes = pruned["vit_tiny_patch16_224"]
-    assert any("timm attention blocks.0.attn" in note and "locked" in note for note in notes)
-    assert model.blocks[0].attn.qkv.out_features == 3 * 192  # heads kept whole
+def test_vit_attention_keeps_whole_heads_and_the_mlp_is_pruned(pruned) -> None:
+    _, model, _ = pruned["vit_tiny_patch16_224"]
+    for block in model.blocks:
+        attention = block.attn
+        # timm reshapes qkv to (3, heads, head_dim): only whole heads may go, and the head count must follow
+        assert attention.qkv.out_features == 3 * attention.num_heads * attention.head_dim == 3 * 192
+        assert attention.proj.in_features == attention.num_heads * attention.head_dim
     assert model.blocks[0].mlp.fc1.out_features < 768  # the MLP was pruned
+    assert model.blocks[0].attn.qkv.in_features < 192  # and the embedding it reads
 
 
 def test_timm_checkpoint_names_the_timm_version_when_it_no_longer_fits(tmp_path: Path, pruned) -> None:

@@ -65,7 +65,7 @@ def test_scoring_fills_heatmaps_and_tree_then_apply_and_undo(qtbot, window: Main
     before = window.session.model
     with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
         window.apply_plan()
-    assert window.results.table.rowCount() == 5 and window.session.model is not before
+    assert window.results.table.rowCount() == 6 and window.session.model is not before
     path = tmp_path / "pruned.safetensors"
     with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
         window.save(str(path))

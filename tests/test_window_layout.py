@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from PySide6.QtCore import QPoint, QRect, QSettings, Qt
-from PySide6.QtWidgets import QAbstractScrollArea, QApplication, QWidget
+from PySide6.QtWidgets import QAbstractScrollArea, QAbstractSpinBox, QApplication, QDockWidget, QWidget
 
 from secateur.app.window import MainWindow
 
@@ -14,13 +19,21 @@ SIZES = ((1024, 700), (1280, 800), (1920, 1080))
 
 def _inside_a_scroll_area(widget: QWidget) -> bool:
     """A scroll area places its own header, bars and viewport, and what is on the viewport is scrolled to, not
-    clipped: only the scroll area itself is checked."""
+    clipped: only the scroll area itself is checked. A spin box, likewise, sizes its own line edit (a pixel or
+    three under that line edit's hint in every style): only the spin box is checked."""
     parent = widget.parentWidget()
     while parent is not None:
-        if isinstance(parent, QAbstractScrollArea):
+        if isinstance(parent, (QAbstractScrollArea, QAbstractSpinBox)):
             return True
         parent = parent.parentWidget()
     return False
+
+
+def _behind_another_tab(widget: QWidget, window: MainWindow) -> bool:
+    """Qt parks a tabbed dock that is not the current tab outside the window: it is not clipped, only hidden."""
+    while widget is not None and not isinstance(widget, QDockWidget):
+        widget = widget.parentWidget()
+    return widget is not None and bool(window.tabifiedDockWidgets(widget)) and widget.visibleRegion().isEmpty()
 
 
 def clipped(window: MainWindow) -> list[str]:
@@ -29,6 +42,8 @@ def clipped(window: MainWindow) -> list[str]:
     problems = []
     for widget in window.findChildren(QWidget):
         if not widget.isVisible() or widget.window() is not window or _inside_a_scroll_area(widget):
+            continue
+        if _behind_another_tab(widget, window):
             continue
         rect = QRect(widget.mapTo(window, QPoint(0, 0)), widget.size())
         hint = widget.minimumSizeHint()
@@ -47,8 +62,11 @@ def test_nothing_is_clipped_at_common_sizes(qtbot, window: MainWindow, method: s
         window.resize(width, height)
         QApplication.processEvents()
         assert (window.width(), window.height()) == (width, height), "the window refused the size"
-        problems = clipped(window)
-        assert problems == [], f"at {width}×{height} with {method}: " + "\n".join(problems)
+        for front in ("compare", "layers"):  # the two tabs of the left column, each in front once
+            window.docks[front].raise_()
+            QApplication.processEvents()
+            problems = clipped(window)
+            assert problems == [], f"at {width}×{height} with {method}, {front} in front: " + "\n".join(problems)
 
 
 def test_tree_keeps_kept_and_importance_in_view_and_elides_names(qtbot, window: MainWindow) -> None:
@@ -124,9 +142,38 @@ def test_heatmap_outlines_exactly_the_channels_the_plan_removes(qtbot, window: M
     assert f"kept {len(planned.kept)}/{planned.total}" in window.heatmap.title.text()
     assert window.heatmap.legend.isVisible() and window.heatmap.view.isVisible()
     window.panel.target_value.setValue(0.1)  # a new target: the preview's plan, and the outline with it
-    with qtbot.waitSignal(window.preview_done, timeout=TIMEOUT_MS):
-        pass
-    planned = window.session.plan.groups[group]
-    assert window.heatmap.removed_channels() == planned.removed and len(planned.removed) < len(lowest)
+    # the preview runs on the worker (debounced): wait for its plan, not for a signal that may have gone by
+    qtbot.waitUntil(lambda: len(window.session.plan.groups[group].removed) < len(lowest), timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: window.heatmap.removed_channels() == window.session.plan.groups[group].removed)
+    assert f"kept {len(window.session.plan.groups[group].kept)}/32" in window.heatmap.title.text()
     left_ticks = window.heatmap.plot.getAxis("left")._tickLevels[0]
     assert [label for _, label in left_ticks][:1] == ["0"]  # rows are labelled by their first channel
+
+
+_HIGH_DPI_PROBE = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import QApplication
+app = QApplication([])
+from test_window_layout import clipped
+from secateur.app.window import MainWindow
+window = MainWindow(settings=QSettings(sys.argv[2], QSettings.Format.IniFormat))
+window.resize(1920, 1080)  # logical pixels: 3840×2160 on the screen at 2×
+window.show()
+for front in ("compare", "layers"):
+    window.docks[front].raise_()
+    app.processEvents()
+    problems = clipped(window)
+    assert problems == [], "\\n".join(problems)
+print("ratio", window.devicePixelRatio(), "physical", window.width() * window.devicePixelRatio(), flush=True)
+"""
+
+
+def test_nothing_is_clipped_at_4k_with_2x_scaling(tmp_path) -> None:
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "QT_SCALE_FACTOR": "2"}
+    tests = str(Path(__file__).parent)
+    run = subprocess.run([sys.executable, "-c", _HIGH_DPI_PROBE, tests, str(tmp_path / "layout.ini")],
+                         capture_output=True, text=True, env=env, timeout=300, check=False)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "ratio 2.0 physical 3840.0" in run.stdout

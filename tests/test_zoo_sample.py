@@ -1,7 +1,7 @@
-"""Nine torchvision architectures across families, pruned the user's way: the zoo battery's CI sample.
+"""Twelve torchvision architectures across families, pruned the user's way: the zoo battery's CI sample.
 
 ``bench/zoo.py`` runs every architecture with every training-free method,
-checkpoint reloads and ONNX; this sample proves, in about a minute and a half,
+checkpoint reloads and ONNX; this sample proves, in about two minutes,
 that each family plans, prunes, runs and lands on the predicted size with L1
 scores at 0.5 (per-layer) and random scores at 0.7 (global). shufflenet_v2,
 densenet121 and convnext_tiny took 40–60 s each here, so they are left to the
@@ -30,6 +30,9 @@ SAMPLE = {  # architecture: smallest square input it runs on
     "squeezenet1_1": 32,  # concatenated expand branches
     "googlenet": 32,  # inception branches
     "regnet_x_400mf": 32,  # grouped convs without squeeze-excitation
+    "mobilenet_v2": 32,  # inverted residuals, ReLU6
+    "alexnet": 64,  # a flatten into 4096-wide linear layers
+    "vgg11_bn": 32,  # a plain chain into an adaptive pool and a 25088-input classifier
 }
 
 

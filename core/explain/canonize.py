@@ -9,8 +9,9 @@ an unfolded BatchNorm absorbs relevance like a bias, a functional residual
 with ``torch.fx``: BatchNorm folded into the preceding conv or linear layer,
 every residual addition an ``Addition_Module`` (ε rule: ``R_k = x_k/(x_1+x_2)·R``),
 one non-in-place ReLU module per call, flatten functional, identities
-removed. Anything else it cannot propagate through is refused, naming the
-module (path and type) or the operation.
+removed. Other elementwise activation modules (ReLU6, SiLU, GELU, Hardswish,
+...) pass relevance through unchanged. Anything else it cannot propagate
+through is refused, naming the module (path and type) or the operation.
 """
 
 from __future__ import annotations
@@ -44,7 +45,17 @@ _PASS_FUNCTIONS: set[Callable[..., object]] = {
 }
 _PASS_METHODS = {"view", "reshape", "flatten", "size", "mean", "contiguous", "permute", "transpose", "squeeze"}
 _PASS_METHODS |= {"unsqueeze", "dim"}
-SUPPORTED_MODULES: tuple[type[nn.Module], ...] = (*SUPPORTED_LAYERS_WITH_RULES, *SUPPORTED_NON_LINEAR_LAYERS)
+# Elementwise activations other than ReLU: relevance passes through them unchanged, as through a ReLU
+# (METHODS.md §5: "activations pass relevance through"; AttnLRP does the same for GELU). captum knows only
+# ReLU, Dropout and Tanh, so these get captum's IdentityRule (``lrp.attach_rules``).
+PASS_THROUGH_ACTIVATIONS: tuple[type[nn.Module], ...] = (
+    nn.ReLU6, nn.Hardtanh, nn.LeakyReLU, nn.ELU, nn.SiLU, nn.GELU, nn.Hardswish, nn.Mish,
+)  # fmt: skip
+SUPPORTED_MODULES: tuple[type[nn.Module], ...] = (
+    *SUPPORTED_LAYERS_WITH_RULES,
+    *SUPPORTED_NON_LINEAR_LAYERS,
+    *PASS_THROUGH_ACTIVATIONS,
+)
 
 
 def _refuse(what: str) -> InputError:
@@ -121,8 +132,8 @@ def _rewrite(graph_module: fx.GraphModule) -> None:
                 raise _refuse(f"module {node.target!r} ({type(module).__name__}), which is called more than once")
             else:
                 called.add(node.target)
-            if isinstance(module, nn.ReLU):
-                module.inplace = False
+            if isinstance(module, (nn.ReLU, *PASS_THROUGH_ACTIVATIONS)) and hasattr(module, "inplace"):
+                module.inplace = False  # captum hooks the activation's input and output: both must survive
     graph.lint()
 
 

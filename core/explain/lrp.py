@@ -29,12 +29,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from captum.attr import LRP, LayerLRP
-from captum.attr._utils.lrp_rules import Alpha1_Beta0_Rule, EpsilonRule, GammaRule, PropagationRule
+from captum.attr._utils.lrp_rules import Alpha1_Beta0_Rule, EpsilonRule, GammaRule, IdentityRule, PropagationRule
 from torch import fx, nn
 
 from secateur.core.common.errors import InputError
 from secateur.core.data.loading import DataBundle
-from secateur.core.explain.canonize import canonize
+from secateur.core.explain.canonize import PASS_THROUGH_ACTIVATIONS, canonize
 
 RULES = ("epsilon", "zplus", "gamma", "alphabeta")
 LAYER_GROUPS = ("low", "mid", "high", "fc")
@@ -155,6 +155,8 @@ def attach_rules(model: fx.GraphModule, composite: Composite) -> None:
         module = modules[node.target]
         if node.target in groups:
             module.rule = composite.rule(groups[node.target])
+        elif isinstance(module, PASS_THROUGH_ACTIVATIONS):
+            module.rule = IdentityRule()  # relevance at the input = relevance at the output
         elif not isinstance(module, (nn.ReLU, nn.Dropout, nn.Tanh)):
             module.rule = EpsilonRule(composite.epsilon)
 

@@ -28,15 +28,26 @@ class HeadPrunedAttention(nn.Module):
     materialised, as with ``need_weights=False``.
     """
 
-    def __init__(self, embed_dim: int, num_heads: int, head_dim: int, bias: bool, batch_first: bool, dropout: float):
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        head_dim: int,
+        bias: bool,
+        batch_first: bool,
+        dropout: float,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ):
         super().__init__()
         inner = num_heads * head_dim
         self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, head_dim
         self.batch_first, self.dropout = batch_first, dropout
-        self.q_proj = nn.Linear(embed_dim, inner, bias=bias)
-        self.k_proj = nn.Linear(embed_dim, inner, bias=bias)
-        self.v_proj = nn.Linear(embed_dim, inner, bias=bias)
-        self.out_proj = nn.Linear(inner, embed_dim, bias=bias)
+        where = {"device": device, "dtype": dtype}
+        self.q_proj = nn.Linear(embed_dim, inner, bias=bias, **where)
+        self.k_proj = nn.Linear(embed_dim, inner, bias=bias, **where)
+        self.v_proj = nn.Linear(embed_dim, inner, bias=bias, **where)
+        self.out_proj = nn.Linear(inner, embed_dim, bias=bias, **where)
 
     def forward(
         self,
@@ -184,14 +195,17 @@ def prune_heads(module: nn.Module, kept: list[int]) -> HeadPrunedAttention:
         out_weight, out_bias = module.out_proj.weight, module.out_proj.bias
         dropout, batch_first = module.dropout, module.batch_first
     index = torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in sorted(kept)]).to(out_weight.device)
-    pruned = HeadPrunedAttention(
-        module.embed_dim, len(kept), head_dim, out_bias is not None, batch_first, float(dropout)
-    ).to(out_weight.device, out_weight.dtype)
+    # built on the meta device: every tensor is overwritten below, so a random initialisation would be wasted
+    bias, where = out_bias is not None, {"device": "meta", "dtype": out_weight.dtype}
+    pruned = HeadPrunedAttention(module.embed_dim, len(kept), head_dim, bias, batch_first, float(dropout), **where)
+    pruned = pruned.to_empty(device=out_weight.device)
     for name, (weight, bias) in source.items():
         projection = getattr(pruned, f"{name}_proj")
         projection.weight.copy_(weight[index])
         if bias is not None:
             projection.bias.copy_(bias[index])
+        elif projection.bias is not None:  # a projection without bias beside an output projection with one
+            projection.bias.zero_()
     pruned.out_proj.weight.copy_(out_weight[:, index])
     if out_bias is not None:
         pruned.out_proj.bias.copy_(out_bias)

@@ -19,7 +19,7 @@ from torch_pruning.dependency import index_mapping
 
 from secateur.core.common.errors import InputError
 from secateur.core.graph.attention import ATTENTION_TYPES, HEADS_SUFFIX, head_internal, is_attention
-from secateur.core.graph.constraints import Blocks, group_blocks, passes_shuffle, spying_shuffles
+from secateur.core.graph.constraints import Blocks, group_blocks, passes_shuffle, passes_split, spying_shuffles
 from secateur.core.graph.timm_layers import timm_attention_lock
 
 
@@ -77,6 +77,8 @@ def _lock_reason(model: nn.Module, graph: tp.DependencyGraph, group: tp.Group, n
             return f"the heads of {fused}, whose per-head tensors (such as a position bias) Secateur cannot cut yet"
     if passes_shuffle(group, getattr(graph, "shuffles", [])):
         return "its channels pass through a channel shuffle, which Torch-Pruning maps as if it kept their order"
+    if passes_split(group):
+        return "its channels pass through a torch.split or chunk, whose sizes are fixed in the model's code"
     return ""
 
 
@@ -87,7 +89,7 @@ def build_dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.Depend
     The channel shuffles seen in that pass are kept on the graph (``shuffles``) so
     the groups that run through one can be told apart.
     """
-    with warnings.catch_warnings(), torch.enable_grad(), spying_shuffles() as spy:
+    with warnings.catch_warnings(), torch.enable_grad(), spying_shuffles(model) as spy:
         warnings.simplefilter("ignore")  # tp warns about unwrapped parameters such as ViT's class token
         try:
             # a tuple, so Torch-Pruning calls model(example) once instead of first trying model(*example)

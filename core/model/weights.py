@@ -9,6 +9,7 @@ with an explanation and nothing in it is executed.
 from __future__ import annotations
 
 import pickle
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -116,4 +117,8 @@ def load_weights_into(model: nn.Module, state: Mapping[str, torch.Tensor], sourc
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected tensor(s) in the file, first {unexpected[0]!r}")
         raise InputError(f"{source}: weights do not fit the model: {'; '.join(parts)}")
-    model.load_state_dict(dict(state), strict=True)
+    # Modules such as torchvision's MNASNet read their layout version from the state dict's metadata,
+    # which a safetensors file does not carry: the file keeps its own, or gets the freshly built model's.
+    ordered = OrderedDict(state)
+    ordered._metadata = getattr(state, "_metadata", None) or getattr(expected, "_metadata", None)  # type: ignore[attr-defined]
+    model.load_state_dict(ordered, strict=True)

@@ -24,8 +24,8 @@ class ScoreFn(Protocol):
     """A method's scoring: ``score(context, params)``.
 
     :param context: the ``ScoringContext``: the model (read only: the host
-        fingerprints it before and after, and fails the method if it changed;
-        change ``context.copy_model()`` instead), the prunable groups and the
+        compares it bit for bit with the user's model afterwards, and fails the
+        method if it changed; change ``context.copy_model()`` instead), the prunable groups and the
         residual blocks, the data loaders, the device, the seed, a progress
         reporter and a cancellation check.
     :param params: every declared ``ParamSpec`` by name, validated and typed

@@ -19,6 +19,8 @@ from secateur.core.graph.attention import per_head, projection_weights
 from secateur.core.graph.groups import GroupInfo
 from secateur.core.pruning.scoring import Scores, ScoringContext
 
+GRADIENT_CHUNK = 32  # images per forward/backward between two cancel checks (a 128-image batch takes ~2 s on one core)
+
 
 def _per_group(
     context: ScoringContext, importance: tp.importance.Importance, stage: str, heads: Callable | None = None
@@ -67,7 +69,9 @@ def taylor_scores(context: ScoringContext, batches: int) -> Iterator[Scores]:
     Gradients come from ``torch.autograd.grad`` in eval mode, so neither the
     BatchNorm statistics nor the parameters' ``.grad`` of the user's model are
     touched. A channel's parameters in a layer are its weight slice and, for
-    producers and normalisation layers, its bias (γ and β).
+    producers and normalisation layers, its bias (γ and β). Parameters the
+    eval-mode forward never uses (GoogLeNet's and Inception's auxiliary heads)
+    get a zero gradient: they cannot change the loss.
     """
     model = context.model
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -77,9 +81,15 @@ def taylor_scores(context: ScoringContext, batches: int) -> Iterator[Scores]:
     for step, (images, labels) in enumerate(loader):
         if step >= total:
             break
-        loss = F.cross_entropy(model(images.to(context.device)), labels.to(context.device), reduction="sum")
-        for accumulated, gradient in zip(sums, torch.autograd.grad(loss, parameters), strict=True):
-            accumulated.add_(gradient)
+        # in chunks with a cancel check between them: in eval mode the summed loss's gradient is additive
+        for chunk_images, chunk_labels in zip(images.split(GRADIENT_CHUNK), labels.split(GRADIENT_CHUNK), strict=True):
+            context.progress.check()
+            logits = model(chunk_images.to(context.device))
+            loss = F.cross_entropy(logits, chunk_labels.to(context.device), reduction="sum")
+            chunk_gradients = torch.autograd.grad(loss, parameters, allow_unused=True)
+            for accumulated, gradient in zip(sums, chunk_gradients, strict=True):
+                if gradient is not None:
+                    accumulated.add_(gradient)
         context.progress("gradients", step + 1, total)
     gradients = {id(p): g for p, g in zip(parameters, sums, strict=True)}
     for index, group in enumerate(context.groups):

@@ -1,11 +1,13 @@
-"""The host's guard on the model a method reads: a cheap fingerprint of every parameter and buffer.
+"""The host's guard on the model a method reads: the working copy compared bit for bit with its source.
 
-A method must not change ``context.model``; the host fingerprints it before
-scoring and compares afterwards. Per tensor: an xor of every element's bits
-(``torch.hash_tensor``; exact, but blind to a permutation) and a sum over
-every seventh element (which a permutation of channels changes), gathered in
-one transfer: about 0.1 s for vit_b_16's 86 M parameters on two CPU cores,
-far less than the scoring it guards.
+A method must not change ``context.model``. That model is the workspace's
+working copy, a deep copy of the user's model, which nothing else changes
+while a method scores; so after scoring the host compares every parameter
+and buffer of the copy with the user's model's: names, shapes, dtypes and
+bits. One pass over both models (about 0.13 s for vit_b_16's 86 M parameters
+on one loaded CPU core), exact (a permutation, a write through ``.data`` or a
+replaced tensor are all seen, NaNs compare equal to themselves), and no
+"before" pass is needed: the source is the "before".
 """
 
 from __future__ import annotations
@@ -13,42 +15,33 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-Fingerprint = dict[str, tuple[tuple[int, ...], str, int | float, float]]
+_SAME_WIDTH_INTEGER = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
-def _tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
-    return [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    return dict([*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)])
+
+
+def _bits(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor's bits as integers of its width (so NaN equals NaN and -0.0 differs from 0.0)."""
+    tensor = tensor.detach()
+    width = _SAME_WIDTH_INTEGER.get(tensor.element_size())
+    if width is None or tensor.is_complex() or tensor.is_quantized:  # rare: compared by value
+        return tensor
+    return tensor.view(width)
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.device != b.device:
+        b = b.to(a.device)
+    return torch.equal(_bits(a), _bits(b))
 
 
 @torch.no_grad()
-def fingerprint(model: nn.Module) -> Fingerprint:
-    """Every parameter and buffer by name: shape, dtype, bit hash and strided sum."""
-    named = _tensors(model)
-    if not named:
-        return {}
-    hash_tensor = getattr(torch, "hash_tensor", None)
-    device = named[0][1].device
-    if hash_tensor is not None:
-        hashes_cpu = torch.stack([hash_tensor(t.detach()).to(device) for _, t in named]).cpu().tolist()
-    else:  # torch before 2.8: a full float64 sum stands in for the bit hash
-        hashes_cpu = torch.stack([t.detach().sum(dtype=torch.float64) for _, t in named]).cpu().tolist()
-    sums = [t.detach().reshape(-1)[::7].sum(dtype=torch.float64) for _, t in named]
-    sums_cpu = torch.stack(sums).cpu().tolist()
-    return {
-        name: (tuple(t.shape), str(t.dtype), h, float(s))
-        for (name, t), h, s in zip(named, hashes_cpu, sums_cpu, strict=True)
-    }
-
-
-def changed_tensors(before: Fingerprint, after: Fingerprint) -> list[str]:
-    """The names whose tensor was added, removed or changed between two fingerprints, in the model's order."""
+def changed_tensors(source: nn.Module, copy: nn.Module) -> list[str]:
+    """The parameters and buffers by which ``copy`` differs from ``source``: added, removed or changed, in order."""
+    before, after = _tensors(source), _tensors(copy)
     names = [*before, *(name for name in after if name not in before)]
-    return [name for name in names if before.get(name) != after.get(name) and not _both_nan(before, after, name)]
-
-
-def _both_nan(before: Fingerprint, after: Fingerprint, name: str) -> bool:
-    """A NaN sum never equals itself; equal shapes, dtypes and hashes with NaN sums are unchanged."""
-    if name not in before or name not in after:
-        return False
-    (shape_a, dtype_a, hash_a, sum_a), (shape_b, dtype_b, hash_b, sum_b) = before[name], after[name]
-    return (shape_a, dtype_a, hash_a) == (shape_b, dtype_b, hash_b) and sum_a != sum_a and sum_b != sum_b
+    return [name for name in names if name not in before or name not in after or not _same(after[name], before[name])]

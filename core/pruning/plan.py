@@ -71,6 +71,8 @@ class PlanOptions:
     raw_scores: bool = False  # global ranking compares raw scores (methods whose scores are comparable across layers)
     latency_batch_size: int = 1  # the batch a latency target is measured at
     latency_rounds: int = 15  # interleaved timed runs per candidate plan of a latency target
+    latency_table: bool = False  # plan from the device's latency table (snapping; a latency target by knapsack)
+    snap_widths: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # group id → widths to round up to
 
     def __post_init__(self) -> None:
         if self.min_stage_blocks < 1:
@@ -79,6 +81,8 @@ class PlanOptions:
             raise InputError(f"per-layer cap {self.max_layer_ratio}: must be strictly between 0 and 1")
         if self.latency_batch_size < 1 or self.latency_rounds < 3:
             raise InputError("a latency target needs a batch of at least 1 and at least 3 timed runs")
+        if self.latency_table and self.round_to > 1:
+            raise InputError("--latency-table replaces --round-to: channel counts go to measured step-down widths")
         if self.min_channels < 1 or self.round_to < 1:
             raise InputError("minimum channels and rounding must be at least 1")
         for name, ratio in self.overrides.items():
@@ -182,13 +186,30 @@ def _resolve(names: list[str] | tuple[str, ...], groups: list[GroupInfo], what: 
     return resolved
 
 
-def _kept_count(total: int, ratio: float, options: PlanOptions, kind: str = "channels") -> int:
-    """Units kept when ``ratio`` of ``total`` is removed, after the cap, minimum and (for channels) rounding."""
-    floor_kept = max(options.min_channels, math.ceil(total * (1.0 - options.max_layer_ratio)))
-    kept = max(total - math.floor(total * ratio), floor_kept)
-    if options.round_to > 1 and kind == "channels":
+def fewest_kept(total: int, options: PlanOptions) -> int:
+    """The fewest units a group may keep: the per-layer cap and the minimum."""
+    return max(options.min_channels, math.ceil(total * (1.0 - options.max_layer_ratio)))
+
+
+def rounded(group: GroupInfo, kept: int, options: PlanOptions) -> int:
+    """A channel count made hardware-friendly.
+
+    With a latency table, it goes up to the next width where the measured
+    latency steps down (keeping more channels costs nothing until there);
+    otherwise to the nearest multiple of ``round_to``. Heads are not rounded.
+    """
+    widths = options.snap_widths.get(group.id)
+    if widths:
+        return min((width for width in widths if width >= kept), default=group.channels)
+    if options.round_to > 1 and group.kind == "channels":
         kept = max(options.round_to, options.round_to * round(kept / options.round_to))
-    return min(total, kept)
+    return min(group.channels, kept)
+
+
+def _kept_count(group: GroupInfo, ratio: float, options: PlanOptions) -> int:
+    """Units kept when ``ratio`` of the group is removed, after the cap, minimum and rounding."""
+    total = group.channels
+    return rounded(group, max(total - math.floor(total * ratio), fewest_kept(total, options)), options)
 
 
 def _top(scores: torch.Tensor, count: int) -> list[int]:
@@ -229,9 +250,18 @@ def _block_note(group: GroupInfo, kept: list[int], wanted: list[int]) -> str:
 
 
 def decide_channels(
-    groups: list[GroupInfo], scores: Scores, ratio: float, options: PlanOptions
+    groups: list[GroupInfo],
+    scores: Scores,
+    ratio: float,
+    options: PlanOptions,
+    counts: Mapping[str, int] | None = None,
 ) -> tuple[dict[str, GroupPlan], list[str]]:
-    """Kept channels per group for a channel ratio; notes say which groups were left whole and why."""
+    """Kept channels per group for a channel ratio; notes say which groups were left whole and why.
+
+    ``counts`` (group id → channels kept), when given, replaces the ratio for
+    the groups it names (a latency knapsack decides them); groups it does not
+    name stay whole unless overridden.
+    """
     notes: list[str] = []
     locked = set(_resolve(options.locked, groups, "locked layer").values())
     overrides = {_resolve([name], groups, "override")[name]: value for name, value in options.overrides.items()}
@@ -246,14 +276,16 @@ def decide_channels(
             notes.append(f"group {group.id} was not scored by the method: kept whole")
             continue
         eligible.append(group)
-    if options.global_ranking:
-        ranked = [g for g in eligible if g.id not in overrides]
+    ranked = [g for g in eligible if g.id not in overrides]
+    if counts is not None:
+        counts = {g.id: counts.get(g.id, g.channels) for g in ranked}
+    elif options.global_ranking:
         counts = _global_counts(ranked, scores, ratio, options)
     else:
-        counts = {g.id: _kept_count(g.channels, ratio, options, g.kind) for g in eligible if g.id not in overrides}
+        counts = {g.id: _kept_count(g, ratio, options) for g in ranked}
     for group in eligible:
         if group.id in overrides:
-            counts[group.id] = _kept_count(group.channels, overrides[group.id], options, group.kind)
+            counts[group.id] = _kept_count(group, overrides[group.id], options)
         values = scores.groups[group.id]
         if len(values) != group.channels:
             raise InputError(
@@ -277,23 +309,14 @@ def _global_counts(groups: list[GroupInfo], scores: Scores, ratio: float, option
     entries.sort(key=lambda entry: entry[0])
     budget = math.floor(ratio * len(entries))
     kept = {group.id: group.channels for group in groups}
-    floor_kept = {
-        group.id: max(options.min_channels, math.ceil(group.channels * (1.0 - options.max_layer_ratio)))
-        for group in groups
-    }
+    floor_kept = {group.id: fewest_kept(group.channels, options) for group in groups}
     for _, group_id in entries:
         if budget == 0:
             break
         if kept[group_id] > floor_kept[group_id]:
             kept[group_id] -= 1
             budget -= 1
-    if options.round_to > 1:
-        totals = {group.id: group.channels for group in groups}
-        for group_id, count in kept.items():
-            kept[group_id] = min(
-                totals[group_id], max(options.round_to, options.round_to * round(count / options.round_to))
-            )
-    return kept
+    return {group.id: rounded(group, kept[group.id], options) for group in groups}
 
 
 # --- deciding removed blocks ---------------------------------------------------

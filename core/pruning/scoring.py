@@ -75,7 +75,7 @@ class ScoringContext(UsesSettings):
     example: torch.Tensor
     graph: tp.DependencyGraph  # Torch-Pruning's graph over context.model
     groups: list[GroupInfo]  # the prunable groups (locked ones are left out)
-    blocks: list[BlockInfo]
+    find_blocks: Callable[[], list[BlockInfo]]  # ``blocks``, found on first use (a trace per module)
     data: DataBundle | None
     settings: RunSettings = field(default_factory=RunSettings)
     progress: Progress = field(default_factory=Progress)
@@ -96,6 +96,11 @@ class ScoringContext(UsesSettings):
                 group_indices=list(item.root_idxs),
                 name=name,
             )
+
+    @cached_property
+    def blocks(self) -> list[BlockInfo]:
+        """The model's residual blocks (found when first asked for: most methods never need them)."""
+        return self.find_blocks()
 
     @cached_property
     def module_names(self) -> dict[nn.Module, str]:
@@ -168,7 +173,6 @@ def collect_scores(stream: Iterator[Scores] | Scores, context: ScoringContext, m
     The generator's return value (``StopIteration.value``) is the method's state.
     """
     widths = {group.id: group.channels for group in context.groups}
-    removable = {block.name for block in context.blocks if block.removable}
     merged = Scores()
     state = None
     partials = iter([stream] if isinstance(stream, Scores) else stream)
@@ -180,14 +184,14 @@ def collect_scores(stream: Iterator[Scores] | Scores, context: ScoringContext, m
         except StopIteration as stop:
             state = stop.value
             break
-        clean = _checked(partial, widths, removable, method_id)
+        clean = _checked(partial, widths, context, method_id)
         merged.update(clean)
         context.publish(clean)
     context.progress.check()
     return Scored(merged, state)
 
 
-def _checked(partial: object, widths: dict[str, int], removable: set[str], method_id: str) -> Scores:
+def _checked(partial: object, widths: dict[str, int], context: ScoringContext, method_id: str) -> Scores:
     """A partial result as plain CPU float scores, refused when it names unknown groups or has the wrong size."""
     if not isinstance(partial, Scores):
         raise WorkError(f"method {method_id} yielded {type(partial).__name__}, expected Scores")
@@ -203,6 +207,7 @@ def _checked(partial: object, widths: dict[str, int], removable: set[str], metho
         if not torch.isfinite(values).all():
             raise WorkError(f"method {method_id} gave non-finite scores for group {group_id!r}")
         clean.groups[group_id] = values
+    removable = {block.name for block in context.blocks if block.removable} if partial.blocks else set()
     for block, value in partial.blocks.items():
         if block not in removable:
             raise WorkError(f"method {method_id} scored {block!r}, which is not a removable block")

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,8 +28,10 @@ from secateur.core.graph.layer_tree import find_classifier
 from secateur.core.graph.macs import finish_records, recording_modules
 from secateur.core.pruning.checks import check_plan, check_runs
 from secateur.core.pruning.contract import Applied, Scored
-from secateur.core.pruning.guard import Fingerprint, changed_tensors, fingerprint
+from secateur.core.pruning.guard import changed_tensors
+from secateur.core.pruning.halp import latency_counts
 from secateur.core.pruning.latency import plan_for_latency
+from secateur.core.pruning.latency_table import LatencyTable, Timer, load_or_build, table_key, wall_clock
 from secateur.core.pruning.methods import MethodInfo
 from secateur.core.pruning.params import validate_params
 from secateur.core.pruning.plan import (
@@ -85,6 +88,7 @@ class Workspace(UsesSettings):
         self.example = torch.zeros((1, *self.input_shape), device=self.device)
         self.params = sum(p.numel() for p in self.model.parameters())
         self._prepared: _Prepared | None = None
+        self._tables: dict[int, tuple[LatencyTable, str]] = {}
         self._prepare()
 
     def _prepare(self) -> _Prepared:
@@ -130,7 +134,7 @@ class Workspace(UsesSettings):
             example=self.example,
             graph=prepared.graph,
             groups=[group for group in prepared.groups if group.prunable],
-            blocks=self.blocks,
+            find_blocks=lambda: self.blocks,
             classifier=self.classifier,
             data=self.data,
             settings=self.settings,
@@ -149,27 +153,26 @@ class Workspace(UsesSettings):
     ) -> Scored:
         """Run a method's scoring to the end; partial scores go to ``on_partial`` as they come.
 
-        The model the method reads is fingerprinted before and after: a method
-        that changed it fails (naming itself and its package), and the
-        workspace prepares a fresh copy for the next step.
+        The model the method reads is compared with the user's model afterwards
+        (it is a copy of it): a method that changed it fails (naming itself and
+        its package), and the workspace prepares a fresh copy for the next step.
         """
         values = validate_params(method.params, params or {}, method.id)
         if ("calibration-data" in method.needs or "labels" in method.needs) and self.data is None:
             raise InputError(f"method {method.id} needs data: give --data SPEC")
         torch.manual_seed(self.seed)
         context = self.context(progress, on_partial, on_loss)
-        before = fingerprint(context.model)
         try:
             assert method.score is not None
             with plugin_errors(method.id, "scoring"):
                 stream = method.score(context, values)
             return collect_scores(stream, context, method.id)
         finally:
-            self._guard(context.model, before, method)
+            self._guard(context.model, method)
 
-    def _guard(self, model: nn.Module, before: Fingerprint, method: MethodInfo) -> None:
+    def _guard(self, model: nn.Module, method: MethodInfo) -> None:
         """Fail a method that changed the model it was handed (and forget that copy)."""
-        changed = changed_tensors(before, fingerprint(model))
+        changed = changed_tensors(self.model, model)
         if not changed:
             return
         self._prepared = None
@@ -196,6 +199,8 @@ class Workspace(UsesSettings):
         options = options or PlanOptions()
         if isinstance(scores, Scored):
             scores = scores.scores
+        if options.latency_table:
+            return self._plan_with_table(scores, target, options, method, progress)
         if target.kind == "latency":
             if scores.blocks and not scores.groups:
                 raise InputError("--latency-reduction: works with channel methods; for blocks use --blocks or --ratio")
@@ -238,9 +243,48 @@ class Workspace(UsesSettings):
         if abs(achieved - goal) > MACS_TOLERANCE:
             raise InputError(
                 f"--macs-reduction {goal}: the nearest reachable reduction is {achieved:.3f} "
-                "(channel steps are too coarse; try a smaller --round-to or another target)"
+                "(channel steps are too coarse; try a smaller --round-to, no --latency-table, or another target)"
             )
         return best
+
+    def latency_table(
+        self, batch_size: int = 1, progress: Progress = SILENT, folder: Path | None = None, timer: Timer = wall_clock
+    ) -> tuple[LatencyTable, str]:
+        """The latency table of this model on this device at ``batch_size`` (cached on disk), and how it was had."""
+        if batch_size not in self._tables:
+            prepared = self._prepare()
+            key = table_key(self.model, self.input_shape, self.device, batch_size)
+            batch = torch.randn((batch_size, *self.input_shape), generator=torch.Generator().manual_seed(0))
+            self._tables[batch_size] = load_or_build(
+                prepared.model, prepared.graph, prepared.groups, batch.to(self.device), key, progress, folder, timer
+            )
+        return self._tables[batch_size]
+
+    def _plan_with_table(
+        self, scores: Scores, target: Target, options: PlanOptions, method: str, progress: Progress
+    ) -> PruningPlan:
+        """Channel counts snapped to the table's step-down widths; a latency target met by the HALP knapsack."""
+        if target.kind == "blocks" or (scores.blocks and not scores.groups):
+            raise InputError("--latency-table: works with channel methods; for blocks use --blocks or --ratio alone")
+        table, note = self.latency_table(options.latency_batch_size, progress)
+        options = replace(options, snap_widths=table.snap_widths())
+        if target.kind != "latency":
+            return self.plan(scores, target, replace(options, latency_table=False), method).with_notes(note)
+        prepared = self._prepare()
+        free = [group for group in prepared.groups if group.id in table.groups and group.id in scores.groups]
+        locked = set(options.locked) | set(options.overrides)
+        free = [group for group in free if group.id not in locked and not locked & set(group.layers)]
+        counts, reduction = latency_counts(free, scores, table, target.value, options)
+        plans, notes = decide_channels(prepared.groups, scores, 0.0, options, counts)
+        params, macs = predict_size(prepared.model, prepared.graph, prepared.groups, plans, prepared.own_macs)
+        halp = (
+            f"latency target {target.value}: HALP knapsack on the latency table (batch {options.latency_batch_size}, "
+            f"{self.device}): predicted {table.base_ms:.2f} → {table.predict(counts):.2f} ms ({reduction:.1%} less)"
+        )
+        untimed = [g.id for g in prepared.groups if g.prunable and g.id in scores.groups and g.id not in table.groups]
+        if untimed:
+            notes.append(f"not in the latency table, kept whole: {', '.join(untimed[:4])}{' ...' * (len(untimed) > 4)}")
+        return PruningPlan(method, target, plans, [], params, macs, [*notes, note, halp], options)
 
     def _plan_blocks(self, scores: Scores, target: Target, options: PlanOptions, method: str) -> PruningPlan:
         """Remove the least important blocks: a count, a fraction of the scored ones, or until a MACs reduction."""

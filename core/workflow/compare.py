@@ -143,13 +143,20 @@ class CompareRequest:
 
 @dataclass(frozen=True)
 class CellResult:
-    """One finished cell, where it stands in the run, and an estimate of the time left."""
+    """One finished cell, where it stands in the run, and an estimate of the time left.
+
+    ``model`` is the cell's final model (pruned, recalibrated, fine-tuned as
+    asked) when it was computed in this run, so a caller can adopt it (the
+    window's Compare tab loads it into the session); None for a reused cell,
+    whose record's ``edits`` replay its structure onto the base model.
+    """
 
     record: dict[str, Any]
     index: int  # 1-based
     total: int
     reused: bool
     seconds_left: float
+    model: nn.Module | None = field(default=None, compare=False, repr=False)
 
 
 def _options(method: MethodInfo, min_stage_blocks: int) -> PlanOptions:
@@ -341,11 +348,11 @@ class Comparison:
                     scored = workspace.score(method, self.params[method.id], progress)
                     score_seconds = time.perf_counter() - started
                 assert workspace is not None
-                record = self._cell(workspace, method, scored, target, score_seconds, progress)
+                record, model = self._cell(workspace, method, scored, target, score_seconds, progress)
                 self._store(record)
                 computed += 1
                 spent += time.perf_counter() - started
-                yield CellResult(record, index, total, False, _left(spent, computed, to_compute))
+                yield CellResult(record, index, total, False, _left(spent, computed, to_compute), model)
 
     def _cell(
         self,
@@ -355,8 +362,8 @@ class Comparison:
         target: Target,
         score_seconds: float,
         progress: Progress,
-    ) -> dict[str, Any]:
-        """Plan, apply and measure one target with a method's scores."""
+    ) -> tuple[dict[str, Any], nn.Module]:
+        """Plan, apply and measure one target with a method's scores: the cell's record and final model."""
         request = self.request
         timing = {"score": round(score_seconds, 3)}
         clock = time.perf_counter()
@@ -388,7 +395,7 @@ class Comparison:
         macs = model_macs(model, request.loaded.input_shape, request.settings.device)
         baseline = self.document["baseline"]
         removed = 1.0 - macs / baseline["macs"]
-        return {
+        record = {
             "method": method.id,
             "package": method.package,
             "version": method.version,
@@ -396,6 +403,7 @@ class Comparison:
             "method_params": self.params[method.id],
             "ranking": "global" if options.global_ranking else "per-layer",
             "plan": plan_summary(applied.plan),
+            "edits": list(applied.edits),  # replayed onto the base model, they rebuild the cell's structure
             "params": params,
             "macs": macs,
             "reduction": {
@@ -410,6 +418,7 @@ class Comparison:
             "timing": timing,
             "seconds": round(sum(timing.values()), 3),
         }
+        return record, model
 
 
 def _left(spent: float, computed: int, to_compute: int) -> float:

@@ -58,6 +58,7 @@ class SessionEvents(SignalGroup):
     history = Signal()  # the undo stack changed
     training = Signal()  # a fine-tuning step or epoch was recorded, or the curve was reset
     sweep = Signal()  # a sweep point arrived, or the sweep was cleared
+    choices = Signal()  # the user's locked groups or per-group ratio overrides changed
     job = Signal(str)  # the running job's name; "" when none runs
     notice = Signal(str)  # a sentence for the user: what was cleared and why
 
@@ -80,6 +81,7 @@ class TrainingLog:
     steps: list[tuple[int, float]] = field(default_factory=list)  # (step, training loss)
     epochs: list[EpochRecord] = field(default_factory=list)
     steps_per_epoch: int = 0
+    total_steps: int = 0  # the whole run's steps, when known (fine-tuning): the plot's x axis is fixed to it
 
 
 @dataclass
@@ -99,6 +101,8 @@ class Session:
     training: TrainingLog = field(default_factory=TrainingLog)
     sweep_points: list[tuple[float, float]] = field(default_factory=list)
     job: str = ""
+    locked: frozenset[str] = frozenset()  # group ids never pruned (the CLI's --lock)
+    overrides: dict[str, float] = field(default_factory=dict)  # group id → fraction removed (--override)
     events: SessionEvents = field(default_factory=SessionEvents, repr=False, compare=False)
     _live: Scores | None = field(default=None, repr=False)  # scores arriving while a method runs
     _workspace: Workspace | None = field(default=None, repr=False)
@@ -165,6 +169,45 @@ class Session:
         self.events.notice.emit(text)
         return text
 
+    # --- the user's per-group choices ---------------------------------------------------
+
+    def set_locked(self, group: str, locked: bool = True) -> None:
+        """Lock a group (never pruned) or unlock it; the next plan honours it."""
+        self._check_group(group)
+        self.locked = self.locked | {group} if locked else self.locked - {group}
+        self.events.choices.emit()
+
+    def set_override(self, group: str, ratio: float | None) -> None:
+        """Prune a group at its own ``ratio`` (fraction removed) instead of the target's; None clears it."""
+        self._check_group(group)
+        overrides = {k: v for k, v in self.overrides.items() if k != group}
+        if ratio is not None:
+            PlanOptions(overrides={group: ratio})  # refuses a ratio outside [0, 1) with the CLI's message
+            overrides[group] = ratio
+        self.overrides = overrides
+        self.events.choices.emit()
+
+    def plan_options(self, options: PlanOptions) -> PlanOptions:
+        """``options`` with the session's locks and overrides added, as the CLI's --lock and --override give them."""
+        locked = tuple(dict.fromkeys([*options.locked, *sorted(self.locked)]))
+        return replace(options, locked=locked, overrides={**options.overrides, **self.overrides})
+
+    def _check_group(self, group: str) -> None:
+        prunable = {g.id for g in self.tree_now().groups if g.prunable}
+        if group not in prunable:
+            raise InputError(f"group {group!r}: not a prunable group of this model; see `secateur inspect`")
+
+    def _keep_valid_choices(self) -> None:
+        """After the model changed: drop the locks and overrides whose group it no longer has, and say so."""
+        prunable = {g.id for g in self.tree.groups if g.prunable} if self.tree is not None else set()
+        gone = sorted((self.locked | set(self.overrides)) - prunable)
+        if not gone:
+            return
+        self.locked = self.locked & prunable
+        self.overrides = {k: v for k, v in self.overrides.items() if k in prunable}
+        self.events.choices.emit()
+        self._notice(f"locks and overrides on {', '.join(gone)} were cleared: the model has no such group now")
+
     # --- scoring and planning ---------------------------------------------------------
 
     def tree_now(self) -> LayerTree:
@@ -218,9 +261,13 @@ class Session:
         return self.scored.scores
 
     def make_plan(self, target: Target, options: PlanOptions, method: str = "") -> PruningPlan:
-        """The plan for a target from the current scores; an unreachable target clears the plan and raises."""
+        """The plan for a target from the current scores and the session's locks and overrides.
+
+        An unreachable target clears the plan and raises.
+        """
         if self.scored is None:
             raise InputError("run a method first: there are no scores to plan from")
+        options = self.plan_options(options)
         try:
             plan = self.workspace().plan(self.scored.scores, target, options, method or self.scored_by)
         except InputError:
@@ -290,6 +337,7 @@ class Session:
         self.loaded = replace(self.loaded, model=model, edits=edits)
         self.tree = tree_of(self.loaded, self.device)
         self._clear_scores()
+        self._keep_valid_choices()
         self.metrics_after = None
         self.events.model.emit()
         self.events.history.emit()
@@ -300,6 +348,7 @@ class Session:
         self.loaded = replace(self.loaded, model=step.model, edits=step.edits)
         self.tree = step.tree or tree_of(self.loaded, self.device)
         self._clear_scores()
+        self._keep_valid_choices()
         self.metrics_after = step.metrics
         if not self.history and step.metrics is None:
             self.metrics_before = None
@@ -356,13 +405,52 @@ class Session:
             self.history[-1].metrics = step.before
         self._set_metrics(root or step.before, step.after)
 
+    def adopt(
+        self,
+        model: nn.Module,
+        edits: list[dict[str, Any]],
+        method: str,
+        base: nn.Module,
+        progress: Progress = SILENT,
+    ) -> tuple[Metrics | None, Metrics | None]:
+        """Make a model pruned elsewhere (a comparison's cell) current, as apply would: undoable, savable, measured.
+
+        ``base`` is the model it was pruned from by ``edits``: the current model
+        or an earlier one of this session's history, whose edits come first in
+        the checkpoint. The new model goes on top of the current one, so Undo
+        returns to what was shown before.
+        """
+        base_edits = self._edits_of(base)
+        self._push(model, [*base_edits, *edits], method)
+        self._undo_if_cancelled(lambda: self._measure_current(progress))
+        return self.metrics_before, self.metrics_after
+
+    def _edits_of(self, model: nn.Module) -> list[dict[str, Any]]:
+        """The edits that turned the architecture into ``model``, one of this session's models."""
+        if model is self.model:
+            return list(self.loaded.edits)
+        for step in self.history:
+            if step.model is model:
+                return list(step.edits)
+        raise InputError(
+            "this result was pruned from a model that is no longer in this session "
+            "(another model was opened, or its steps were undone): run the comparison again"
+        )
+
     def finetune(
         self,
         config: FinetuneConfig,
         progress: Progress = SILENT,
         on_epoch: Callable[[EpochRecord], None] | None = None,
+        batch_size: int | None = None,
+        seed: int | None = None,
     ) -> FinetuneResult:
-        """Fine-tune the current model (undoable like an apply); the curve is announced step by step."""
+        """Fine-tune the current model (undoable like an apply); the curve is announced step by step.
+
+        ``batch_size`` and ``seed`` replace the session's for this run only (the CLI's --batch-size, --seed).
+        """
+        if batch_size is not None and batch_size < 1:
+            raise InputError(f"--batch-size {batch_size}: must be at least 1")
         if self.data is None:
             raise InputError("open a data set first: fine-tuning needs one")
         self.training = TrainingLog()
@@ -370,6 +458,7 @@ class Session:
 
         def step(done: int, total: int, loss: float) -> None:
             self.training.steps_per_epoch = max(1, total // max(1, config.epochs))
+            self.training.total_steps = total
             self.training.steps.append((done, loss))
             self.events.training.emit()
 
@@ -379,7 +468,12 @@ class Session:
             if on_epoch is not None:
                 on_epoch(record)
 
-        result = finetune(self.model, self.data, config, self.settings, progress, on_step=step, on_epoch=epoch)
+        settings = replace(
+            self.settings,
+            batch_size=self.settings.batch_size if batch_size is None else batch_size,
+            seed=self.settings.seed if seed is None else seed,
+        )
+        result = finetune(self.model, self.data, config, settings, progress, on_step=step, on_epoch=epoch)
         self._push(result.model, list(self.loaded.edits), "finetune")
         self._undo_if_cancelled(lambda: self._measure_current(progress))
         return result
@@ -417,7 +511,7 @@ class Session:
         self.sweep_points = []
         self.events.sweep.emit()
         for index, ratio in enumerate(ratios):
-            pruned = workspace.apply(workspace.plan(scores, Target("ratio", ratio), options)).model
+            pruned = workspace.apply(workspace.plan(scores, Target("ratio", ratio), self.plan_options(options))).model
             accuracy, _, _ = accuracy_and_loss(pruned, self.data, "test", self.device, progress=progress)
             self.sweep_points = [*self.sweep_points, (ratio, accuracy)]
             self.events.sweep.emit()

@@ -232,6 +232,29 @@ def timm_style_vit(num_classes: int = 10) -> nn.Module:
     return TimmStyleViT(num_classes)
 
 
+class CrossStageSplit(nn.Module):
+    """CSPNet's cross-stage split: one half of the channels skips the block, the other runs it, then both join."""
+
+    def __init__(self, num_classes: int = 10, width: int = 16) -> None:
+        super().__init__()
+        self.half = width // 2
+        self.stem = nn.Sequential(nn.Conv2d(3, width // 2, 3, padding=1), nn.BatchNorm2d(width // 2), nn.ReLU())
+        self.expand = nn.Sequential(nn.Conv2d(width // 2, width, 1), nn.BatchNorm2d(width), nn.ReLU())
+        self.block = nn.Sequential(nn.Conv2d(self.half, 4, 1), nn.ReLU(), nn.Conv2d(4, self.half, 3, padding=1))
+        self.transition_b = nn.Conv2d(self.half, self.half, 1)
+        self.transition = nn.Conv2d(width, 12, 1)
+        self.head = nn.Linear(12, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip, through = self.expand(self.stem(x)).split(self.half, dim=1)
+        through = self.transition_b(through + self.block(through))
+        return self.head(torch.relu(self.transition(torch.cat([skip, through], dim=1))).mean(dim=(2, 3)))
+
+
+def cross_stage_split(num_classes: int = 10) -> nn.Module:
+    return CrossStageSplit(num_classes)
+
+
 class HardCodedWidth(nn.Module):
     """A forward that reshapes to a fixed channel count, which no dependency graph can see: pruning breaks it."""
 

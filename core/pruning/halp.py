@@ -1,0 +1,126 @@
+"""Channels kept under a latency budget: a knapsack on importance against the latency table.
+
+Follows HALP (Shen, Molchanov, Yin, Alvarez, "Structural Pruning via Latency-Saliency Knapsack",
+NeurIPS 2022): every group keeps one of its candidate widths (the widths where the measured
+latency steps down); keeping the top ``w`` channels is worth the sum of their scores (normalised
+by the group's mean, as global ranking does, unless the method's scores are comparable) and costs
+the group's layers' time at ``w``. The choice that maximises total importance within the budget is
+a multiple-choice knapsack, solved exactly by dynamic programming over the budget cut in 2000
+steps. A layer between two groups costs ``t · ρ_in · ρ_out``, which is not additive, so (as HALP
+re-measures costs as pruning goes) the budget is tightened in a few steps, each knapsack's costs
+taken at the widths the previous step chose (and scaled, as the table's predictions are, by the
+model's latency over its timed layers' sum). Which channels go within a group is still the
+method's choice (``choose_kept``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from secateur.core.common.errors import InputError
+from secateur.core.graph.groups import GroupInfo
+from secateur.core.pruning.latency_table import LatencyTable
+from secateur.core.pruning.plan import PlanOptions, fewest_kept
+from secateur.core.pruning.scoring import Scores
+
+RESOLUTION = 2000
+SCHEDULE = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)  # fractions of the goal, one knapsack each
+
+
+def _values(group: GroupInfo, scores: Scores, widths: tuple[int, ...], raw: bool) -> list[float]:
+    """Importance kept at each width: the sum of the group's top scores."""
+    values = scores.groups[group.id].double().abs()
+    mean = 1.0 if raw else float(values.mean()) or 1.0
+    ordered = np.cumsum(np.sort(values.numpy())[::-1]) / mean
+    return [float(ordered[width - 1]) for width in widths]
+
+
+def knapsack(
+    values: list[list[float]], costs: list[list[float]], capacity: float, resolution: int = RESOLUTION
+) -> list[int] | None:
+    """Per item, the index of the option maximising total value with total cost ≤ ``capacity`` (None: none fits).
+
+    Costs are rounded up to ``capacity / resolution``, so a choice never exceeds the capacity.
+    """
+    if capacity <= 0:
+        return None
+    unit = capacity / resolution
+    best = np.zeros(resolution + 1)
+    choices = []
+    for item_values, item_costs in zip(values, costs, strict=True):
+        units = [max(0, math.ceil(cost / unit - 1e-9)) for cost in item_costs]
+        new = np.full(resolution + 1, -np.inf)
+        pick = np.full(resolution + 1, -1)
+        for option, (value, used) in enumerate(zip(item_values, units, strict=True)):
+            if used > resolution:
+                continue
+            shifted = np.full(resolution + 1, -np.inf)
+            shifted[used:] = best[: resolution + 1 - used] + value
+            better = shifted > new
+            new[better], pick[better] = shifted[better], option
+        best = new
+        choices.append(pick)
+    if not np.isfinite(best[resolution]):
+        return None
+    chosen, left = [], resolution
+    for item_costs, pick in zip(reversed(costs), reversed(choices), strict=True):
+        option = int(pick[left])
+        chosen.append(option)
+        left -= max(0, math.ceil(item_costs[option] / unit - 1e-9))
+    return chosen[::-1]
+
+
+def _group_costs(
+    table: LatencyTable, group_id: str, widths: tuple[int, ...], current: Mapping[str, int]
+) -> list[float]:
+    """The group's layers' time at each width, with every other group at its ``current`` width."""
+    costs = []
+    calibration = table.calibration()
+    for width in widths:
+        total = 0.0
+        for name, times in table.groups[group_id].layers.items():
+            scale = table.groups[group_id].ratio(name, width)
+            for other, entry in table.groups.items():
+                if other != group_id and name in entry.layers and current.get(other, entry.total) < entry.total:
+                    scale *= entry.ratio(name, current[other])
+            total += times[-1] * scale * calibration
+        costs.append(total)
+    return costs
+
+
+def latency_counts(
+    groups: list[GroupInfo], scores: Scores, table: LatencyTable, goal: float, options: PlanOptions
+) -> tuple[dict[str, int], float]:
+    """Channels kept per group so that the table predicts ``goal`` less latency, and the predicted reduction.
+
+    ``groups`` are those the knapsack may narrow (scored, unlocked, not
+    overridden, in the table); every other group stays whole.
+    """
+    choices = {}
+    for group in groups:
+        floor = fewest_kept(group.channels, options)
+        widths = tuple(w for w in table.groups[group.id].step_downs() if w >= floor)
+        choices[group.id] = (widths, _values(group, scores, widths, options.raw_scores))
+    current = {group.id: group.channels for group in groups}
+    for fraction in SCHEDULE:
+        budget = table.base_ms * (1.0 - goal * fraction)
+        costs = [_group_costs(table, gid, widths, current) for gid, (widths, _) in choices.items()]
+        fixed = table.predict(current) - sum(
+            c[widths.index(current[gid])] for c, (gid, (widths, _)) in zip(costs, choices.items(), strict=True)
+        )
+        picked = knapsack([values for _, values in choices.values()], costs, budget - fixed)
+        if picked is None:
+            break
+        current = {gid: widths[option] for (gid, (widths, _)), option in zip(choices.items(), picked, strict=True)}
+    reduction = 1.0 - table.predict(current) / table.base_ms
+    if reduction < goal - 0.03:
+        smallest = {gid: widths[0] for gid, (widths, _) in choices.items()}
+        most = 1.0 - table.predict(smallest) / table.base_ms
+        raise InputError(
+            f"--latency-reduction {goal}: the latency table predicts at most {most:.3f} less latency with these "
+            f"limits (reached {reduction:.3f}); raise --max-layer-ratio or aim lower"
+        )
+    return current, reduction

@@ -1,0 +1,57 @@
+"""The fine-tuning plot: every point in view, on axes that stay put while the curve grows (cheap redraws)."""
+
+from __future__ import annotations
+
+import pytest
+
+from secateur.app.training_view import TrainingView, grown_range, nice_step
+from secateur.core.train.finetune import EpochRecord
+from secateur.core.workflow.session import TrainingLog
+
+
+def test_grown_range_rounds_out_and_never_shrinks() -> None:
+    assert grown_range(None, 0.3, 2.7, 0.5) == (0.0, 3.0)
+    assert grown_range((0.0, 3.0), 0.2, 1.0, 0.5) == (0.0, 3.0)  # data inside: the range stays
+    assert grown_range((0.0, 3.0), 0.2, 3.2, 0.5) == (0.0, 3.5)
+    assert grown_range(None, 2.0, 2.0, 0.5) == (2.0, 2.5)  # one value still gets a range
+    assert grown_range(None, 100.0, 100.0, 5.0, ceiling=100.0) == (95.0, 100.0)  # never above 100 %
+    assert grown_range(None, 91.0, 99.0, 5.0, ceiling=100.0) == (90.0, 100.0)
+
+
+def test_loss_axis_step_follows_the_loss_magnitude() -> None:
+    assert nice_step(2.3) == 0.5 and nice_step(0.003) == pytest.approx(0.0005) and nice_step(0.0) == 0.5
+
+
+def _inside(view_range: list[float], values: list[float]) -> bool:
+    return all(view_range[0] <= v <= view_range[1] for v in values)
+
+
+def test_plot_holds_every_point_and_keeps_its_axes_while_loss_falls(qtbot) -> None:
+    view = TrainingView()
+    qtbot.addWidget(view)
+    log = TrainingLog(steps_per_epoch=10, total_steps=30)
+    log.steps = [(step, 2.3 - 0.05 * step) for step in range(1, 11)]
+    log.epochs = [EpochRecord(epoch=1, train_loss=1.9, val_accuracy=61.0, val_loss=1.2)]
+    view.show_log(log)
+    x_range, loss_range = view.loss_plot.viewRange()
+    assert x_range[0] <= 0 and x_range[1] == pytest.approx(3.0, abs=0.1)  # the planned 3 epochs from the start
+    assert _inside(loss_range, [loss for _, loss in log.steps])
+    assert _inside(view.accuracy_plot.viewRange()[1], [61.0])
+    log.steps += [(step, 1.8 - 0.02 * step) for step in range(11, 21)]
+    log.epochs.append(EpochRecord(epoch=2, train_loss=1.5, val_accuracy=63.0, val_loss=1.1))
+    view.show_log(log)
+    assert view.loss_plot.viewRange() == [x_range, loss_range]  # falling loss: no axis moved
+    log.epochs.append(EpochRecord(epoch=3, train_loss=1.0, val_accuracy=88.0, val_loss=0.6))
+    view.show_log(log)
+    assert _inside(view.accuracy_plot.viewRange()[1], [61.0, 63.0, 88.0])  # a point outside grows the axis
+    view.show_log(TrainingLog())
+    view.show_log(TrainingLog(steps_per_epoch=5, total_steps=5, steps=[(1, 9.0)]))
+    assert _inside(view.loss_plot.viewRange()[1], [9.0]) and view.loss_plot.viewRange()[0][1] < 1.5  # a new run
+    view.show_log(TrainingLog())
+    tiny = TrainingLog(steps_per_epoch=5, total_steps=10, steps=[(step, 0.003) for step in range(1, 6)])
+    tiny.epochs = [EpochRecord(epoch=1, train_loss=0.003, val_accuracy=100.0, val_loss=0.001)]
+    view.show_log(tiny)
+    loss_low, loss_high = view.loss_plot.viewRange()[1]
+    assert loss_high < 0.01 and _inside([loss_low, loss_high], [0.003])  # a small loss is not drawn on the floor
+    accuracy_low, accuracy_high = view.accuracy_plot.viewRange()[1]
+    assert accuracy_high < 101 and accuracy_low < 100  # 100 % sits inside the axis, which stops near 100
