@@ -29,7 +29,7 @@ from secateur.core.model.demo_architectures import DemoResNet, DemoVGG
 
 RECIPES = {
     "demo": {"factory": DemoResNet, "epochs": 30, "lr": 0.1, "weight_decay": 1e-3},
-    "demo-vgg": {"factory": DemoVGG, "epochs": 25, "lr": 0.05, "weight_decay": 5e-4},
+    "demo-vgg": {"factory": DemoVGG, "epochs": 50, "lr": 0.05, "weight_decay": 2e-3},
 }
 BATCH_SIZE = 128
 SEED = 0

@@ -46,7 +46,7 @@ def test_normalisation_constants_match_the_train_split() -> None:
 
 def test_demo_bundle_serves_normalised_batches() -> None:
     data = load_data("demo")
-    assert (len(data.train), len(data.calibration), len(data.test)) == (10000, 1000, 2000)
+    assert (len(data.train), len(data.calibration), len(data.test)) == (3000, 1000, 2000)
     assert data.num_classes == 10 and data.input_shape == (3, 32, 32)
     images, labels = next(iter(data.loader("train", batch_size=500)))
     assert images.shape == (500, 3, 32, 32) and labels.shape == (500,)

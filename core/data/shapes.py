@@ -63,20 +63,22 @@ class SplitSpec:
     seed_offset: int
 
 
+# A small train split keeps one epoch of fine-tuning a short recovery: with 10 000 images one epoch won back
+# nearly everything L1 at 50% fewer MACs had cost, so the methods could not be told apart after it.
 SPLITS: dict[str, SplitSpec] = {
-    "train": SplitSpec(per_class=400, seed_offset=0),
+    "train": SplitSpec(per_class=300, seed_offset=0),
     "calibration": SplitSpec(per_class=100, seed_offset=1),
     "test": SplitSpec(per_class=200, seed_offset=2),
 }
 
 # Per-channel mean and standard deviation of the train split, used to
 # normalise every split (computed once with ``split_statistics``).
-CHANNEL_MEAN = (0.5025, 0.4969, 0.5005)
-CHANNEL_STD = (0.2599, 0.2589, 0.2574)
+CHANNEL_MEAN = (0.5032, 0.4951, 0.5017)
+CHANNEL_STD = (0.2596, 0.2604, 0.2577)
 
 # SHA-256 of (images uint8, labels int64) of each split, as generated.
 SPLIT_DIGESTS: dict[str, str] = {
-    "train": "03bb7f4ae325fa3be095141144c4ea9e456955be40363b85e8d61759908144c9",
+    "train": "f8ae909001a20c7106dcd5264d8699c905aae995b433239a38f452fe68392d1e",
     "calibration": "ed03f5c2d9bf4bac6d773bf8aac1da7fdce4ba4d23f8ae186b7437faba3baa61",
     "test": "78a43f4449e558c6e64754e804580569d2642e975f5a669fea3e725d0f95f559",
 }
