@@ -28,8 +28,8 @@ from secateur.core.data.demo import demo_tensors
 from secateur.core.model.demo_architectures import DemoResNet, DemoVGG
 
 RECIPES = {
-    "demo": {"factory": DemoResNet, "epochs": 15, "lr": 0.1, "weight_decay": 1e-3},
-    "demo-vgg": {"factory": DemoVGG, "epochs": 20, "lr": 0.05, "weight_decay": 5e-4},
+    "demo": {"factory": DemoResNet, "epochs": 30, "lr": 0.1, "weight_decay": 1e-3},
+    "demo-vgg": {"factory": DemoVGG, "epochs": 50, "lr": 0.05, "weight_decay": 2e-3},
 }
 BATCH_SIZE = 128
 SEED = 0

@@ -55,7 +55,7 @@ def test_eval_json_contract_and_accuracy_against_a_direct_computation() -> None:
     labels_t = torch.tensor(labels)
     assert metrics["accuracy"] == pytest.approx(100.0 * float((logits.argmax(1) == labels_t).float().mean()), abs=1e-3)
     assert metrics["loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(logits, labels_t)), rel=1e-4)
-    assert metrics["accuracy"] >= 90.0
+    assert 85.0 <= metrics["accuracy"] <= 93.0  # the demo is hard enough for methods to differ
 
 
 def test_progress_goes_to_stderr_and_quiet_silences_it() -> None:
