@@ -682,6 +682,9 @@ class MainWindow(QMainWindow):
         # a latency target times candidate models (seconds): a job of its own, with progress and Cancel
         timed = target.kind == "latency"
         name = "plan for latency" if timed else "plan preview"
+        if timed:  # seconds of timing ahead: the previous target's refusal must not stay on screen meanwhile
+            self._plan_error = ""
+            self._draw_plan()
         job = Job(name, lambda progress: _plan_or_error(session, target, options, method, progress), quiet=not timed)
         self._start(job, self._planned)
 

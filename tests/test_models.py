@@ -127,7 +127,8 @@ def test_user_factory_file() -> None:
 
 def test_user_factory_errors(tmp_path: Path) -> None:
     path = ARCHS / "user_models.py"
-    with pytest.raises(InputError, match=r"has no callable 'resnet'; callables it defines: AttentionBlock, CachedScale, ChannelSlice, ConcatNet"):
+    listed = "AttentionBlock, CachedScale, ChannelSlice, ConcatNet"
+    with pytest.raises(InputError, match=rf"has no callable 'resnet'; callables it defines: {listed}"):
         _load(f"{path}:resnet")
     with pytest.raises(InputError, match=r"returned str, not a torch nn.Module"):
         _load(f"{path}:not_a_model")

@@ -87,6 +87,12 @@ def test_a_refused_latency_target_says_so_in_the_window_s_terms(qtbot, window: M
     status = window.statusBar().currentMessage()
     assert status == f"no plan: {message}", status  # not "plan for latency: done"
     assert not window.panel.apply_button.isEnabled()
+    window.panel.latency_batch.setValue(2)  # another target: while it is timed, the old refusal is gone
+    qtbot.waitUntil(lambda: window.job is not None and window.job.name == "plan for latency", timeout=TIMEOUT_MS)
+    window.bridge.flush()
+    assert window.panel.plan_info.text() == ""
+    with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
+        pass
 
 
 def test_a_long_stage_is_shortened_to_fit_the_progress_bar(qtbot, window: MainWindow, macs_clock) -> None:
