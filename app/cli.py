@@ -34,7 +34,14 @@ from secateur.core.pruning.plan import PlanOptions, Target
 from secateur.core.pruning.registry import load_registry
 from secateur.core.train.evaluate import evaluate
 from secateur.core.train.finetune import FinetuneConfig
-from secateur.core.workflow.compare import CellResult, CompareRequest, Comparison, parse_targets, split_method_params
+from secateur.core.workflow.compare import (
+    CellResult,
+    CompareRequest,
+    Comparison,
+    missed_target,
+    parse_targets,
+    split_method_params,
+)
 from secateur.core.workflow.pipeline import PruneRequest, run_prune, run_score
 
 
@@ -541,9 +548,7 @@ def _cell_line(cell: CellResult) -> str:
     how = "reused" if cell.reused else f"done in {record['seconds']:.0f} s"
     left = f", about {_duration(cell.seconds_left)} left" if cell.seconds_left else ""
     target = f"{record['target']['kind']}:{record['target']['value']:g}"
-    missed = ""
-    if record.get("target_met") is False:
-        missed = f" (target missed: the method removed {record['reduction']['macs']:.1%} of the MACs)"
+    missed = f" ({missed_target(record)})" if missed_target(record) else ""
     return f"compare: cell {cell.index}/{cell.total} {record['method']} {target} {how}{missed}{left}"
 
 

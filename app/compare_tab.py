@@ -55,6 +55,7 @@ from secateur.core.workflow.compare import (
     CompareRequest,
     Comparison,
     final_accuracy,
+    missed_target,
     parse_targets,
     target_label,
 )
@@ -275,9 +276,10 @@ class CompareTab(QWidget):
     def _add_row(self, record: dict[str, Any]) -> None:
         row = self.table.rowCount()
         self.table.insertRow(row)
+        missed = missed_target(record)
         texts = (
             record["method"],
-            target_label(record["target"]),
+            target_label(record["target"]) + (" (missed)" if missed else ""),
             human_count(record["params"]),
             human_count(record["macs"]),
             f"{final_accuracy(record):.2f}",
@@ -287,6 +289,8 @@ class CompareTab(QWidget):
             item = QTableWidgetItem(text)
             if column >= 2:
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            elif column == 1 and missed:
+                item.setToolTip(missed)
             self.table.setItem(row, column, item)
 
     def _done(self, document: dict[str, Any]) -> None:

@@ -25,10 +25,12 @@ from secateur.core.workflow.compare import (
     COMPARE_FILE,
     CompareRequest,
     Comparison,
+    missed_target,
     parse_targets,
     split_method_params,
+    target_met,
 )
-from secateur.core.workflow.compare_report import pareto_front, write_report
+from secateur.core.workflow.compare_report import pareto_front, table_rows, write_report
 from secateur.core.workflow.session import Session
 
 CELL_KEYS = {"method", "package", "version", "target", "plan", "params", "macs", "accuracy", "latency_ms", "seconds"}
@@ -125,6 +127,21 @@ def test_targets_grammar() -> None:
     ]:
         with pytest.raises(InputError, match=message):
             parse_targets(text)
+
+
+def test_a_cell_off_its_target_either_way_is_marked_in_the_report(compared: tuple[Path, dict, dict]) -> None:
+    """PAAM's learned threshold removed 37% of the MACs for every target of a compare run: at 0.3 the report
+    called that met; a cell stands at its target only within the planner's tolerance, on both sides."""
+    assert target_met(Target("macs", 0.3), 0.315) and target_met(Target("macs", 0.3), 0.285)
+    assert target_met(Target("macs", 0.3), 0.372) is False and target_met(Target("macs", 0.5), 0.372) is False
+    assert target_met(Target("ratio", 0.3), 0.9) is None  # a channel ratio says nothing about MACs
+    _, _, document = compared
+    document = copy.deepcopy(document)
+    cell = document["cells"][0]
+    assert cell["target_met"] is True and missed_target(cell) == "" and "missed" not in table_rows(document)[0][2]
+    cell["target_met"], cell["reduction"]["macs"] = False, 0.3717
+    assert missed_target(cell) == "target missed: the method removed 37.2% of the MACs"
+    assert table_rows(document)[0][2] == "37.2% (target missed)"
 
 
 def test_method_params_are_split_by_method() -> None:

@@ -18,7 +18,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from secateur.core.common.files import atomic_target
-from secateur.core.workflow.compare import final_accuracy, target_label
+from secateur.core.workflow.compare import final_accuracy, missed_target, target_label
 
 PLOTS = {"macs": "pareto_macs", "latency": "pareto_latency"}
 REPORT_FILE = "report.html"
@@ -106,7 +106,7 @@ def table_rows(document: dict[str, Any]) -> list[list[str]]:
         row = [
             cell["method"],
             target_label(cell["target"]),
-            f"{cell['reduction']['macs'] * 100:.1f}%",
+            f"{cell['reduction']['macs'] * 100:.1f}%" + (" (target missed)" if missed_target(cell) else ""),
             f"{cell['params'] / 1e6:.3f} M",
             f"{cell['macs'] / 1e6:.1f} M",
             *(
