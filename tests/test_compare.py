@@ -30,7 +30,7 @@ from secateur.core.workflow.compare import (
     split_method_params,
     target_met,
 )
-from secateur.core.workflow.compare_report import pareto_front, table_rows, write_report
+from secateur.core.workflow.compare_report import pareto_figure, pareto_front, table_rows, write_report
 from secateur.core.workflow.session import Session
 
 CELL_KEYS = {"method", "package", "version", "target", "plan", "params", "macs", "accuracy", "latency_ms", "seconds"}
@@ -142,6 +142,21 @@ def test_a_cell_off_its_target_either_way_is_marked_in_the_report(compared: tupl
     cell["target_met"], cell["reduction"]["macs"] = False, 0.3717
     assert missed_target(cell) == "target missed: the method removed 37.2% of the MACs"
     assert table_rows(document)[0][2] == "37.2% (target missed)"
+
+
+def test_a_method_run_with_two_parameter_sets_is_two_series(compared: tuple[Path, dict, dict]) -> None:
+    """The demo report ran PAAM at its default threshold and at threshold=0: one line through both zigzagged."""
+    _, _, document = compared
+    document = copy.deepcopy(document)
+    other = copy.deepcopy(document["cells"][0])
+    other["method_params"] = {**other["method_params"], "x": 2}
+    document["cells"][0]["method_params"] = {**document["cells"][0]["method_params"], "x": 1}
+    document["cells"].append(other)
+    method = other["method"]
+    assert [row[0] for row in table_rows(document)][-1] == f"{method} (x=2)"
+    assert table_rows(document)[0][0] == f"{method} (x=1)" and table_rows(document)[1][0] == "taylor"
+    legend = [text.get_text() for text in pareto_figure(document, "macs").axes[0].get_legend().get_texts()]
+    assert legend == [f"{method} (x=1)", "taylor", f"{method} (x=2)", "Pareto front"]
 
 
 def test_method_params_are_split_by_method() -> None:

@@ -46,6 +46,16 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return front
 
 
+def series_label(document: dict[str, Any], cell: dict[str, Any]) -> str:
+    """The cell's method, with the parameters that tell its runs apart where a method ran with several sets."""
+    sets = [c.get("method_params", {}) for c in document["cells"] if c["method"] == cell["method"]]
+    differing = sorted({key for one in sets for key in one if any(one.get(key) != other.get(key) for other in sets)})
+    if not differing:
+        return cell["method"]
+    own = cell.get("method_params", {})
+    return f"{cell['method']} ({', '.join(f'{key}={own.get(key)}' for key in differing)})"
+
+
 def _stage(document: dict[str, Any]) -> str:
     settings = document["settings"]
     epochs = settings["finetune"]["epochs"]
@@ -60,13 +70,13 @@ def pareto_figure(document: dict[str, Any], axis: str) -> Figure:
     label = "MACs per image (M)" if axis == "macs" else f"latency, batch {_latency_batch(document)} (ms, median)"
     figure = Figure(figsize=(7.0, 4.6), layout="constrained")
     ax = figure.add_subplot()
-    methods = list(dict.fromkeys(cell["method"] for cell in document["cells"]))
+    labels = {id(cell): series_label(document, cell) for cell in document["cells"]}
     points = []
-    for index, method in enumerate(methods):
-        cells = sorted((c for c in document["cells"] if c["method"] == method), key=cost)
+    for index, series in enumerate(dict.fromkeys(labels.values())):
+        cells = sorted((c for c in document["cells"] if labels[id(c)] == series), key=cost)
         xs, ys = [cost(c) for c in cells], [final_accuracy(c) for c in cells]
         points += list(zip(xs, ys, strict=True))
-        ax.plot(xs, ys, marker=_MARKERS[index % len(_MARKERS)], linewidth=1, label=method)
+        ax.plot(xs, ys, marker=_MARKERS[index % len(_MARKERS)], linewidth=1, label=series)
     baseline = document["baseline"]
     ax.plot([cost(baseline)], [baseline["accuracy"]], marker="*", markersize=14, color="black", linestyle="")
     ax.annotate(
@@ -104,7 +114,7 @@ def table_rows(document: dict[str, Any]) -> list[list[str]]:
     for cell in document["cells"]:
         accuracy = cell["accuracy"]
         row = [
-            cell["method"],
+            series_label(document, cell),
             target_label(cell["target"]),
             f"{cell['reduction']['macs'] * 100:.1f}%" + (" (target missed)" if missed_target(cell) else ""),
             f"{cell['params'] / 1e6:.3f} M",
