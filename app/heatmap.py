@@ -223,10 +223,14 @@ class HeatmapPanel(QWidget):
             step = max(1, math.ceil(len(groups) / ((height - STRIP_AXES_PX) // LABEL_PX)))
             labels = [(row + 0.5, row_label(gid, self._members[gid])) for row, gid in enumerate(self._strip_ids)]
             self.strip_plot.getAxis("left").setTicks([labels[::step], []])
+            # the ends only: pyqtgraph always draws its major ticks, and a narrow strip overlapped "20 40 60"
+            width = grid.shape[1]
+            self.strip_plot.getAxis("bottom").setTicks([[(0, "0"), (width, str(width))], []])
             self.strip_plot.setRange(xRange=(0, grid.shape[1]), yRange=(0, len(groups)), padding=0)
         else:
             self.strip_image.clear()
             self.strip_plot.getAxis("left").setTicks(None)
+            self.strip_plot.getAxis("bottom").setTicks(None)
         self.strip.setVisible(bool(groups))  # no empty axes: the label above says what the strip will show
 
     def _on_hover(self, position: QPointF) -> None:

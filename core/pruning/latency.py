@@ -121,6 +121,7 @@ def plan_for_latency(
         return pair.reduction
 
     low, high = 0.0, max_ratio
+    progress("latency target: timing candidate plans", 0, MAX_CANDIDATES)  # a candidate can take seconds
     if measure(high) < goal - LATENCY_TOLERANCE:
         best = max(pair.reduction for _, _, pair in measured)
         raise InputError(
