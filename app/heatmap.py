@@ -121,6 +121,8 @@ class HeatmapPanel(QWidget):
         self.strip_plot.setLabel("bottom", "channel")
         for axis in ("left", "bottom"):
             self.strip_plot.getAxis(axis).enableAutoSIPrefix(False)
+        # the channel axis is labelled at its two ends, half outside the axis: pyqtgraph would hide them
+        self.strip_plot.getAxis("bottom").setStyle(hideOverlappingLabels=False)
         self.strip_plot.invertY(True)
         self.strip_image = pg.ImageItem()
         self.strip_image.setColorMap(pg.colormap.get("viridis"))

@@ -110,6 +110,7 @@ def test_overview_rows_are_labelled_and_a_click_selects_the_group(qtbot, window:
     assert "conv1 +7" in labels  # the stem's group: conv1, bn1 and the six residual outputs it feeds
     width = max(len(values) for values in window.session.scores.groups.values())
     assert plot.getAxis("bottom")._tickLevels == [[(0, "0"), (width, str(width))], []]  # ends only: never overlapping
+    assert plot.getAxis("bottom").style["hideOverlappingLabels"] is False  # else the end labels were hidden
     assert window.select_layer("fc")
     row = groups.index("layer2.1.conv1")
     point = heatmap.strip.mapFromScene(plot.vb.mapViewToScene(QPointF(3.0, row + 0.5)))
