@@ -4,7 +4,8 @@ A 5 ms QTimer heartbeat runs on the Qt thread; the longest gap between two
 beats is the longest time the window could not respond (target: one frame,
 16 ms). The window opens a model, scores it with l1, previews a plan, applies
 it, sweeps and fine-tunes, all through its jobs. Then every built-in method is
-started and cancelled once it has run for a second: the time from the click
+started and cancelled once it has run for a second (or for each of
+`--cancel-after`'s delays, to reach its later phases): the time from the click
 to the window saying "cancelled" (target ≤ 1 s). "Apply → new tree" is the
 time from Apply to the tree showing the pruned structure (target ≤ 1 s on the
 demo), before accuracy and latency are measured.
@@ -31,7 +32,7 @@ from PySide6.QtWidgets import QApplication
 
 from secateur.app.window import MainWindow
 
-CANCEL_AFTER = 1.0  # seconds a method runs before Cancel is clicked
+CANCEL_AFTER = (1.0,)  # seconds a method runs before Cancel is clicked (--cancel-after)
 QUICK = {"cka-layer": {"finetune_epochs": "0"}, "paam": {"epochs": "1"}, "hap": {"probes": "4"}}
 
 
@@ -175,30 +176,38 @@ def stalls(window: MainWindow, model: str, data: str | None, finetune_samples: i
     sampler.report()
 
 
-def cancellation(window: MainWindow, methods: list[str] | None = None) -> None:
-    print(f"\n{'method':<14} {'acknowledged ms':>16} {'cancelled after s':>18}  outcome")
+def cancellation(
+    window: MainWindow, methods: list[str] | None = None, delays: tuple[float, ...] = CANCEL_AFTER
+) -> None:
+    print(f"\n{'method':<14} {'after s':>8} {'acknowledged ms':>16} {'cancelled after s':>18}  outcome")
     for method_id in methods or sorted(window.registry.methods):
-        window.panel.picker.setCurrentText(method_id)
-        for name, value in QUICK.get(method_id, {}).items():
-            window.panel.set_param(name, value)
-        window.run_method()
-        _spin(CANCEL_AFTER)
-        if window.job is None:
-            print(f"{method_id:<14} {'':>16} {'':>18}  finished within {CANCEL_AFTER:.0f} s")
-            continue
-        acknowledged: list[float] = []
+        for delay in delays:
+            cancel_once(window, method_id, delay)
 
-        def click(acknowledged: list[float] = acknowledged) -> None:
-            clicked = time.perf_counter()
-            window.panel.cancel_button.click()
-            if window.progress.format() == "cancelling…":
-                acknowledged.append((time.perf_counter() - clicked) * 1000)
 
-        seconds = _wait(window.job_done, click)
-        message = window.statusBar().currentMessage()
-        outcome = "cancelled" if "cancelled" in message else message[:40]
-        shown = f"{acknowledged[0]:.1f}" if acknowledged else "no"
-        print(f"{method_id:<14} {shown:>16} {seconds:>18.2f}  {outcome}")
+def cancel_once(window: MainWindow, method_id: str, delay: float) -> None:
+    """Run ``method_id``, click Cancel after ``delay`` seconds, print how soon the window said so and stopped."""
+    window.panel.picker.setCurrentText(method_id)
+    for name, value in QUICK.get(method_id, {}).items():
+        window.panel.set_param(name, value)
+    window.run_method()
+    _spin(delay)
+    if window.job is None:
+        print(f"{method_id:<14} {delay:>8.1f} {'':>16} {'':>18}  finished within {delay:.1f} s")
+        return
+    acknowledged: list[float] = []
+
+    def click() -> None:
+        clicked = time.perf_counter()
+        window.panel.cancel_button.click()
+        if window.progress.format() == "cancelling…":
+            acknowledged.append((time.perf_counter() - clicked) * 1000)
+
+    seconds = _wait(window.job_done, click)
+    message = window.statusBar().currentMessage()
+    outcome = "cancelled" if "cancelled" in message else message[:40]
+    shown = f"{acknowledged[0]:.1f}" if acknowledged else "no"
+    print(f"{method_id:<14} {delay:>8.1f} {shown:>16} {seconds:>18.2f}  {outcome}")
 
 
 def main() -> None:
@@ -209,6 +218,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-cancel", action="store_true", help="skip the per-method cancellation table")
     parser.add_argument("--only-cancel", metavar="IDS", help="only the cancellation table, for these methods (a,b)")
+    parser.add_argument(
+        "--cancel-after",
+        default="1",
+        help="seconds each method runs before Cancel, several to reach later phases (1,3,5)",
+    )
     options = parser.parse_args()
     torch.set_num_threads(options.threads)
     data = options.data or ("demo" if options.model.startswith("demo") else None)
@@ -216,14 +230,15 @@ def main() -> None:
     window = MainWindow()
     window.resize(1280, 800)
     window.show()
+    delays = tuple(float(value) for value in options.cancel_after.split(","))
     print(f"model {options.model}, data {data}, {options.threads} torch thread(s), cpu")
     if options.only_cancel:
         _wait(window.job_done, lambda: window.open(options.model, data))
-        cancellation(window, options.only_cancel.split(","))
+        cancellation(window, options.only_cancel.split(","), delays)
     else:
         stalls(window, options.model, data, options.finetune_samples)
         if not options.no_cancel and data is not None:
-            cancellation(window)
+            cancellation(window, delays=delays)
     window.confirm_unsaved = False  # the fine-tuned model is not saved: closing must not wait on the question
     window.close()
     app.quit()

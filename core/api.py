@@ -41,7 +41,7 @@ from secateur.core.testing import check_method
 from secateur.core.train.batchnorm import recalibrate_batchnorm
 from secateur.core.train.evaluate import accuracy_and_loss, model_macs
 from secateur.core.train.finetune import FinetuneConfig, finetune, train_step
-from secateur.core.train.interrupt import checked_passes
+from secateur.core.train.interrupt import checked_graph, checked_passes
 
 __all__ = [
     "API_VERSION",
@@ -84,6 +84,7 @@ __all__ = [
     "canonize",
     "channel_relevance",
     "check_method",
+    "checked_graph",
     "checked_passes",
     "choose_kept",
     "conv_search_space",

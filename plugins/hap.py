@@ -31,6 +31,7 @@ import copy
 import logging
 import math
 from collections.abc import Callable, Generator, Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -52,6 +53,7 @@ from secateur.core.api import (
     ScoringContext,
     WorkError,
     apply_plan,
+    checked_graph,
     checked_passes,
     hookimpl,
 )
@@ -98,6 +100,7 @@ def hutchinson_channel_traces(
     seed: int,
     progress: Callable[[int, int], None] | None = None,
     chunks: int | None = None,
+    check: Callable[[], None] | None = None,
 ) -> list[torch.Tensor]:
     """Per-probe Hutchinson estimates of ``Tr(H_cc)`` for every output channel ``c`` of every parameter.
 
@@ -107,6 +110,8 @@ def hutchinson_channel_traces(
     gives ``Hv`` by a second backward pass, and ``⟨v[c], (Hv)[c]⟩`` is added up
     over the parts. Returns, per parameter, a float64 ``(probes, channels)``
     tensor: each row is one probe's estimate, their mean the trace estimate.
+    ``check`` (which raises to stop) runs before every node of each second
+    backward pass, so a stop lands within one layer's work, not after a probe.
     """
     generator = torch.Generator().manual_seed(seed)
     seeds = torch.randint(0, 2**62, (probes,), generator=generator).tolist()
@@ -118,23 +123,25 @@ def hutchinson_channel_traces(
         if progress is not None:
             progress(done, total or done)  # a cancellation check between the gradient and the first probe
         live = [k for k, g in enumerate(gradients) if g.requires_grad]  # a gradient constant in P has H = 0
-        for probe in range(probes):
-            vs = _rademacher(parameters, seeds[probe])
-            if live:
-                products = torch.autograd.grad(
-                    [gradients[k] for k in live],
-                    parameters,
-                    grad_outputs=[vs[k] for k in live],
-                    retain_graph=probe < probes - 1,
-                    allow_unused=True,
-                    materialize_grads=True,
-                )
-                with torch.no_grad():
-                    for k, (v, hv) in enumerate(zip(vs, products, strict=True)):
-                        traces[k][probe] += _per_channel(v * hv, dims[k]).double().cpu()
-            done += 1
-            if progress is not None:
-                progress(done, total or done)
+        graph_checks = checked_graph([gradients[k] for k in live], check) if check else nullcontext()
+        with graph_checks:
+            for probe in range(probes):
+                vs = _rademacher(parameters, seeds[probe])
+                if live:
+                    products = torch.autograd.grad(
+                        [gradients[k] for k in live],
+                        parameters,
+                        grad_outputs=[vs[k] for k in live],
+                        retain_graph=probe < probes - 1,
+                        allow_unused=True,
+                        materialize_grads=True,
+                    )
+                    with torch.no_grad():
+                        for k, (v, hv) in enumerate(zip(vs, products, strict=True)):
+                            traces[k][probe] += _per_channel(v * hv, dims[k]).double().cpu()
+                done += 1
+                if progress is not None:
+                    progress(done, total or done)
         del gradients
     return traces
 
@@ -153,8 +160,6 @@ def _math_attention():
 
         return sdpa_kernel(SDPBackend.MATH)
     except ImportError:  # pragma: no cover - older torch
-        from contextlib import nullcontext
-
         return nullcontext()
 
 
@@ -189,6 +194,7 @@ def layer_sensitivities(context: ScoringContext, params: dict[str, Any]) -> tupl
                 context.seed,
                 lambda done, total: context.progress(f"Hessian-vector products ({probes} probes)", done, total),
                 len(chunks),
+                context.progress.check,
             )
     except torch.cuda.OutOfMemoryError:
         raise WorkError(
