@@ -2,7 +2,7 @@
 
 ``score`` → ``plan`` → ``apply`` is what ``secateur prune`` and the window's
 Run/Apply buttons call. The workspace's model is never modified: scoring reads
-it, apply works on a copy.
+a working copy of it, apply prunes that copy (see ``sharing``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from secateur.core.graph.layer_tree import find_classifier
 from secateur.core.graph.macs import finish_records, recording_modules
 from secateur.core.pruning.checks import check_plan, check_runs
 from secateur.core.pruning.contract import Applied, Scored
-from secateur.core.pruning.guard import changed_tensors
+from secateur.core.pruning.guard import changed_tensors, tensor_marks, written_tensors
 from secateur.core.pruning.halp import latency_counts
 from secateur.core.pruning.latency import plan_for_latency
 from secateur.core.pruning.latency_table import LatencyTable, Timer, load_or_build, table_key, wall_clock
@@ -47,7 +47,9 @@ from secateur.core.pruning.plan import (
     user_fixed_groups,
     with_removed_blocks,
 )
+from secateur.core.pruning.registry import HOST_PACKAGE
 from secateur.core.pruning.scoring import Scores, ScoringContext, collect_scores, plugin_errors
+from secateur.core.pruning.sharing import shared_copy, unshare
 from secateur.core.pruning.surgery import (
     CORE_EDITS,
     SurgeryFailed,
@@ -66,6 +68,7 @@ class _Prepared:
     graph: tp.DependencyGraph
     groups: list[GroupInfo]
     own_macs: dict[str, int]
+    private: bool  # a deep copy (for a third-party method), not the user's storage shared
 
 
 @dataclass
@@ -76,7 +79,8 @@ class Workspace(UsesSettings):
     and traces it once (Torch-Pruning's graph and the MACs count share one
     forward pass). Methods score the working copy; ``apply`` prunes it in
     place with that same graph and hands it over, and the next step prepares a
-    fresh copy.
+    fresh copy. The copy shares the user's tensors for built-in methods and is
+    a private deep copy for third-party ones.
     """
 
     model: nn.Module
@@ -92,9 +96,11 @@ class Workspace(UsesSettings):
         self._tables: dict[int, tuple[LatencyTable, str]] = {}
         self._prepare()
 
-    def _prepare(self) -> _Prepared:
+    def _prepare(self, private: bool = False) -> _Prepared:
+        if self._prepared is not None and private and not self._prepared.private:
+            self._prepared = None  # a third-party method never reads the user's own storage
         if self._prepared is None:
-            work = copy.deepcopy(self.model)
+            work = copy.deepcopy(self.model) if private else shared_copy(self.model)
             with recording_modules(work) as records:
                 graph = build_dependency_graph(work, self.example)
             records = finish_records(work, records, self.example.shape[0])
@@ -102,7 +108,7 @@ class Workspace(UsesSettings):
             self.classifier = find_classifier(work, records)
             groups = dependency_groups(work, graph, [self.classifier] if self.classifier else [])
             own = {name: record.own_macs for name, record in records.items()}
-            self._prepared = _Prepared(work, graph, groups, own)
+            self._prepared = _Prepared(work, graph, groups, own, private)
         return self._prepared
 
     def prepared(self) -> bool:
@@ -128,8 +134,10 @@ class Workspace(UsesSettings):
         progress: Progress = SILENT,
         on_partial: Callable[[Scores], None] | None = None,
         on_loss: Callable[[int, int, float], None] | None = None,
+        private: bool = False,
     ) -> ScoringContext:
-        prepared = self._prepare()
+        """What a method reads; ``private``: its model is a deep copy, not over the user's storage."""
+        prepared = self._prepare(private)
         return ScoringContext(
             model=prepared.model,
             example=self.example,
@@ -162,18 +170,19 @@ class Workspace(UsesSettings):
         if ("calibration-data" in method.needs or "labels" in method.needs) and self.data is None:
             raise InputError(f"method {method.id} needs data: give --data SPEC")
         torch.manual_seed(self.seed)
-        context = self.context(progress, on_partial, on_loss)
+        context = self.context(progress, on_partial, on_loss, private=not _built_in(method))
+        marks = None if self._prepare().private else tensor_marks(context.model)
         try:
             assert method.score is not None
             with plugin_errors(method.id, "scoring"):
                 stream = method.score(context, values)
             return collect_scores(stream, context, method.id)
         finally:
-            self._guard(context.model, method)
+            self._guard(context.model, method, marks)
 
-    def _guard(self, model: nn.Module, method: MethodInfo) -> None:
+    def _guard(self, model: nn.Module, method: MethodInfo, marks: dict | None) -> None:
         """Fail a method that changed the model it was handed (and forget that copy)."""
-        changed = changed_tensors(self.model, model)
+        changed = changed_tensors(self.model, model) if marks is None else written_tensors(model, marks)
         if not changed:
             return
         self._prepared = None
@@ -342,12 +351,13 @@ class Workspace(UsesSettings):
                 raise InputError(f"method {method.id} applies its own plan from its scores: score with it first")
             values = validate_params(method.params, params or {}, method.id)
             with plugin_errors(method.id, "applying"):
-                result = method.apply(self.context(progress), plan, values, scored)
+                result = method.apply(self.context(progress, private=not _built_in(method)), plan, values, scored)
             if not isinstance(result, Applied) or not isinstance(result.model, nn.Module):
                 raise WorkError(f"method {method.id}: apply must return an Applied, got {type(result).__name__}")
             edits = tuple(_with_provider(edit, method) for edit in result.edits)
             effective = with_removed_blocks(result.plan, edits).with_notes(*result.notes)
             applied = Applied(result.model, edits, effective)
+        unshare(applied.model, self.model)  # training the result must never reach the user's model
         check_runs(applied.model, self.example, applied.plan, name)
         return applied
 
@@ -369,6 +379,11 @@ class Workspace(UsesSettings):
                 "untouched (rerun with --debug for the traceback)"
             ) from error
         return Applied(pruned, plan_edits(plan), plan)
+
+
+def _built_in(method: MethodInfo) -> bool:
+    """Secateur's own methods are trusted with a working copy over the user's storage (and tested on private ones)."""
+    return method.package == HOST_PACKAGE
 
 
 def _with_provider(edit: dict[str, Any], method: MethodInfo) -> dict[str, Any]:

@@ -1,0 +1,107 @@
+"""The working copy over the user's storage: no data copied to score, none shared after apply, writes caught."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from secateur.core.api import MethodInfo, Scores
+from secateur.core.common.errors import WorkError
+from secateur.core.model.demo_architectures import DemoVGG
+from secateur.core.pruning.plan import Target
+from secateur.core.pruning.registry import HOST_PACKAGE, load_registry
+from secateur.core.pruning.sharing import shared_copy, unshare
+from secateur.core.pruning.workspace import Workspace
+from secateur.core.testing import state_hash
+
+
+def _storages(model: nn.Module) -> set[int]:
+    return {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()] if t.numel()}
+
+
+class TiedHead(nn.Module):
+    """Two classifiers over one weight, the way language models tie embeddings."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+        )
+        self.first = nn.Linear(8, 4)
+        self.second = nn.Linear(8, 4)
+        self.second.weight = self.first.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.body(x).flatten(1)
+        return self.first(features) + self.second(features)
+
+
+def test_the_shared_copy_has_its_own_modules_and_parameters_over_the_same_storage() -> None:
+    model = TiedHead().eval()
+    work = shared_copy(model)
+    assert _storages(work) == _storages(model)
+    assert all(a is not b for a, b in zip(work.modules(), model.modules(), strict=True))
+    assert all(a is not b for a, b in zip(work.parameters(), model.parameters(), strict=True))
+    assert work.second.weight is work.first.weight  # the tie survives
+    work.body[0].weight.requires_grad_(False)  # a flag set on the copy stays on the copy
+    assert model.body[0].weight.requires_grad
+
+
+def test_unshare_clones_what_is_shared_keeps_ties_and_values() -> None:
+    model = TiedHead().eval()
+    work = shared_copy(model)
+    work.body[0].weight = nn.Parameter(work.body[0].weight.detach()[:4].clone())  # as surgery does: a new tensor
+    expected = {name: t.clone() for name, t in work.state_dict().items()}
+    assert unshare(work, model) == 9  # conv bias, 5 of BatchNorm, the tied weight once, the two heads' biases
+    assert not _storages(work) & _storages(model)
+    assert work.second.weight is work.first.weight and isinstance(work.first.weight, nn.Parameter)
+    assert all(torch.equal(t, expected[name]) for name, t in work.state_dict().items())
+
+
+@pytest.mark.parametrize("method_id", ["l1", "taylor"])
+def test_training_the_pruned_model_never_reaches_the_users_model(method_id: str) -> None:
+    from secateur.core.data.loading import load_data
+
+    user = DemoVGG().eval()
+    before = state_hash(user)
+    workspace = Workspace(user, (3, 32, 32), load_data("demo"))
+    assert _storages(workspace.context().model) == _storages(user)  # scoring copied no data
+    scored = workspace.score(load_registry().method(method_id), {"batches": 1} if method_id == "taylor" else {})
+    pruned = workspace.apply(workspace.plan(scored, Target("ratio", 0.3))).model
+    assert not _storages(pruned) & _storages(user)
+    optimizer = torch.optim.SGD(pruned.parameters(), lr=0.1)
+    pruned.train()
+    pruned(torch.randn(4, 3, 32, 32)).sum().backward()
+    optimizer.step()
+    assert state_hash(user) == before
+
+
+def _writer(context, params):
+    for group in context.groups:
+        yield Scores(groups={group.id: torch.ones(group.channels)})
+    with torch.no_grad():
+        context.model.features[0].weight[0].zero_()
+
+
+def test_a_built_in_method_that_writes_its_model_is_named() -> None:
+    workspace = Workspace(DemoVGG().eval(), (3, 32, 32))
+    method = MethodInfo(id="writer", title="t", description="d", granularity="channel", score=_writer)
+    method = dataclasses.replace(method, package=HOST_PACKAGE)  # as the host marks its own methods
+    with pytest.raises(
+        WorkError, match=r"method writer .* changed the model it was given to score \(features.0.weight\)"
+    ):
+        workspace.score(method)
+
+
+def test_a_third_party_method_reads_a_private_copy_and_the_users_model_stays_as_it_was() -> None:
+    user = DemoVGG().eval()
+    reference = copy.deepcopy(user)
+    workspace = Workspace(user, (3, 32, 32))
+    method = MethodInfo(id="writer", title="t", description="d", granularity="channel", score=_writer)
+    with pytest.raises(WorkError, match=r"changed the model it was given to score \(features.0.weight\)"):
+        workspace.score(method)
+    assert state_hash(user) == state_hash(reference)
