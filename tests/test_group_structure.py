@@ -282,6 +282,29 @@ def test_a_group_whose_index_mapping_explodes_is_kept_whole_with_the_reason(monk
     assert by_id["0"].prunable  # 8 channels into the next conv: no flatten on its way
 
 
+class TwoFlattenedHeads(nn.Module):
+    """One conv group read by two Linear heads through two flattens (8 channels × 1024 positions each)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.left = nn.Linear(8 * 32 * 32, 4)
+        self.right = nn.Linear(8 * 32 * 32, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.conv(x)
+        return self.left(features.flatten(1)) + self.right(torch.flatten(features, 1))
+
+
+def test_the_flattens_of_one_group_are_bounded_together(monkeypatch) -> None:
+    """MaxViT's partitions passed ~100 k indices per flatten around for 16 minutes (18 GB): the sum is bounded too."""
+    assert workspace_of(TwoFlattenedHeads()).groups[0].prunable  # 2 × 8192 indices: far under the bound
+    monkeypatch.setattr(groups_module, "MAX_MAPPED_INDICES", 10_000)  # each flatten 8192, the two 16384
+    conv = {group.id: group for group in workspace_of(TwoFlattenedHeads()).groups}["conv"]
+    assert not conv.prunable
+    assert "the group's flattens map more than 10000 indices in all" in conv.locked_because
+
+
 def test_the_shuffle_spy_is_active_only_while_the_model_runs() -> None:
     model = user_models.shuffle_net()
     depth_inside: list[int] = []

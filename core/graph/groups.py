@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import torch
@@ -164,8 +165,11 @@ _patch_once(index_mapping, "update_reshape_index_mapping", _tolerant)
 
 
 # More indices than any real layer has: a flatten that maps a group past this is compounding
-# reshapes it does not understand (Swin's window partition), not a Linear's input.
-MAX_MAPPED_INDICES = 1 << 20
+# reshapes it does not understand (Swin's window partition), not a Linear's input. The same
+# bound holds for all the flattens one group's mapping goes through together: VGG-16's largest
+# group passes 75 k indices through its flattens, AlexNet's 46 k.
+MAX_MAPPED_INDICES = 1 << 19
+_mapped_in_group: ContextVar[list[int] | None] = ContextVar("mapped_in_group", default=None)
 
 
 def _bounded(call: Callable[[object, list], list]) -> Callable[[object, list], list]:
@@ -173,14 +177,23 @@ def _bounded(call: Callable[[object, list], list]) -> Callable[[object, list], l
 
     Through Swin's window partition and patch merging every flatten multiplies
     the indices again: tracing swin_t's groups ran for more than 25 minutes and
-    took 13.6 GB before it was stopped. Refused, the root is reported and
-    kept whole like any other root Torch-Pruning cannot map.
+    took 13.6 GB before it was stopped. Through MaxViT's window and grid
+    partitions no single flatten is that large, but the mapping passes about
+    100 k indices around and around (maxvit_t: over 16 minutes and 18 GB for
+    one group). Refused, the root is reported and kept whole like any other
+    root Torch-Pruning cannot map.
     """
 
     def bounded(mapping: object, idxs: list) -> list:
         expanded = len(idxs) * mapping._stride  # type: ignore[attr-defined]
-        if not mapping.reverse and expanded > MAX_MAPPED_INDICES:  # type: ignore[attr-defined]
-            raise OverflowError(f"a flatten would map {len(idxs)} indices to {expanded}")
+        if not mapping.reverse:  # type: ignore[attr-defined]
+            if expanded > MAX_MAPPED_INDICES:
+                raise OverflowError(f"a flatten would map {len(idxs)} indices to {expanded}")
+            mapped = _mapped_in_group.get()
+            if mapped is not None:
+                mapped[0] += expanded
+                if mapped[0] > MAX_MAPPED_INDICES:
+                    raise OverflowError(f"the group's flattens map more than {MAX_MAPPED_INDICES} indices in all")
         return call(mapping, idxs)
 
     return bounded
@@ -190,6 +203,18 @@ _patch_once(index_mapping._FlattenIndexMapping, "__call__", _bounded)
 
 
 _ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
+
+
+def _mapped_group(graph: tp.DependencyGraph, root: nn.Module, pruner: object) -> tuple[tp.Group | None, str]:
+    """Torch-Pruning's group of ``root``'s output channels, or None and what failed (its flattens bounded in all)."""
+    mapped = _mapped_in_group.set([0])
+    try:
+        channels = list(range(pruner.get_out_channels(root)))  # type: ignore[attr-defined]
+        return graph.get_pruning_group(root, pruner.prune_out_channels, channels), ""  # type: ignore[attr-defined]
+    except Exception as error:  # Torch-Pruning's index mapping failed on this root
+        return None, f"{type(error).__name__} in its index mapping: {error}"
+    finally:
+        _mapped_in_group.reset(mapped)
 
 
 def _all_groups(
@@ -207,13 +232,10 @@ def _all_groups(
         pruner = graph.get_pruner_of_module(module)
         if pruner is None or pruner.get_out_channels(module) is None:
             continue
-        try:
-            group = graph.get_pruning_group(
-                module, pruner.prune_out_channels, list(range(pruner.get_out_channels(module)))
-            )
-        except Exception as error:  # Torch-Pruning's index mapping failed on this root
+        group, failure = _mapped_group(graph, module, pruner)
+        if group is None:
             visited.add(module)
-            yield module, None, f"{type(error).__name__} in its index mapping: {error}"
+            yield module, None, failure
             continue
         prunable = True
         for item in group:
