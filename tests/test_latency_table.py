@@ -235,3 +235,27 @@ def test_the_cli_refuses_a_latency_table_with_a_block_target() -> None:
                      "--out", "x.safetensors")  # fmt: skip
     assert result.returncode == 2
     assert "--latency-table: works with channel targets" in result.stderr
+
+
+@pytest.mark.parametrize("goal", [0.3, 0.5])
+def test_a_macs_target_on_coarse_snapped_widths_is_met_by_single_groups_steps(goal: float) -> None:
+    """Snapped widths made one ratio jump past the target (resnet50: 0.475, then past 0.52 for 0.5), and the plan
+    was refused; now single groups step down one width each, least score lost first, until the target is met."""
+    from secateur.core.model.specs import parse_model_spec
+    from secateur.core.pruning.loading import load_model
+    from secateur.core.pruning.plan import MACS_TOLERANCE
+    from secateur.core.pruning.surgery import apply_plan
+    from secateur.core.train.evaluate import model_macs
+
+    loaded = load_model(parse_model_spec("demo"))
+    workspace = Workspace(loaded.model, loaded.input_shape)
+    scores = workspace.score(load_registry().method("l1")).scores
+    widths = {g.id: (g.channels // 2, g.channels) for g in workspace.groups if g.prunable}  # all or half: one ratio
+    plan = workspace.plan(scores, Target("macs", goal), PlanOptions(snap_widths=widths), "l1")  # flips every group
+    reached = 1 - plan.predicted_macs / workspace.macs
+    assert abs(reached - goal) <= MACS_TOLERANCE
+    assert all(len(group.kept) in widths[group_id] for group_id, group in plan.groups.items())
+    assert 0 < sum(len(group.kept) < widths[group_id][1] for group_id, group in plan.groups.items()) < len(widths)
+    assert re.search(rf"groups stepped down a width each .* to reach {reached:.3f}", plan.notes[-1])
+    pruned, _ = apply_plan(loaded.model, plan, workspace.example)
+    assert model_macs(pruned, loaded.input_shape) == plan.predicted_macs

@@ -213,6 +213,30 @@ def rounded(group: GroupInfo, kept: int, options: PlanOptions) -> int:
     return min(group.channels, kept)
 
 
+def snapped_steps(
+    groups: list[GroupInfo], scores: Scores, counts: Mapping[str, int], options: PlanOptions
+) -> list[tuple[float, str, int]]:
+    """Each group's next snapped width below its count, cheapest first: (score lost per channel, group, width).
+
+    The score lost is that of the channels between the two widths, normalised
+    by the group's mean score (as global ranking compares groups).
+    """
+    steps = []
+    for group in groups:
+        kept = counts.get(group.id)
+        lower = [
+            w for w in options.snap_widths.get(group.id, ()) if fewest_kept(group.channels, options) <= w < (kept or 0)
+        ]
+        if kept is None or not lower or group.id not in scores.groups:
+            continue
+        width = max(lower)
+        values = scores.groups[group.id].double().abs()
+        ordered = torch.sort(values, descending=True).values
+        lost = float(ordered[width:kept].sum()) / (float(values.mean()) or 1.0)
+        steps.append((lost / (kept - width), group.id, width))
+    return sorted(steps)
+
+
 def _kept_count(group: GroupInfo, ratio: float, options: PlanOptions) -> int:
     """Units kept when ``ratio`` of the group is removed, after the cap, minimum and rounding."""
     total = group.channels

@@ -44,6 +44,7 @@ from secateur.core.pruning.plan import (
     predict_size,
     predict_without_blocks,
     rank_blocks,
+    snapped_steps,
     user_fixed_groups,
     with_removed_blocks,
 )
@@ -250,6 +251,11 @@ class Workspace(UsesSettings):
             else:
                 high = middle
         achieved = 1.0 - best.predicted_macs / self.macs
+        if abs(achieved - goal) > MACS_TOLERANCE and options.snap_widths:
+            best = self._fill_snapped(
+                scores, target, options, method, self._plan_at(scores, target, options, method, low)
+            )
+            achieved = 1.0 - best.predicted_macs / self.macs
         if abs(achieved - goal) > MACS_TOLERANCE:
             raise InputError(
                 f"--macs-reduction {goal}: the nearest reachable reduction is {achieved:.3f} "
@@ -319,11 +325,48 @@ class Workspace(UsesSettings):
             f"--macs-reduction {target.value}: removing every removable block saves only {reachable:.3f} of the MACs"
         )
 
-    def _plan_at(self, scores: Scores, target: Target, options: PlanOptions, method: str, ratio: float) -> PruningPlan:
+    def _plan_at(
+        self,
+        scores: Scores,
+        target: Target,
+        options: PlanOptions,
+        method: str,
+        ratio: float,
+        counts: dict[str, int] | None = None,
+    ) -> PruningPlan:
         prepared = self._prepare()
-        plans, notes = decide_channels(prepared.groups, scores, ratio, options)
+        plans, notes = decide_channels(prepared.groups, scores, ratio, options, counts)
         params, macs = predict_size(prepared.model, prepared.graph, prepared.groups, plans, prepared.own_macs)
         return PruningPlan(method, target, plans, [], params, macs, notes, options)
+
+    def _fill_snapped(
+        self, scores: Scores, target: Target, options: PlanOptions, method: str, plan: PruningPlan
+    ) -> PruningPlan:
+        """From ``plan`` (short of the MACs target), step single groups down one snapped width until it is met.
+
+        Snapped to the latency table's widths, one ratio for all groups moves
+        the MACs in jumps (resnet50: 0.475, then past 0.52, for a 0.5 target).
+        Each step takes the group whose next width loses the least score per
+        channel and does not overshoot the target's tolerance.
+        """
+        goal, start = target.value, 1.0 - plan.predicted_macs / self.macs
+        counts = {group_id: len(group.kept) for group_id, group in plan.groups.items()}
+        stepped: set[str] = set()
+        while 1.0 - plan.predicted_macs / self.macs < goal - MACS_TOLERANCE / 4:
+            for _, group_id, width in snapped_steps(self._prepare().groups, scores, counts, options):
+                trial = {**counts, group_id: width}
+                candidate = self._plan_at(scores, target, options, method, 0.0, trial)
+                if 1.0 - candidate.predicted_macs / self.macs <= goal + MACS_TOLERANCE:
+                    counts, plan = trial, candidate
+                    stepped.add(group_id)
+                    break
+            else:
+                break  # every remaining step overshoots: the caller reports the nearest reduction
+        reached = 1.0 - plan.predicted_macs / self.macs
+        return plan.with_notes(
+            f"--macs-reduction {goal}: one ratio snapped to the latency table's widths reached {start:.3f}; "
+            f"{len(stepped)} groups stepped down a width each (least score lost first) to reach {reached:.3f}"
+        )
 
     # --- applying -------------------------------------------------------------------
 
