@@ -305,6 +305,50 @@ def test_the_flattens_of_one_group_are_bounded_together(monkeypatch) -> None:
     assert "the group's flattens map more than 10000 indices in all" in conv.locked_because
 
 
+class WidthCoupled(nn.Module):
+    """A stream read by a projection whose output the code reshapes by the stream's width (MaxViT's attention)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.proj = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stream = self.stem(x).mean(dim=(2, 3))
+        return self.head(self.proj(stream).reshape(-1, stream.shape[-1]))
+
+
+def test_a_group_feeding_an_unmapped_layer_is_tried_and_kept_whole_when_cutting_it_breaks(monkeypatch) -> None:
+    """maxvit_t: its attention's qkv could not be mapped, and cutting the stream feeding it broke the forward pass;
+    such a group is now cut by one channel on a copy first, and kept whole with the error when the copy fails."""
+    original = groups_module._mapped_group
+
+    def refuse_proj(graph, root, pruner):
+        if isinstance(root, nn.Linear) and root.out_features == 8:  # proj, as Torch-Pruning failing on it
+            return None, "OverflowError in its index mapping: simulated"
+        return original(graph, root, pruner)
+
+    model = WidthCoupled().eval()
+    before = state_hash(model)
+    monkeypatch.setattr(groups_module, "_mapped_group", refuse_proj)
+    by_id = {group.id: group for group in workspace_of(model).groups}
+    assert by_id["proj"].locked_because.startswith(groups_module.UNMAPPED)
+    assert not by_id["stem"].prunable
+    assert by_id["stem"].locked_because.startswith("cutting it breaks the model (RuntimeError: shape '[-1, 7]'")
+    assert state_hash(model) == before  # the trial cut a copy
+
+
+def test_models_whose_groups_all_map_are_not_probed(monkeypatch) -> None:
+    from secateur.core.pruning import probe
+
+    tried: list[str] = []
+    monkeypatch.setattr(probe, "breakage", lambda model, group, example: tried.append(group.id) or "")
+    for model in (user_models.grouped_se_net(), user_models.timm_style_vit(), WidthCoupled()):
+        assert any(group.prunable for group in workspace_of(model).groups)
+    assert tried == []
+
+
 def test_the_shuffle_spy_is_active_only_while_the_model_runs() -> None:
     model = user_models.shuffle_net()
     depth_inside: list[int] = []

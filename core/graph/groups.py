@@ -203,6 +203,7 @@ _patch_once(index_mapping._FlattenIndexMapping, "__call__", _bounded)
 
 
 _ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
+UNMAPPED = "Torch-Pruning cannot map this group's channels"  # how a root it cannot map is locked
 
 
 def _mapped_group(graph: tp.DependencyGraph, root: nn.Module, pruner: object) -> tuple[tp.Group | None, str]:
@@ -254,7 +255,7 @@ def dependency_groups(model: nn.Module, graph: tp.DependencyGraph, locked: list[
     for root, group, failure in _all_groups(graph, locked_modules):
         if group is None:
             width = int(graph.get_out_channels(root) or 0)
-            reason = f"Torch-Pruning cannot map this group's channels ({failure})"
+            reason = f"{UNMAPPED} ({failure})"
             groups.append(GroupInfo(names.get(root, "?"), width, [names.get(root, "?")], False, [], None, reason))
             continue
         root = group[0].dep.target.module

@@ -48,6 +48,7 @@ from secateur.core.pruning.plan import (
     user_fixed_groups,
     with_removed_blocks,
 )
+from secateur.core.pruning.probe import probed
 from secateur.core.pruning.registry import HOST_PACKAGE
 from secateur.core.pruning.scoring import Scores, ScoringContext, collect_scores, plugin_errors
 from secateur.core.pruning.sharing import shared_copy, unshare
@@ -108,6 +109,7 @@ class Workspace(UsesSettings):
             self.macs = records[""].macs
             self.classifier = find_classifier(work, records)
             groups = dependency_groups(work, graph, [self.classifier] if self.classifier else [])
+            groups = probed(work, groups, self.example)
             own = {name: record.own_macs for name, record in records.items()}
             self._prepared = _Prepared(work, graph, groups, own, private)
         return self._prepared
