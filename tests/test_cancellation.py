@@ -160,3 +160,18 @@ def test_hap_checks_throughout_each_hessian_vector_product() -> None:
     second = events.index("Hessian-vector products (2 probes) 1")
     weights = sum(isinstance(m, torch.nn.Conv2d | torch.nn.Linear) for m in loaded.model.modules())
     assert events[first:second].count("check") > 4 * weights  # one per parameter's gradient was all there was
+
+
+def test_tracing_a_model_reports_each_root_and_stops_on_cancel() -> None:
+    """MaxViT's groups took a minute to trace before any progress showed, and Cancel could not stop it."""
+    loaded = load_model(parse_model_spec("demo"))
+    before = state_hash(loaded.model)
+    reports: list[tuple[str, int, int]] = []
+    Workspace(loaded.model, loaded.input_shape, progress=Progress(report=lambda *report: reports.append(report)))
+    weights = sum(isinstance(m, torch.nn.Conv2d | torch.nn.Linear) for m in loaded.model.modules())
+    assert reports == [("dependency groups", done, weights - 1) for done in range(weights - 1)]  # all but the fc
+    progress, stages = _checks_until(5)
+    with pytest.raises(Cancelled):
+        Workspace(loaded.model, loaded.input_shape, progress=progress)
+    assert stages == [f"dependency groups {done}" for done in range(5)]
+    assert state_hash(loaded.model) == before

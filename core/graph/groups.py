@@ -204,6 +204,8 @@ _patch_once(index_mapping._FlattenIndexMapping, "__call__", _bounded)
 
 _ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
 UNMAPPED = "Torch-Pruning cannot map this group's channels"  # how a root it cannot map is locked
+GROUPS_STAGE = "dependency groups"
+Reporter = Callable[[str, int, int], None]  # (stage, done, total), as a Progress takes it
 
 
 def _mapped_group(graph: tp.DependencyGraph, root: nn.Module, pruner: object) -> tuple[tp.Group | None, str]:
@@ -219,16 +221,20 @@ def _mapped_group(graph: tp.DependencyGraph, root: nn.Module, pruner: object) ->
 
 
 def _all_groups(
-    graph: tp.DependencyGraph, ignored: list[nn.Module]
+    graph: tp.DependencyGraph, ignored: list[nn.Module], progress: Reporter | None = None
 ) -> Iterator[tuple[nn.Module, tp.Group | None, str]]:
     """Torch-Pruning's ``get_all_groups``, one root at a time, so that a root it cannot map is reported, not fatal.
 
-    Yields (root, group, "") or (root, None, what failed).
+    Yields (root, group, "") or (root, None, what failed). ``progress`` hears
+    of each root (MaxViT's take seconds each; it may raise to stop).
     """
     visited: set[nn.Module] = set()
     ignored = ignored + list(graph.IGNORED_LAYERS_IN_TRACING)
-    for module in list(graph.module2node):
-        if module in ignored or not isinstance(module, _ROOT_TYPES) or module in visited:
+    roots = [m for m in graph.module2node if m not in ignored and isinstance(m, _ROOT_TYPES)]
+    for index, module in enumerate(roots):
+        if progress is not None:
+            progress(GROUPS_STAGE, index, len(roots))
+        if module in visited:
             continue
         pruner = graph.get_pruner_of_module(module)
         if pruner is None or pruner.get_out_channels(module) is None:
@@ -247,12 +253,14 @@ def _all_groups(
             yield module, group, ""
 
 
-def dependency_groups(model: nn.Module, graph: tp.DependencyGraph, locked: list[str]) -> list[GroupInfo]:
+def dependency_groups(
+    model: nn.Module, graph: tp.DependencyGraph, locked: list[str], progress: Reporter | None = None
+) -> list[GroupInfo]:
     """Every prunable group, then one locked group per layer in ``locked`` (the classifier)."""
     names = {module: name for name, module in model.named_modules()}
     locked_modules = [model.get_submodule(name) for name in locked]
     groups: list[GroupInfo] = []
-    for root, group, failure in _all_groups(graph, locked_modules):
+    for root, group, failure in _all_groups(graph, locked_modules, progress):
         if group is None:
             width = int(graph.get_out_channels(root) or 0)
             reason = f"{UNMAPPED} ({failure})"

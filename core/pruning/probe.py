@@ -20,7 +20,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from secateur.core.graph.groups import UNMAPPED, GroupInfo
+from secateur.core.graph.groups import UNMAPPED, GroupInfo, Reporter
 from secateur.core.pruning.sharing import shared_copy
 from secateur.core.pruning.surgery import replay_core_edits
 
@@ -58,9 +58,16 @@ def breakage(model: nn.Module, group: GroupInfo, example: torch.Tensor) -> str:
     return ""
 
 
-def probed(model: nn.Module, groups: list[GroupInfo], example: torch.Tensor) -> list[GroupInfo]:
+def probed(
+    model: nn.Module, groups: list[GroupInfo], example: torch.Tensor, progress: Reporter | None = None
+) -> list[GroupInfo]:
     """``groups`` with each suspect that breaks the model when cut locked, its reason said."""
-    broken = {group.id: breakage(model, group, example) for group in suspects(groups)}
+    broken = {}
+    tried = suspects(groups)
+    for index, group in enumerate(tried):
+        if progress is not None:
+            progress("trying groups next to unmapped layers", index, len(tried))
+        broken[group.id] = breakage(model, group, example)
     return [
         replace(group, prunable=False, handle=None, locked_because=broken[group.id]) if broken.get(group.id) else group
         for group in groups

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import InitVar, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -89,16 +89,18 @@ class Workspace(UsesSettings):
     input_shape: tuple[int, ...]
     data: DataBundle | None = None
     settings: RunSettings = field(default_factory=RunSettings)
+    progress: InitVar[Progress] = SILENT  # hears of the first preparation (a minute on MaxViT) and may stop it
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, progress: Progress) -> None:
         self.model = self.model.eval().to(self.device)
         self.example = torch.zeros((1, *self.input_shape), device=self.device)
         self.params = sum(p.numel() for p in self.model.parameters())
         self._prepared: _Prepared | None = None
         self._tables: dict[int, tuple[LatencyTable, str]] = {}
-        self._prepare()
+        self._prepare(progress=progress)
 
-    def _prepare(self, private: bool = False) -> _Prepared:
+    def _prepare(self, private: bool = False, progress: Progress = SILENT) -> _Prepared:
+        """The traced working copy, prepared now if the last one was handed over (``progress`` hears of it)."""
         if self._prepared is not None and private and not self._prepared.private:
             self._prepared = None  # a third-party method never reads the user's own storage
         if self._prepared is None:
@@ -108,8 +110,8 @@ class Workspace(UsesSettings):
             records = finish_records(work, records, self.example.shape[0])
             self.macs = records[""].macs
             self.classifier = find_classifier(work, records)
-            groups = dependency_groups(work, graph, [self.classifier] if self.classifier else [])
-            groups = probed(work, groups, self.example)
+            groups = dependency_groups(work, graph, [self.classifier] if self.classifier else [], progress)
+            groups = probed(work, groups, self.example, progress)
             own = {name: record.own_macs for name, record in records.items()}
             self._prepared = _Prepared(work, graph, groups, own, private)
         return self._prepared
@@ -140,7 +142,7 @@ class Workspace(UsesSettings):
         private: bool = False,
     ) -> ScoringContext:
         """What a method reads; ``private``: its model is a deep copy, not over the user's storage."""
-        prepared = self._prepare(private)
+        prepared = self._prepare(private, progress)
         return ScoringContext(
             model=prepared.model,
             example=self.example,
@@ -210,6 +212,7 @@ class Workspace(UsesSettings):
         A latency target is met by timing candidate plans (``secateur.core.pruning.latency``).
         """
         options = options or PlanOptions()
+        self._prepare(progress=progress)  # after an apply, the next working copy is traced here
         if isinstance(scores, Scored):
             scores = scores.scores
         if options.latency_table:
@@ -388,7 +391,7 @@ class Workspace(UsesSettings):
         long apply reports and can be cancelled.
         """
         name = method.id if method is not None else plan.method
-        check_plan(self.groups, plan)
+        check_plan(self._prepare(progress=progress).groups, plan)
         if method is None or method.apply is None:
             applied = self._apply_plan(plan, name)
         else:

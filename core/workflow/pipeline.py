@@ -123,7 +123,7 @@ def run_prune(request: PruneRequest, progress: Progress = SILENT) -> dict[str, A
         raise InputError(f"--out {request.out}: a checkpoint is a .safetensors file")
     if not request.out.parent.is_dir():
         raise InputError(f"--out {request.out}: the folder {request.out.parent} does not exist")
-    workspace = Workspace(request.loaded.model, request.loaded.input_shape, request.data, request.settings)
+    workspace = Workspace(request.loaded.model, request.loaded.input_shape, request.data, request.settings, progress)
     scored = workspace.score(method, params, progress)
     plan = workspace.plan(scored.scores, request.target, request.options, method.id, progress)
     measure = Measure(request.data, request.settings, request.latency_runs, request.options.latency_batch_size)
@@ -188,7 +188,7 @@ def run_score(
     progress: Progress = SILENT,
 ) -> tuple[Scored, dict[str, Any]]:
     """A method's scores for every group (or block), and the JSON document ``secateur score`` writes."""
-    workspace = Workspace(loaded.model, loaded.input_shape, data, settings)
+    workspace = Workspace(loaded.model, loaded.input_shape, data, settings, progress)
     values = validate_params(method.params, params, method.id)
     scored = workspace.score(method, values, progress)
     document = {

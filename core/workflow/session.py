@@ -216,11 +216,14 @@ class Session:
             self.tree = tree_of(self.loaded, self.device)
         return self.tree
 
-    def workspace(self) -> Workspace:
-        """The workspace of the current model, built once per model (tracing it is the costly part)."""
+    def workspace(self, progress: Progress = SILENT) -> Workspace:
+        """The workspace of the current model, built once per model (tracing it is the costly part).
+
+        ``progress`` hears of the tracing and may stop it: MaxViT's groups take about a minute.
+        """
         cached = self._workspace
         if cached is None or cached.model is not self.model or cached.settings != self.settings:
-            cached = Workspace(self.model, self.loaded.input_shape, self.data, self.settings)
+            cached = Workspace(self.model, self.loaded.input_shape, self.data, self.settings, progress)
             self._workspace = cached
         return cached
 
@@ -254,7 +257,7 @@ class Session:
             self.events.training.emit()
 
         try:
-            self.scored = self.workspace().score(method, params, progress, partial, loss)
+            self.scored = self.workspace(progress).score(method, params, progress, partial, loss)
         finally:
             self._live = None
             self.events.scores.emit()
@@ -275,7 +278,8 @@ class Session:
         if target.kind == "latency" and self.plan is not None:
             self._set_plan(None)  # timing takes seconds: the old target's plan must not show meanwhile
         try:
-            plan = self.workspace().plan(self.scored.scores, target, options, method or self.scored_by, progress)
+            workspace = self.workspace(progress)
+            plan = workspace.plan(self.scored.scores, target, options, method or self.scored_by, progress)
         except (InputError, Cancelled):
             self._set_plan(None)
             raise
@@ -390,7 +394,7 @@ class Session:
         self._undo_if_cancelled(
             lambda: self._finish_apply(
                 prune_step(
-                    self.workspace(),
+                    self.workspace(progress),
                     plan,
                     method,
                     params,
@@ -513,7 +517,7 @@ class Session:
         if self.scored is None or not self.scored.scores.groups:
             raise InputError("run a channel method first: the sweep prunes by its scores")
         scores = self.scored.scores
-        workspace = Workspace(self.model, self.loaded.input_shape, self.data, self.settings)
+        workspace = Workspace(self.model, self.loaded.input_shape, self.data, self.settings, progress)
         self.sweep_points = []
         self.events.sweep.emit()
         for index, ratio in enumerate(ratios):
