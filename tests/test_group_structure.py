@@ -305,6 +305,25 @@ def test_the_flattens_of_one_group_are_bounded_together(monkeypatch) -> None:
     assert "the group's flattens map more than 10000 indices in all" in conv.locked_because
 
 
+def test_a_groups_mapping_checks_for_cancel_at_each_flatten() -> None:
+    """A refused MaxViT group maps for about 2.3 s: the tracing's progress is called inside it, at every flatten."""
+    from secateur.core.common.errors import Cancelled
+    from secateur.core.common.progress import Progress
+
+    reports: list[tuple[str, int, int]] = []
+    Workspace(TwoFlattenedHeads(), SHAPE, progress=Progress(report=lambda *report: reports.append(report)))
+    assert sorted(set(reports)) == [("dependency groups", 0, 2), ("dependency groups", 1, 2)]  # the heads' classifier
+    assert max(reports.count(report) for report in reports) >= 3  # the conv's root, then again at its flattens
+    model = TwoFlattenedHeads().eval()
+    graph = groups_module.build_dependency_graph(model, torch.zeros(1, *SHAPE))
+
+    def cancel() -> None:
+        raise Cancelled("cancelled by the user")
+
+    with pytest.raises(Cancelled):  # a stop, not a root Torch-Pruning cannot map
+        groups_module._mapped_group(graph, model.conv, graph.get_pruner_of_module(model.conv), cancel)
+
+
 class WidthCoupled(nn.Module):
     """A stream read by a projection whose output the code reshapes by the stream's width (MaxViT's attention)."""
 

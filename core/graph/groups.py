@@ -12,13 +12,14 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import torch_pruning as tp
 from torch import nn
 from torch_pruning.dependency import index_mapping
 
-from secateur.core.common.errors import InputError
+from secateur.core.common.errors import Cancelled, InputError
 from secateur.core.graph.attention import ATTENTION_TYPES, HEADS_SUFFIX, head_internal, is_attention
 from secateur.core.graph.constraints import (
     Blocks,
@@ -169,7 +170,17 @@ _patch_once(index_mapping, "update_reshape_index_mapping", _tolerant)
 # bound holds for all the flattens one group's mapping goes through together: VGG-16's largest
 # group passes 75 k indices through its flattens, AlexNet's 46 k.
 MAX_MAPPED_INDICES = 1 << 19
-_mapped_in_group: ContextVar[list[int] | None] = ContextVar("mapped_in_group", default=None)
+
+
+@dataclass
+class _Mapping:
+    """One group's mapping under way: the indices its flattens mapped so far, and a cancellation check."""
+
+    mapped: int = 0
+    check: Callable[[], None] | None = None
+
+
+_mapping: ContextVar[_Mapping | None] = ContextVar("mapping", default=None)
 
 
 def _bounded(call: Callable[[object, list], list]) -> Callable[[object, list], list]:
@@ -189,10 +200,12 @@ def _bounded(call: Callable[[object, list], list]) -> Callable[[object, list], l
         if not mapping.reverse:  # type: ignore[attr-defined]
             if expanded > MAX_MAPPED_INDICES:
                 raise OverflowError(f"a flatten would map {len(idxs)} indices to {expanded}")
-            mapped = _mapped_in_group.get()
-            if mapped is not None:
-                mapped[0] += expanded
-                if mapped[0] > MAX_MAPPED_INDICES:
+            mapping_now = _mapping.get()
+            if mapping_now is not None:
+                if mapping_now.check is not None:
+                    mapping_now.check()  # MaxViT's refused groups take seconds: Cancel lands between flattens
+                mapping_now.mapped += expanded
+                if mapping_now.mapped > MAX_MAPPED_INDICES:
                     raise OverflowError(f"the group's flattens map more than {MAX_MAPPED_INDICES} indices in all")
         return call(mapping, idxs)
 
@@ -208,16 +221,20 @@ GROUPS_STAGE = "dependency groups"
 Reporter = Callable[[str, int, int], None]  # (stage, done, total), as a Progress takes it
 
 
-def _mapped_group(graph: tp.DependencyGraph, root: nn.Module, pruner: object) -> tuple[tp.Group | None, str]:
+def _mapped_group(
+    graph: tp.DependencyGraph, root: nn.Module, pruner: object, check: Callable[[], None] | None = None
+) -> tuple[tp.Group | None, str]:
     """Torch-Pruning's group of ``root``'s output channels, or None and what failed (its flattens bounded in all)."""
-    mapped = _mapped_in_group.set([0])
+    token = _mapping.set(_Mapping(check=check))
     try:
         channels = list(range(pruner.get_out_channels(root)))  # type: ignore[attr-defined]
         return graph.get_pruning_group(root, pruner.prune_out_channels, channels), ""  # type: ignore[attr-defined]
+    except Cancelled:
+        raise
     except Exception as error:  # Torch-Pruning's index mapping failed on this root
         return None, f"{type(error).__name__} in its index mapping: {error}"
     finally:
-        _mapped_in_group.reset(mapped)
+        _mapping.reset(token)
 
 
 def _all_groups(
@@ -239,7 +256,8 @@ def _all_groups(
         pruner = graph.get_pruner_of_module(module)
         if pruner is None or pruner.get_out_channels(module) is None:
             continue
-        group, failure = _mapped_group(graph, module, pruner)
+        check = None if progress is None else partial(progress, GROUPS_STAGE, index, len(roots))
+        group, failure = _mapped_group(graph, module, pruner, check)
         if group is None:
             visited.add(module)
             yield module, None, failure
