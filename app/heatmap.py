@@ -20,6 +20,7 @@ LABEL_PX = 14  # height of one overview row label
 STRIP_AXES_PX = 60  # the overview's bottom axis and margins
 STRIP_MAX_PX = 280
 LABEL_CHARS = 20  # longer group names elide in the middle: the overview's image keeps most of the width
+END_LABEL_ROOM = 30  # px an end label of the overview's channel axis may pass the axis (half of "100000")
 
 
 def empty_text(group_id: str, scored: bool = False, changed_by: str = "") -> tuple[str, str]:
@@ -121,8 +122,12 @@ class HeatmapPanel(QWidget):
         self.strip_plot.setLabel("bottom", "channel")
         for axis in ("left", "bottom"):
             self.strip_plot.getAxis(axis).enableAutoSIPrefix(False)
-        # the channel axis is labelled at its two ends, half outside the axis: pyqtgraph would hide them
-        self.strip_plot.getAxis("bottom").setStyle(hideOverlappingLabels=False)
+        # the channel axis is labelled at its two ends, half outside the axis: pyqtgraph hides a label that
+        # passes the axis's end by more than this (15 px by default: "2048" on MaxViT's overview was hidden),
+        # and the layout keeps that much room on the right so the label is not cut at the widget's edge
+        self.strip_plot.getAxis("bottom").setStyle(hideOverlappingLabels=END_LABEL_ROOM)
+        left, top, _, bottom = self.strip.ci.layout.getContentsMargins()
+        self.strip.ci.layout.setContentsMargins(left, top, END_LABEL_ROOM, bottom)
         self.strip_plot.invertY(True)
         self.strip_image = pg.ImageItem()
         self.strip_image.setColorMap(pg.colormap.get("viridis"))

@@ -4,6 +4,7 @@ below the fold, and an overview row that could not be clicked to its layer."""
 from __future__ import annotations
 
 from PySide6.QtCore import QPoint, QPointF, QRect, Qt
+from PySide6.QtGui import QImage, QPainter
 from PySide6.QtWidgets import QApplication
 from test_window import TIMEOUT_MS, _open
 
@@ -98,6 +99,17 @@ def test_action_buttons_stay_in_view_and_in_place_for_every_method(qtbot, window
     assert all(len(places) == 1 for places in seen.values()), seen  # the form's length never moves them
 
 
+def _drawn_labels(axis) -> list[str]:
+    """The tick labels pyqtgraph would paint on ``axis`` now (it leaves out those it would clip)."""
+    image = QImage(10, 10, QImage.Format.Format_ARGB32)
+    painter = QPainter(image)
+    try:
+        _, _, texts = axis.generateDrawSpecs(painter)
+    finally:
+        painter.end()
+    return [text for _, _, text in texts]
+
+
 def test_overview_rows_are_labelled_and_a_click_selects_the_group(qtbot, window: MainWindow) -> None:
     _scored_demo(qtbot, window)
     QApplication.processEvents()
@@ -110,7 +122,12 @@ def test_overview_rows_are_labelled_and_a_click_selects_the_group(qtbot, window:
     assert "conv1 +7" in labels  # the stem's group: conv1, bn1 and the six residual outputs it feeds
     width = max(len(values) for values in window.session.scores.groups.values())
     assert plot.getAxis("bottom")._tickLevels == [[(0, "0"), (width, str(width))], []]  # ends only: never overlapping
-    assert plot.getAxis("bottom").style["hideOverlappingLabels"] is False  # else the end labels were hidden
+    assert _drawn_labels(plot.getAxis("bottom")) == ["0", str(width)]
+    plot.getAxis("bottom").setTicks([[(0, "0"), (2048, "2048")], []])  # MaxViT's widest group: hidden before
+    plot.setRange(xRange=(0, 2048), padding=0)
+    assert _drawn_labels(plot.getAxis("bottom")) == ["0", "2048"]
+    plot.getAxis("bottom").setTicks([[(0, "0"), (width, str(width))], []])
+    plot.setRange(xRange=(0, width), padding=0)
     assert window.select_layer("fc")
     row = groups.index("layer2.1.conv1")
     point = heatmap.strip.mapFromScene(plot.vb.mapViewToScene(QPointF(3.0, row + 0.5)))
