@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from secateur.core.common.errors import InputError
+from secateur.core.common.progress import SILENT, Progress
 from secateur.core.common.settings import RunSettings
 from secateur.core.data.loading import DATA_FORMS, load_data
 from secateur.core.graph.layer_tree import tree_of
@@ -57,14 +58,14 @@ class ModelRequest:
         return self.model + (f" + {self.weights}" if self.weights else "")
 
 
-def open_session(request: ModelRequest, device: torch.device) -> Session:
-    """``Session.open`` with the CLI's model options (run on a worker)."""
+def open_session(request: ModelRequest, device: torch.device, progress: Progress = SILENT) -> Session:
+    """``Session.open`` with the CLI's model options (run on a worker; ``progress`` hears of the tracing)."""
     if request.weights is None and request.num_classes is None and request.input_size is None:
-        return Session.open(request.model, request.data, device)
+        return Session.open(request.model, request.data, device, progress)
     loaded = load_model(parse_model_spec(request.model, request.num_classes, request.weights, request.input_size))
     data = load_data(request.data, input_size=loaded.input_shape[1]) if request.data else None
     session = Session(loaded, data, RunSettings(device=device))
-    session.tree = tree_of(loaded, session.device)
+    session.tree = tree_of(loaded, session.device, progress)
     return session
 
 

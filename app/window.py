@@ -576,7 +576,7 @@ class MainWindow(QMainWindow):
         device = torch.device(self.device_picker.currentText())
         self._run(
             "open",
-            lambda progress: open_session(request, device),
+            lambda progress: open_session(request, device, progress),
             lambda s: self._adopt(request.label(), s, request),
         )
 

@@ -175,3 +175,16 @@ def test_tracing_a_model_reports_each_root_and_stops_on_cancel() -> None:
         Workspace(loaded.model, loaded.input_shape, progress=progress)
     assert stages == [f"dependency groups {done}" for done in range(5)]
     assert state_hash(loaded.model) == before
+
+
+def test_opening_a_model_reports_its_tracing_and_stops_on_cancel() -> None:
+    """The window's open traced MaxViT's groups for 50 s with the bar still; now it reports each root."""
+    from secateur.core.workflow.session import Session
+
+    reports: list[tuple[str, int, int]] = []
+    session = Session.open("demo", progress=Progress(report=lambda *report: reports.append(report)))
+    assert session.tree is not None and reports == [("dependency groups", done, 21) for done in range(21)]
+    progress, stages = _checks_until(3)
+    with pytest.raises(Cancelled):
+        Session.open("demo", progress=progress)
+    assert stages == ["dependency groups 0", "dependency groups 1", "dependency groups 2"]

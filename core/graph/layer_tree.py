@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from secateur.core.graph.blocks import BlockInfo, residual_blocks
-from secateur.core.graph.groups import GroupInfo, build_dependency_graph, dependency_groups
+from secateur.core.graph.groups import GroupInfo, Reporter, build_dependency_graph, dependency_groups
 from secateur.core.graph.macs import finish_records, recording_modules
 from secateur.core.model.specs import LoadedModel, example_input
 
@@ -117,14 +117,19 @@ def find_classifier(model: nn.Module, records: dict) -> str | None:
     return max(candidates)[1] if candidates else None
 
 
-def build_layer_tree(model: nn.Module, example: torch.Tensor, model_name: str) -> LayerTree:
-    """The layer tree of ``model`` for inputs shaped like ``example`` (batch of 1 is enough)."""
+def build_layer_tree(
+    model: nn.Module, example: torch.Tensor, model_name: str, progress: Reporter | None = None
+) -> LayerTree:
+    """The layer tree of ``model`` for inputs shaped like ``example`` (batch of 1 is enough).
+
+    ``progress`` hears of each dependency group's root (MaxViT's take about a minute in all) and may stop it.
+    """
     model.eval()
     with recording_modules(model) as records:  # the graph's traced forward pass also counts the MACs
         graph = build_dependency_graph(model, example)
     records = finish_records(model, records, example.shape[0])
     classifier = find_classifier(model, records)
-    groups = dependency_groups(model, graph, [classifier] if classifier else [])
+    groups = dependency_groups(model, graph, [classifier] if classifier else [], progress)
     group_of = {name: group.id for group in groups for name in group.out_layers}
     layers = []
     for name, module in model.named_modules():
@@ -158,7 +163,7 @@ def build_layer_tree(model: nn.Module, example: torch.Tensor, model_name: str) -
     )
 
 
-def tree_of(loaded: LoadedModel, device: torch.device) -> LayerTree:
+def tree_of(loaded: LoadedModel, device: torch.device, progress: Reporter | None = None) -> LayerTree:
     """The layer tree of a loaded model, traced on ``device`` (what ``inspect`` and the window show)."""
     model = loaded.model.to(device)
-    return build_layer_tree(model, example_input(loaded, 1, device), loaded.source or loaded.spec.text())
+    return build_layer_tree(model, example_input(loaded, 1, device), loaded.source or loaded.spec.text(), progress)

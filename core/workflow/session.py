@@ -108,12 +108,18 @@ class Session:
     _workspace: Workspace | None = field(default=None, repr=False)
 
     @classmethod
-    def open(cls, model_spec: str, data_spec: str | None = None, device: torch.device | None = None) -> Session:
-        """Load a model SPEC (and a data SPEC) as the CLI would, and trace its layer tree."""
+    def open(
+        cls,
+        model_spec: str,
+        data_spec: str | None = None,
+        device: torch.device | None = None,
+        progress: Progress = SILENT,
+    ) -> Session:
+        """Load a model SPEC (and a data SPEC) as the CLI would, and trace its layer tree (``progress`` hears)."""
         loaded = load_model(parse_model_spec(model_spec))
         data = load_data(data_spec, input_size=loaded.input_shape[1]) if data_spec else None
         session = cls(loaded, data, RunSettings(device=device or torch.device("cpu")))
-        session.tree = tree_of(loaded, session.device)
+        session.tree = tree_of(loaded, session.device, progress)
         return session
 
     @property
@@ -341,11 +347,15 @@ class Session:
 
     # --- changing the model -------------------------------------------------------------
 
-    def _push(self, model: nn.Module, edits: list[dict[str, Any]], method: str) -> None:
-        """Make ``model`` current; the one before goes on the undo stack. Announced at once, measured later."""
+    def _push(self, model: nn.Module, edits: list[dict[str, Any]], method: str, progress: Progress = SILENT) -> None:
+        """Make ``model`` current; the one before goes on the undo stack. Announced at once, measured later.
+
+        Its tree is traced first (``progress`` hears of it), so a cancel there leaves the session as it was.
+        """
+        tree = tree_of(replace(self.loaded, model=model, edits=edits), self.device, progress)
         self.history.append(_Step(self.model, list(self.loaded.edits), method, self.metrics_after, self.tree))
         self.loaded = replace(self.loaded, model=model, edits=edits)
-        self.tree = tree_of(self.loaded, self.device)
+        self.tree = tree
         self._clear_scores()
         self._keep_valid_choices()
         self.metrics_after = None
@@ -388,7 +398,7 @@ class Session:
         plan, scored, label = self.plan, self.scored, self.plan.method or self.scored_by
 
         def applied(result: Applied) -> None:
-            self._push(result.model, [*self.loaded.edits, *result.edits], label)
+            self._push(result.model, [*self.loaded.edits, *result.edits], label, progress)
 
         root, measure = self.metrics_before, self._measure()
         self._undo_if_cancelled(
@@ -431,7 +441,7 @@ class Session:
         returns to what was shown before.
         """
         base_edits = self._edits_of(base)
-        self._push(model, [*base_edits, *edits], method)
+        self._push(model, [*base_edits, *edits], method, progress)
         self._undo_if_cancelled(lambda: self._measure_current(progress))
         return self.metrics_before, self.metrics_after
 
@@ -484,7 +494,7 @@ class Session:
             seed=self.settings.seed if seed is None else seed,
         )
         result = finetune(self.model, self.data, config, settings, progress, on_step=step, on_epoch=epoch)
-        self._push(result.model, list(self.loaded.edits), "finetune")
+        self._push(result.model, list(self.loaded.edits), "finetune", progress)
         self._undo_if_cancelled(lambda: self._measure_current(progress))
         return result
 
@@ -501,7 +511,7 @@ class Session:
                 yield batch
 
         batches = recalibrate_batchnorm(model, reported(), self.device)
-        self._push(model.eval(), list(self.loaded.edits), "recalibrate-bn")
+        self._push(model.eval(), list(self.loaded.edits), "recalibrate-bn", progress)
         self._undo_if_cancelled(lambda: self._measure_current(progress))
         return batches
 
