@@ -343,10 +343,10 @@ def test_a_group_feeding_an_unmapped_layer_is_tried_and_kept_whole_when_cutting_
     such a group is now cut by one channel on a copy first, and kept whole with the error when the copy fails."""
     original = groups_module._mapped_group
 
-    def refuse_proj(graph, root, pruner):
+    def refuse_proj(graph, root, pruner, check=None):
         if isinstance(root, nn.Linear) and root.out_features == 8:  # proj, as Torch-Pruning failing on it
             return None, "OverflowError in its index mapping: simulated"
-        return original(graph, root, pruner)
+        return original(graph, root, pruner, check)
 
     model = WidthCoupled().eval()
     before = state_hash(model)
@@ -355,6 +355,7 @@ def test_a_group_feeding_an_unmapped_layer_is_tried_and_kept_whole_when_cutting_
     assert by_id["proj"].locked_because.startswith(groups_module.UNMAPPED)
     assert not by_id["stem"].prunable
     assert by_id["stem"].locked_because.startswith("cutting it breaks the model (RuntimeError: shape '[-1, 7]'")
+    assert by_id["stem"].plan_note == f"group stem kept whole: {by_id['stem'].locked_because}"  # said in every plan
     assert state_hash(model) == before  # the trial cut a copy
 
 

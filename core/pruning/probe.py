@@ -68,7 +68,11 @@ def probed(
         if progress is not None:
             progress("trying groups next to unmapped layers", index, len(tried))
         broken[group.id] = breakage(model, group, example)
-    return [
-        replace(group, prunable=False, handle=None, locked_because=broken[group.id]) if broken.get(group.id) else group
-        for group in groups
-    ]
+    return [_locked(group, broken[group.id]) if broken.get(group.id) else group for group in groups]
+
+
+def _locked(group: GroupInfo, reason: str) -> GroupInfo:
+    """``group`` kept whole for ``reason``, which every plan repeats (the tree, traced alone, does not know it)."""
+    return replace(
+        group, prunable=False, handle=None, locked_because=reason, plan_note=f"group {group.id} kept whole: {reason}"
+    )
