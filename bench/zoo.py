@@ -339,6 +339,12 @@ def run_all(names: list[str], methods: tuple[str, ...], ratios: tuple[float, ...
         print(f"{name}: {time.perf_counter() - started:.0f}s", flush=True)
 
 
+def _mark(cell: dict[str, Any], mark: dict[str, str]) -> str:
+    """A cell's mark in the table; an ok cell whose parameter count did not move says so."""
+    before, after = cell["params"]
+    return "ok (none cut)" if cell["status"] == "ok" and before == after else mark[cell["status"]]
+
+
 def write_table(path: Path = TABLE) -> str:
     """The markdown table of every recorded cell, with counts and the time the cells took."""
     results = load_results()
@@ -353,7 +359,8 @@ def write_table(path: Path = TABLE) -> str:
         "predicted = measured params and MACs, checkpoint reloaded in a fresh process with equal outputs,",
         "ONNX export run in onnxruntime with equal outputs. Ratios 0.3 / 0.7, weights=None, num_classes=10,",
         "the smallest square input of 32…299 each architecture accepts; one torch thread, niced, on a shared",
-        "2-core machine.",
+        "2-core machine. `ok (none cut)`: the cell ran clean but the method scored no group, so nothing was",
+        "removed (bn-scale on a model without BatchNorm).",
         "",
         f"Cells: {len(results)} over {len(archs)} architectures; "
         + ", ".join(f"{status} {count}" for status, count in sorted(counts.items()))
@@ -365,8 +372,8 @@ def write_table(path: Path = TABLE) -> str:
     for arch in archs:
         row = []
         for method in METHODS:
-            statuses = [results[(arch, method, r)]["status"] for r in RATIOS if (arch, method, r) in results]
-            row.append("/".join(mark[s] for s in statuses) if statuses else "")
+            cells = [results[(arch, method, r)] for r in RATIOS if (arch, method, r) in results]
+            row.append("/".join(_mark(cell, mark) for cell in cells))
         lines.append(f"| {arch} | " + " | ".join(row) + " |")
     reasons = [(key, r) for key, r in sorted(results.items()) if r["status"] != "ok"]
     if reasons:
