@@ -105,3 +105,18 @@ def test_a_third_party_method_reads_a_private_copy_and_the_users_model_stays_as_
     with pytest.raises(WorkError, match=r"changed the model it was given to score \(features.0.weight\)"):
         workspace.score(method)
     assert state_hash(user) == state_hash(reference)
+
+
+def test_a_built_in_method_that_replaces_a_tensor_of_its_model_is_named() -> None:
+    """A replaced tensor bumps no version counter: the guard compares the tensor objects too."""
+
+    def replacer(context, params):
+        for group in context.groups:
+            yield Scores(groups={group.id: torch.ones(group.channels)})
+        context.model.features[0].bias = nn.Parameter(torch.zeros_like(context.model.features[0].bias))
+
+    workspace = Workspace(DemoVGG().eval(), (3, 32, 32))
+    method = MethodInfo(id="replacer", title="t", description="d", granularity="channel", score=replacer)
+    method = dataclasses.replace(method, package=HOST_PACKAGE)
+    with pytest.raises(WorkError, match=r"changed the model it was given to score \(features.0.bias\)"):
+        workspace.score(method)
