@@ -20,7 +20,7 @@ import torch
 
 from secateur.app.report import format_eval, format_finetune, format_layer_tree, format_methods, format_prune
 from secateur.core.common.devices import DEVICE_CHOICES, resolve_device
-from secateur.core.common.errors import Cancelled, InputError, SecateurError
+from secateur.core.common.errors import Cancelled, InputError, SecateurError, first_line
 from secateur.core.common.files import write_json_atomic
 from secateur.core.common.progress import Progress
 from secateur.core.common.settings import RunSettings
@@ -594,7 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return error.exit_code
     except Exception as error:  # a bug: one line naming it, the traceback only with --debug
         _traceback(args, error)
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        first = first_line(error)
         hint = "" if getattr(args, "debug", False) else " (rerun with --debug for the traceback)"
         print(f"secateur {args.command}: internal error: {type(error).__name__}: {first}{hint}", file=sys.stderr)
         return 1

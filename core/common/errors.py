@@ -31,3 +31,9 @@ class Cancelled(SecateurError):
     """The user cancelled a long job; nothing was changed."""
 
     exit_code = 130
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message ("" when it has none): messages quote it, not the whole text."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""

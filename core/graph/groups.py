@@ -19,7 +19,7 @@ import torch_pruning as tp
 from torch import nn
 from torch_pruning.dependency import index_mapping
 
-from secateur.core.common.errors import Cancelled, InputError
+from secateur.core.common.errors import Cancelled, InputError, first_line
 from secateur.core.graph.attention import ATTENTION_TYPES, HEADS_SUFFIX, head_internal, is_attention
 from secateur.core.graph.constraints import (
     Blocks,
@@ -106,7 +106,7 @@ def build_dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.Depend
             # a tuple, so Torch-Pruning calls model(example) once instead of first trying model(*example)
             graph = tp.DependencyGraph().build_dependency(model, example_inputs=(example,))
         except Exception as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            first = first_line(error)
             raise InputError(
                 f"the model cannot be traced on an input of shape {tuple(example.shape[1:])} "
                 f"({type(error).__name__}: {first[:300]}); check --input-size and that the model runs on it"

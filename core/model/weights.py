@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from secateur.core.common.errors import InputError
+from secateur.core.common.errors import InputError, first_line
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "weights")
@@ -58,12 +58,12 @@ def _read_pickled_weights(path: Path, argument: str) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = first_line(error) or type(error).__name__
         raise InputError(
             f"{argument} {path}: refused, the file needs arbitrary code to unpickle "
             f"(it stores Python objects, not only tensors; nothing in it was executed). "
             f"Save a state dict instead: torch.save(model.state_dict(), path), or use .safetensors. "
-            f"[{first_line}]"
+            f"[{reason}]"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as error:
         raise InputError(f"{argument} {path}: not a readable PyTorch weight file ({error})") from None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from secateur.core.common.errors import InputError, WorkError
+from secateur.core.common.errors import InputError, WorkError, first_line
 from secateur.core.graph.constraints import Blocks
 from secateur.core.graph.groups import GroupInfo
 from secateur.core.pruning.plan import GroupPlan, PruningPlan
@@ -81,7 +81,7 @@ def check_runs(model: nn.Module, example: torch.Tensor, plan: PruningPlan, metho
     except Exception as error:
         cut = cut_groups(plan)
         shown = ", ".join(cut[:8]) + (f" and {len(cut) - 8} more" if len(cut) > 8 else "")
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        first = first_line(error)
         raise WorkError(
             f"pruning with {method or 'the plan'} broke the model: it ran before, but after cutting "
             f"{shown or 'nothing'} it fails on the example input ({type(error).__name__}: {first[:300]}). "

@@ -20,6 +20,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
+from secateur.core.common.errors import first_line
 from secateur.core.graph.groups import UNMAPPED, GroupInfo, Reporter
 from secateur.core.pruning.sharing import shared_copy
 from secateur.core.pruning.surgery import replay_core_edits
@@ -50,7 +51,7 @@ def breakage(model: nn.Module, group: GroupInfo, example: torch.Tensor) -> str:
         with torch.no_grad():
             trial.eval()(example)
     except Exception as error:  # the model's code or Torch-Pruning's mapping: either way, not this group
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        first = first_line(error)
         return (
             f"cutting it breaks the model ({type(error).__name__}: {first[:200]}): it feeds a layer whose own "
             "channels Torch-Pruning cannot map, and the model's code couples the two widths"

@@ -16,7 +16,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from secateur.core.common.errors import InputError, WorkError
+from secateur.core.common.errors import InputError, WorkError, first_line
 from secateur.core.graph.attention import HEADS_SUFFIX, head_edit_replay, replace_module
 from secateur.core.graph.blocks import block_bypass
 from secateur.core.graph.groups import build_dependency_graph, dependency_groups
@@ -58,7 +58,7 @@ class SurgeryFailed(WorkError):
     """Torch-Pruning (or a head edit) failed on one group: a bug, reported with the group and layer."""
 
     def __init__(self, group: str, layer: str, error: Exception) -> None:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        first = first_line(error)
         self.group, self.layer = group, layer
         super().__init__(f"group {group} (layer {layer}): {type(error).__name__}: {first[:300]}")
 
