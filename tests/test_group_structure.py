@@ -23,8 +23,8 @@ from secateur.core.common.settings import RunSettings
 from secateur.core.data.arrays import ArrayDataset
 from secateur.core.data.loading import DataBundle
 from secateur.core.graph import groups as groups_module
-from secateur.core.graph.constraints import spying_shuffles
 from secateur.core.graph.macs import trace_modules
+from secateur.core.graph.trace_spy import spying_trace
 from secateur.core.pruning.checks import check_group
 from secateur.core.pruning.plan import GroupPlan, PlanOptions, PruningPlan, Target
 from secateur.core.pruning.registry import load_registry
@@ -373,12 +373,12 @@ def test_the_shuffle_spy_is_active_only_while_the_model_runs() -> None:
     model = user_models.shuffle_net()
     depth_inside: list[int] = []
     model.depthwise.register_forward_hook(lambda *_: depth_inside.append(torch._C._len_torch_function_stack()))
-    with spying_shuffles(model) as spy:
+    with spying_trace(model) as spy:
         model(torch.zeros(1, 3, 8, 8))
         depth_after = torch._C._len_torch_function_stack()
     assert depth_inside == [1] and depth_after == 0 and spy.shuffles()  # seen while running, gone after
     model.depthwise.register_forward_hook(lambda *_: (_ for _ in ()).throw(RuntimeError("broken layer")))
-    with pytest.raises(RuntimeError, match="broken layer"), spying_shuffles(model):
+    with pytest.raises(RuntimeError, match="broken layer"), spying_trace(model):
         model(torch.zeros(1, 3, 8, 8))
     assert torch._C._len_torch_function_stack() == 0  # a failing forward does not leave the mode behind
 
@@ -406,3 +406,54 @@ def test_plugins_and_checkpoints_meet_the_same_rules_through_apply_plan() -> Non
     with pytest.raises(InputError, match=f"edit prune_channels: group {group.id} .*every block must keep"):
         apply_plan(model, plan, workspace.example)
     assert state_hash(model) == before
+
+
+class DeepBeforeConcat(nn.Module):
+    """A concatenation 600 element-wise steps after its first input's layer: past Torch-Pruning's size inference.
+
+    Torch-Pruning walks back at most 500 steps to infer a concatenation's input
+    sizes; swin_s's patch merging is such a case, and its trace crashed.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.left = nn.Conv2d(3, 8, 3, padding=1)
+        self.right = nn.Conv2d(3, 4, 3, padding=1)
+        self.merge = nn.Conv2d(12, 6, 1)
+        self.head = nn.Linear(6, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        left = self.left(x)
+        for _ in range(600):
+            left = torch.relu(left)
+        merged = self.merge(torch.cat([left, self.right(x)], dim=1))
+        return self.head(merged.mean(dim=(2, 3)))
+
+
+def test_a_concatenation_torch_pruning_cannot_size_takes_the_sizes_seen_in_the_trace() -> None:
+    model = DeepBeforeConcat()
+    graph = groups_module.build_dependency_graph(model, torch.randn(1, *SHAPE))
+    (cat,) = [node for node in graph.module2node.values() if node.type == groups_module.tp.ops.OPTYPE.CONCAT]
+    assert cat.module.concat_sizes == [8, 4] and cat.module.offsets == [0, 8, 12]
+    workspace = workspace_of(model)
+    left = next(group for group in workspace.groups if group.id == "left")
+    assert left.prunable and "merge" in left.layers
+    plan = PruningPlan("manual", Target("ratio", 0.3), {"left": GroupPlan([0, 2, 3, 5, 7], 8)})
+    pruned = workspace.apply(plan).model
+    assert pruned.merge.in_channels == 9  # the left input's offsets, not the right's, were cut
+    reference = model.merge.weight[:, [0, 2, 3, 5, 7, 8, 9, 10, 11]]
+    assert torch.equal(pruned.merge.weight, reference)
+
+
+def test_a_trace_failing_after_the_forward_pass_blames_torch_pruning_not_the_input(monkeypatch) -> None:
+    def crash(graph: object) -> None:
+        raise TypeError("unsupported operand type(s) for +: 'int' and 'NoneType'")
+
+    monkeypatch.setattr(index_mapping, "update_index_mapping", crash)
+    with pytest.raises(InputError) as refused:
+        groups_module.build_dependency_graph(DeepBeforeConcat(), torch.randn(1, *SHAPE))
+    message = str(refused.value)
+    assert "the model runs on an input of shape (3, 32, 32), but Torch-Pruning cannot build" in message
+    assert "NoneType" in message and "check --input-size and that the model runs" not in message
+    with pytest.raises(InputError, match=r"cannot be traced on an input of shape \(5, 32, 32\)"):
+        groups_module.build_dependency_graph(DeepBeforeConcat(), torch.randn(1, 5, 32, 32))

@@ -18,14 +18,10 @@ kept whole, with the reason shown to the user.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
-import torch
 import torch_pruning as tp
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 
 @dataclass(frozen=True)
@@ -94,74 +90,6 @@ def group_blocks(
 
 
 # --- channel shuffles --------------------------------------------------------------
-
-
-def _splits_channels(source: torch.Tensor, result: torch.Tensor) -> bool:
-    """(B, C, ...) viewed as (B, G, C/G, ...) with G > 1."""
-    if source.dim() < 3 or result.dim() != source.dim() + 1:
-        return False
-    return result.shape[1] > 1 and result.shape[1] * result.shape[2] == source.shape[1]
-
-
-def _swaps_the_split(args: tuple) -> bool:
-    """transpose(x, 1, 2): the two axes a channel split made."""
-    return len(args) >= 3 and sorted(int(d) % args[0].dim() for d in args[1:3]) == [1, 2]
-
-
-class _ShuffleSpy(TorchFunctionMode):
-    """Records the autograd nodes of channel shuffles: a channel axis split in two, then those two swapped."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.splits: dict[int, tuple[torch.Tensor, object]] = {}  # split channel axes: id -> (tensor, its grad_fn)
-        self.grad_fns: list[object] = []  # the view and transpose nodes of completed shuffles
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        result = func(*args, **(kwargs or {}))
-        name = getattr(func, "__name__", "")
-        if not isinstance(result, torch.Tensor) or not args or not isinstance(args[0], torch.Tensor):
-            return result
-        source = args[0]
-        if name in ("view", "reshape") and _splits_channels(source, result):
-            self.splits[id(result)] = (result, result.grad_fn)
-        elif name in ("transpose", "swapaxes") and id(source) in self.splits and _swaps_the_split(args):
-            self.grad_fns += [self.splits[id(source)][1], result.grad_fn]
-        return result
-
-    def shuffles(self) -> list[object]:
-        """The grad_fns of the completed shuffles' view and transpose."""
-        return [fn for fn in self.grad_fns if fn is not None]
-
-
-@contextmanager
-def spying_shuffles(model: nn.Module) -> Iterator[_ShuffleSpy]:
-    """Watch ``model``'s forward passes for channel shuffles (used around Torch-Pruning's tracing).
-
-    The spy is active only while ``model`` runs: an active mode sends every
-    torch call, even ``isinstance(x, nn.Parameter)``, through Python, which
-    made Torch-Pruning's graph building after the trace about 1.5× slower.
-    """
-    spy = _ShuffleSpy()
-    active: list[bool] = []
-
-    def enter(module: nn.Module, args: tuple) -> None:
-        spy.__enter__()
-        active.append(True)
-
-    def leave(module: nn.Module, args: tuple, output: object) -> None:
-        if active:
-            active.pop()
-            spy.__exit__(None, None, None)
-
-    handles = [model.register_forward_pre_hook(enter), model.register_forward_hook(leave)]
-    try:
-        yield spy
-    finally:
-        for handle in handles:
-            handle.remove()
-        while active:  # the forward pass raised: leave the mode it entered
-            active.pop()
-            spy.__exit__(None, None, None)
 
 
 def passes_shuffle(group: tp.Group, shuffles: list[object]) -> bool:

@@ -27,9 +27,9 @@ from secateur.core.graph.constraints import (
     passes_shuffle,
     passes_slice,
     passes_split,
-    spying_shuffles,
 )
 from secateur.core.graph.timm_layers import timm_attention_lock
+from secateur.core.graph.trace_spy import spying_trace
 
 
 @dataclass
@@ -100,20 +100,34 @@ def build_dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.Depend
     The channel shuffles seen in that pass are kept on the graph (``shuffles``) so
     the groups that run through one can be told apart.
     """
-    with warnings.catch_warnings(), torch.enable_grad(), spying_shuffles(model) as spy:
+    with warnings.catch_warnings(), torch.enable_grad(), spying_trace(model) as spy:
         warnings.simplefilter("ignore")  # tp warns about unwrapped parameters such as ViT's class token
+        graph = tp.DependencyGraph()
+        graph.trace_spy = spy  # read by the concatenation mapping while the graph is built
         try:
             # a tuple, so Torch-Pruning calls model(example) once instead of first trying model(*example)
-            graph = tp.DependencyGraph().build_dependency(model, example_inputs=(example,))
+            graph.build_dependency(model, example_inputs=(example,))
         except Exception as error:
-            first = first_line(error)
-            raise InputError(
-                f"the model cannot be traced on an input of shape {tuple(example.shape[1:])} "
-                f"({type(error).__name__}: {first[:300]}); check --input-size and that the model runs on it"
-            ) from error
+            raise _trace_error(error, example, spy.forward_done) from error
     graph.shuffles = spy.shuffles()
     _detach_cached_tensors(model)
     return graph
+
+
+def _trace_error(error: Exception, example: torch.Tensor, forward_done: bool) -> InputError:
+    """Why tracing failed: the model's own forward pass on this input, or Torch-Pruning's analysis of it."""
+    cause = f"{type(error).__name__}: {first_line(error)[:300]}"
+    shape = tuple(example.shape[1:])
+    if not forward_done:
+        return InputError(
+            f"the model cannot be traced on an input of shape {shape} ({cause}); "
+            "check --input-size and that the model runs on it"
+        )
+    return InputError(
+        f"the model runs on an input of shape {shape}, but Torch-Pruning cannot build its dependency graph "
+        f"({cause}); a larger --input-size can change the traced shapes, otherwise this architecture "
+        "cannot be pruned by Secateur yet"
+    )
 
 
 def _detach_cached_tensors(model: nn.Module) -> None:
@@ -153,6 +167,31 @@ def _tolerant(update: Callable[[tp.DependencyGraph, object], None]) -> Callable[
     return tolerant
 
 
+def _sized(update: Callable[[tp.DependencyGraph, object], None]) -> Callable[[tp.DependencyGraph, object], None]:
+    """Torch-Pruning 1.6's concatenation mapping, with the sizes it could not infer taken from the traced pass.
+
+    ``update_concat_index_mapping`` adds up the inferred sizes of a concatenation's
+    inputs, and an input it could not infer (None) raised a TypeError that stopped
+    the whole trace (swin_s). The spy saw the real sizes; only the unknown ones are
+    filled in, so every concatenation that mapped before maps the same way.
+    """
+
+    def sized(graph: tp.DependencyGraph, node: object) -> None:
+        try:
+            update(graph, node)
+        except TypeError:
+            spy = getattr(graph, "trace_spy", None)
+            seen = spy.joined_sizes(node.grad_fn) if spy is not None else None  # type: ignore[attr-defined]
+            inferred = node.module.concat_sizes  # type: ignore[attr-defined]
+            if seen is None or inferred is None or len(seen) != len(inferred):
+                raise
+            filled = [size if size is not None else fill for size, fill in zip(inferred, seen, strict=True)]
+            node.module.concat_sizes = filled  # type: ignore[attr-defined]
+            update(graph, node)
+
+    return sized
+
+
 def _patch_once(owner: object, name: str, wrap: Callable[[Callable], Callable]) -> None:
     """Replace ``owner.name`` by ``wrap(owner.name)``, once however often this module is imported or reloaded."""
     original = getattr(owner, name)
@@ -163,6 +202,7 @@ def _patch_once(owner: object, name: str, wrap: Callable[[Callable], Callable]) 
 
 
 _patch_once(index_mapping, "update_reshape_index_mapping", _tolerant)
+_patch_once(index_mapping, "update_concat_index_mapping", _sized)
 
 
 # More indices than any real layer has: a flatten that maps a group past this is compounding
