@@ -45,6 +45,24 @@ def test_an_unreachable_latency_target_is_refused_with_the_most_it_can_do(macs_c
     assert len(macs_clock.reductions) == 1  # one look at the largest plan was enough to know
 
 
+def test_a_target_inside_a_step_of_the_measured_latency_names_the_step(monkeypatch, scored_vgg) -> None:
+    """Kernels that change with the channel counts: the latency falls by 20% or by 60%, nothing between."""
+    from secateur.core.train.evaluate import model_macs
+
+    def stepped(reference, candidate, batch, rounds=15, warmup=3, check=lambda: None):
+        shape = tuple(batch.shape[1:])
+        removed = 1 - model_macs(candidate, shape) / model_macs(reference, shape)
+        return latency.TimedPair((10.0,) * rounds, ((8.0 if removed < 0.5 else 4.0),) * rounds)
+
+    monkeypatch.setattr(latency, "time_interleaved", stepped)
+    workspace, scored = scored_vgg
+    with pytest.raises(InputError) as refused:
+        workspace.plan(scored, Target("latency", 0.4), PlanOptions(), "l1")
+    message = str(refused.value)
+    assert message.startswith("--latency-reduction 0.4: the measured reduction jumps from 0.200 at channel ratio 0.")
+    assert "to 0.600 at 0." in message and "aim for 0.20 or 0.60" in message and "--latency-table" in message
+
+
 def test_interleaved_timing_runs_both_models_alternately() -> None:
     calls: list[str] = []
 

@@ -140,10 +140,31 @@ def plan_for_latency(
             high = middle
     ratio, plan, pair = min(measured, key=lambda item: (abs(item[2].reduction - goal), item[0]))
     if abs(pair.reduction - goal) > LATENCY_TOLERANCE:
-        raise InputError(
-            f"--latency-reduction {goal}: the nearest measured reduction is {pair.reduction:.3f} at channel ratio "
-            f"{ratio:.3f} (timings too noisy or steps too coarse; aim for another target, "
-            "or time more runs: --latency-runs)"
-        )
+        raise InputError(_missed(goal, [(ratio, pair.reduction) for ratio, _, pair in measured]))
     note = f"latency target {goal}: channel ratio {ratio:.3f}; " + pair.describe(batch_size, example.device)
     return plan.with_notes(note)
+
+
+def _missed(goal: float, reductions: list[tuple[float, float]]) -> str:
+    """Why no candidate came within tolerance: the measured reduction jumps across the goal between two ratios.
+
+    On the demo at batch 1, channel ratio 0.373 measured 27% less latency and
+    0.4 measured 43%, again and again: the convolution kernels change with the
+    channel counts, so no single ratio gives 33%. The table plan mixes widths
+    per layer and can land in between.
+    """
+    below = max(((r, d) for r, d in reductions if d < goal), key=lambda item: item[1], default=None)
+    above = min(((r, d) for r, d in reductions if d > goal), key=lambda item: item[1], default=None)
+    if below is None or above is None:
+        ratio, reduction = min(reductions, key=lambda item: abs(item[1] - goal))
+        return (
+            f"--latency-reduction {goal:.3g}: the nearest measured reduction is {reduction:.3f} at channel ratio "
+            f"{ratio:.3f}; aim for another target, or time more runs: --latency-runs"
+        )
+    return (
+        f"--latency-reduction {goal:.3g}: the measured reduction jumps from {below[1]:.3f} at channel ratio "
+        f"{below[0]:.3f} to {above[1]:.3f} at {above[0]:.3f}, so no ratio in between is within ±{LATENCY_TOLERANCE} "
+        f"(the kernels change with the channel counts, or the timings are noisy); aim for {below[1]:.2f} or "
+        f"{above[1]:.2f}, plan from the latency table (--latency-table), which mixes widths per layer, "
+        "or time more runs: --latency-runs"
+    )
