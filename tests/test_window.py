@@ -207,3 +207,20 @@ def test_starting_a_job_collects_qt_garbage_on_the_qt_thread(qtbot) -> None:
         job.start()
         assert alive() is None  # already collected, here on the Qt thread, before the job runs
     assert seen_in_job and seen_in_job[0] != threading.current_thread().name
+
+
+def test_a_job_cancelled_before_its_worker_starts_ends_cancelled_without_running(qtbot) -> None:
+    """The worker starts a moment after ``start`` (the window paints first); a Cancel in that moment still ends it."""
+    from secateur.app.worker import Job
+
+    ran: list[bool] = []
+    job = Job("late", lambda progress: ran.append(True))
+    ended: list[str] = []
+    job.succeeded.connect(lambda result: ended.append("succeeded"))
+    job.cancelled.connect(lambda: ended.append("cancelled"))
+    job.start()
+    assert ran == []  # not run on the Qt thread, and not yet in the pool
+    job.cancel()
+    qtbot.waitUntil(lambda: ended == ["cancelled"], timeout=TIMEOUT_MS)
+    qtbot.wait(100)
+    assert ran == [] and ended == ["cancelled"]
