@@ -28,7 +28,6 @@ from secateur.core.common.errors import InputError
 from secateur.core.common.progress import SILENT, Progress
 from secateur.core.common.settings import RunSettings
 from secateur.core.data.loading import DATA_FORMS, load_data
-from secateur.core.graph.layer_tree import tree_of
 from secateur.core.model.specs import SPEC_FORMS, parse_model_spec
 from secateur.core.pruning.loading import load_model
 from secateur.core.workflow.session import Session
@@ -65,7 +64,7 @@ def open_session(request: ModelRequest, device: torch.device, progress: Progress
     loaded = load_model(parse_model_spec(request.model, request.num_classes, request.weights, request.input_size))
     data = load_data(request.data, input_size=loaded.input_shape[1]) if request.data else None
     session = Session(loaded, data, RunSettings(device=device))
-    session.tree = tree_of(loaded, session.device, progress)
+    session.trace(progress)
     return session
 
 

@@ -152,7 +152,6 @@ def test_table_after_fine_tuning_equals_a_fresh_eval_and_follows_undo(qtbot, win
 def test_no_torch_runs_on_the_qt_thread(qtbot, window: MainWindow, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every forward pass, trace and plan happens on a worker: open, score, preview, apply, undo."""
     from secateur.core.pruning.workspace import Workspace
-    from secateur.core.workflow import session as session_module
 
     on_qt_thread: list[str] = []
     calls: list[str] = []
@@ -167,9 +166,8 @@ def test_no_torch_runs_on_the_qt_thread(qtbot, window: MainWindow, monkeypatch: 
         return wrapper
 
     monkeypatch.setattr(nn.Module, "__call__", checked("forward", nn.Module.__call__))
-    for name in ("plan", "score", "apply", "_prepare"):
+    for name in ("plan", "score", "apply", "_prepare", "layer_tree"):
         monkeypatch.setattr(Workspace, name, checked(f"Workspace.{name}", getattr(Workspace, name)))
-    monkeypatch.setattr(session_module, "tree_of", checked("tree_of", session_module.tree_of))
     _open(qtbot, window, "demo-vgg")
     window.session.data = None  # nothing to measure: the structural steps are what is checked here
     window.panel.picker.setCurrentText("l1")
@@ -179,7 +177,7 @@ def test_no_torch_runs_on_the_qt_thread(qtbot, window: MainWindow, monkeypatch: 
     assert window.session.plan.target.value == 0.5
     _run(qtbot, window, window.apply_plan)
     _run(qtbot, window, window.undo)
-    assert {"forward", "Workspace.plan", "Workspace.score", "Workspace.apply", "tree_of"} <= set(calls)
+    assert {"forward", "Workspace.plan", "Workspace.score", "Workspace.apply", "Workspace.layer_tree"} <= set(calls)
     assert on_qt_thread == []
 
 

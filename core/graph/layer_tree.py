@@ -7,14 +7,14 @@ parameter tensors (sizes) and Torch-Pruning's dependency graph (groups).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
 
 from secateur.core.graph.blocks import BlockInfo, residual_blocks
 from secateur.core.graph.groups import GroupInfo, Reporter, build_dependency_graph, dependency_groups
-from secateur.core.graph.macs import finish_records, recording_modules
+from secateur.core.graph.macs import ModuleRecord, finish_records, recording_modules
 from secateur.core.model.specs import LoadedModel, example_input
 
 
@@ -130,6 +130,25 @@ def build_layer_tree(
     records = finish_records(model, records, example.shape[0])
     classifier = find_classifier(model, records)
     groups = dependency_groups(model, graph, [classifier] if classifier else [], progress)
+    shape = tuple(example.shape[1:])
+    return assemble_layer_tree(model, shape, model_name, records, groups, classifier, residual_blocks(model))
+
+
+def assemble_layer_tree(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    model_name: str,
+    records: dict[str, ModuleRecord],
+    groups: list[GroupInfo],
+    classifier: str | None,
+    blocks: list[BlockInfo],
+) -> LayerTree:
+    """The layer tree from a trace already made (the workspace's: one trace serves the tree and the pruning).
+
+    The groups are kept without Torch-Pruning's handles: a tree outlives the
+    traced copy (it stays on the undo stack) and must not hold its graph.
+    """
+    groups = [replace(group, handle=None) for group in groups]
     group_of = {name: group.id for group in groups for name in group.out_layers}
     layers = []
     for name, module in model.named_modules():
@@ -153,13 +172,13 @@ def build_layer_tree(
         )
     return LayerTree(
         model=model_name,
-        input_shape=tuple(example.shape[1:]),
+        input_shape=input_shape,
         params=count_params(model),
         macs=records[""].macs,
         classifier=classifier,
         layers=layers,
         groups=groups,
-        blocks=residual_blocks(model),
+        blocks=blocks,
     )
 
 

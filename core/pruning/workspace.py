@@ -24,8 +24,8 @@ from secateur.core.common.settings import RunSettings, UsesSettings
 from secateur.core.data.loading import DataBundle
 from secateur.core.graph.blocks import BlockInfo, residual_blocks
 from secateur.core.graph.groups import GroupInfo, build_dependency_graph, dependency_groups
-from secateur.core.graph.layer_tree import find_classifier
-from secateur.core.graph.macs import finish_records, recording_modules
+from secateur.core.graph.layer_tree import LayerTree, assemble_layer_tree, find_classifier
+from secateur.core.graph.macs import ModuleRecord, finish_records, recording_modules
 from secateur.core.pruning.checks import check_plan, check_runs
 from secateur.core.pruning.contract import Applied, Scored
 from secateur.core.pruning.guard import changed_tensors, tensor_marks, written_tensors
@@ -69,8 +69,12 @@ class _Prepared:
     model: nn.Module
     graph: tp.DependencyGraph
     groups: list[GroupInfo]
-    own_macs: dict[str, int]
+    records: dict[str, ModuleRecord]  # per module: output shape, MACs (own and with its children)
     private: bool  # a deep copy (for a third-party method), not the user's storage shared
+
+    @cached_property
+    def own_macs(self) -> dict[str, int]:
+        return {name: record.own_macs for name, record in self.records.items()}
 
 
 @dataclass
@@ -112,9 +116,18 @@ class Workspace(UsesSettings):
             self.classifier = find_classifier(work, records)
             groups = dependency_groups(work, graph, [self.classifier] if self.classifier else [], progress)
             groups = probed(work, groups, self.example, progress)
-            own = {name: record.own_macs for name, record in records.items()}
-            self._prepared = _Prepared(work, graph, groups, own, private)
+            self._prepared = _Prepared(work, graph, groups, records, private)
         return self._prepared
+
+    def layer_tree(self, model_name: str, progress: Progress = SILENT) -> LayerTree:
+        """The layer tree of the model, from the working copy's trace (no second trace of the model).
+
+        Its groups are the ones the plans use, the probe's locks included.
+        """
+        prepared = self._prepare(progress=progress)
+        return assemble_layer_tree(
+            self.model, self.input_shape, model_name, prepared.records, prepared.groups, self.classifier, self.blocks
+        )
 
     def prepared(self) -> bool:
         """Whether the working copy is traced and ready (it is handed over by ``apply``)."""

@@ -29,7 +29,7 @@ from secateur.core.common.errors import Cancelled, InputError
 from secateur.core.common.progress import SILENT, Progress
 from secateur.core.common.settings import RunSettings
 from secateur.core.data.loading import DataBundle, load_data
-from secateur.core.graph.layer_tree import LayerTree, tree_of
+from secateur.core.graph.layer_tree import LayerTree
 from secateur.core.model.checkpoint import CheckpointInfo, save_checkpoint
 from secateur.core.model.export import export_model
 from secateur.core.model.specs import LoadedModel, parse_model_spec
@@ -119,8 +119,16 @@ class Session:
         loaded = load_model(parse_model_spec(model_spec))
         data = load_data(data_spec, input_size=loaded.input_shape[1]) if data_spec else None
         session = cls(loaded, data, RunSettings(device=device or torch.device("cpu")))
-        session.tree = tree_of(loaded, session.device, progress)
+        session.trace(progress)
         return session
+
+    def trace(self, progress: Progress = SILENT) -> LayerTree:
+        """Trace the current model once, for its layer tree and for pruning it (``progress`` hears of it)."""
+        self.tree = self.workspace(progress).layer_tree(self._model_name(), progress)
+        return self.tree
+
+    def _model_name(self) -> str:
+        return self.loaded.source or self.loaded.spec.text()
 
     @property
     def model(self) -> nn.Module:
@@ -219,7 +227,7 @@ class Session:
     def tree_now(self) -> LayerTree:
         """The current model's layer tree (traced here if it is not known yet)."""
         if self.tree is None:
-            self.tree = tree_of(self.loaded, self.device)
+            self.trace()
         return self.tree
 
     def workspace(self, progress: Progress = SILENT) -> Workspace:
@@ -350,12 +358,15 @@ class Session:
     def _push(self, model: nn.Module, edits: list[dict[str, Any]], method: str, progress: Progress = SILENT) -> None:
         """Make ``model`` current; the one before goes on the undo stack. Announced at once, measured later.
 
-        Its tree is traced first (``progress`` hears of it), so a cancel there leaves the session as it was.
+        It is traced first (``progress`` hears of it), so a cancel there leaves the session as it was; that
+        trace gives its tree and is kept for the next score or plan.
         """
-        tree = tree_of(replace(self.loaded, model=model, edits=edits), self.device, progress)
+        workspace = Workspace(model, self.loaded.input_shape, self.data, self.settings, progress)
+        tree = workspace.layer_tree(self._model_name(), progress)
         self.history.append(_Step(self.model, list(self.loaded.edits), method, self.metrics_after, self.tree))
         self.loaded = replace(self.loaded, model=model, edits=edits)
         self.tree = tree
+        self._workspace = workspace
         self._clear_scores()
         self._keep_valid_choices()
         self.metrics_after = None
@@ -366,7 +377,9 @@ class Session:
     def _pop(self) -> _Step:
         step = self.history.pop()
         self.loaded = replace(self.loaded, model=step.model, edits=step.edits)
-        self.tree = step.tree or tree_of(self.loaded, self.device)
+        self.tree = step.tree
+        if self.tree is None:
+            self.trace()
         self._clear_scores()
         self._keep_valid_choices()
         self.metrics_after = step.metrics
