@@ -305,7 +305,10 @@ class MainWindow(QMainWindow):
     def _on_progress(self, job: Job, stage: str, done: int, total: int) -> None:
         if job is not self.job or job.quiet:
             return
+        new_phase = stage != self.time_left.stage
         self.time_left.update(stage, done, total, time.monotonic())
+        if new_phase:
+            self._tick()  # the clock's label names the phase now, not at its next second
         if not job.cancel_requested:
             self._show_stage(stage)
         self.progress.setValue(int(100 * done / max(1, total)))

@@ -197,6 +197,25 @@ def test_time_left_waits_until_meaningful_and_does_not_jump() -> None:
     assert estimate.text(30.0) == "evaluate"
 
 
+def test_the_clock_label_names_a_new_phase_at_once(qtbot, window: MainWindow) -> None:
+    """The label beside the bar ticks once a second; a new phase is named when it starts, not at the next tick."""
+    gate = threading.Event()
+
+    def two_phases(progress) -> None:
+        progress("first phase", 0, 10)
+        progress("second phase", 0, 10)
+        gate.wait(10)
+
+    window._run("two phases", two_phases)
+    window._clock.stop()  # no tick: only the phase's start may write the label
+    try:
+        qtbot.waitUntil(lambda: window.elapsed.text().endswith("second phase"), timeout=30_000)
+    finally:
+        gate.set()
+    with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
+        pass
+
+
 def test_smoothed_loss_is_a_debiased_moving_average() -> None:
     values = smoothed([2.0, 2.0, 2.0])
     assert values.tolist() == pytest.approx([2.0, 2.0, 2.0])  # no pull towards zero at the start
