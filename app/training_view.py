@@ -48,8 +48,9 @@ class TrainingView(pg.GraphicsLayoutWidget):
 
     def __init__(self) -> None:
         super().__init__()
-        self.loss_plot = self.addPlot(row=0, col=0, title="training loss per step (grey: raw, red: smoothed)")
-        self.accuracy_plot = self.addPlot(row=1, col=0, title="validation accuracy % per epoch (calibration split)")
+        # short titles: a plot is at least as wide as its title, and the Results dock is about 400 px wide
+        self.loss_plot = self.addPlot(row=0, col=0, title="loss per step (grey raw, red smoothed)")
+        self.accuracy_plot = self.addPlot(row=1, col=0, title="accuracy % per epoch (calibration split)")
         self.accuracy_plot.setXLink(self.loss_plot)
         for plot in (self.loss_plot, self.accuracy_plot):
             plot.setLabel("bottom", "epoch")

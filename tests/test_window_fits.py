@@ -138,3 +138,19 @@ def test_overview_rows_are_labelled_and_a_click_selects_the_group(qtbot, window:
     assert window.tree.selectionModel().isSelected(window.tree.currentIndex())
     assert heatmap.title.text().startswith("layer2.1.conv1: kept ") and "/64," in heatmap.title.text()
     assert heatmap.view.isVisible()
+
+
+def test_fine_tuning_plots_and_titles_fit_their_view(qtbot, window: MainWindow) -> None:
+    """At 1280×800 the plots were wider than their view: titles cut at both ends ("…red: smoothe", "…(calibration sp")."""
+    _open(qtbot, window)
+    window.tabs.setCurrentWidget(window.training)
+    view = window.training
+    for width, height in SIZES:
+        window.resize(width, height)
+        QApplication.processEvents()
+        for plot in (view.loss_plot, view.accuracy_plot):
+            shown = view.mapFromScene(plot.mapRectToScene(plot.boundingRect())).boundingRect()
+            assert shown.left() >= 0 and shown.right() <= view.viewport().width(), (width, shown, view.width())
+            title = plot.titleLabel
+            needed = title.item.boundingRect().width()
+            assert needed <= plot.width(), f"{width}×{height}: {title.text!r} needs {needed:.0f} px of {plot.width():.0f}"
