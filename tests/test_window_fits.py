@@ -141,7 +141,7 @@ def test_overview_rows_are_labelled_and_a_click_selects_the_group(qtbot, window:
 
 
 def test_fine_tuning_plots_and_titles_fit_their_view(qtbot, window: MainWindow) -> None:
-    """At 1280×800 the plots were wider than their view: titles cut at both ends ("…red: smoothe", "…(calibration sp")."""
+    """At 1280×800 the plots were wider than their view, both titles cut ("…red: smoothe", "…(calibration sp")."""
     _open(qtbot, window)
     window.tabs.setCurrentWidget(window.training)
     view = window.training
@@ -153,4 +153,4 @@ def test_fine_tuning_plots_and_titles_fit_their_view(qtbot, window: MainWindow) 
             assert shown.left() >= 0 and shown.right() <= view.viewport().width(), (width, shown, view.width())
             title = plot.titleLabel
             needed = title.item.boundingRect().width()
-            assert needed <= plot.width(), f"{width}×{height}: {title.text!r} needs {needed:.0f} px of {plot.width():.0f}"
+            assert needed <= plot.width(), f"{width}×{height}: {title.text!r} needs {needed:.0f} px, has {plot.width()}"
