@@ -33,6 +33,7 @@ from PySide6.QtWidgets import QApplication
 from secateur.app.window import MainWindow
 
 CANCEL_AFTER = (1.0,)  # seconds a method runs before Cancel is clicked (--cancel-after)
+SETTLE = 0.3  # seconds between two actions: no one clicks faster, and the last one's paints are done
 QUICK = {"cka-layer": {"finetune_epochs": "0"}, "paam": {"epochs": "1"}, "hap": {"probes": "4"}}
 
 
@@ -158,6 +159,7 @@ def stalls(window: MainWindow, model: str, data: str | None, finetune_samples: i
     header = f"{'action':<14} {'seconds':>8} {'beats':>6} {'median gap ms':>14} {'p99 ms':>7} {'> 16 ms':>8}"
     print(f"{header} {'longest stall ms':>17}")
     for name, signal, start in steps:
+        _spin(SETTLE)  # the last action's deferred paints land before this one starts, as between a person's clicks
         heartbeat.start()
         started = time.perf_counter()
         seconds = _wait(signal, start)
