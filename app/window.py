@@ -49,7 +49,7 @@ from secateur.app.time_left import TimeLeft
 from secateur.app.training_view import TrainingView
 from secateur.app.tree_model import NAME_ROLE, LayerTreeModel, SortProxy
 from secateur.app.tree_view import LayerTreeView
-from secateur.app.worker import Job
+from secateur.app.worker import Job, favour_the_event_loop
 from secateur.core.common.errors import InputError
 from secateur.core.common.progress import SILENT, Progress
 from secateur.core.graph.layer_tree import LayerTree
@@ -75,6 +75,7 @@ class MainWindow(QMainWindow):
 
     def __init__(self, registry: Registry | None = None, settings: QSettings | None = None) -> None:
         super().__init__()
+        favour_the_event_loop()
         self.setWindowTitle("Secateur")
         self.setAcceptDrops(True)
         self.registry = registry or load_registry()

@@ -12,6 +12,7 @@ signals die with it.
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 import time
 import traceback
@@ -28,6 +29,20 @@ from secateur.core.common.progress import Progress
 R = TypeVar("R")
 START_DELAY_MS = 40  # the job's worker starts after the window has painted its start
 MIN_PROGRESS_INTERVAL = 0.05  # seconds between two progress signals of one stage
+GIL_SWITCH_INTERVAL = 0.001  # seconds a worker running Python holds the GIL while the Qt thread waits (default 0.005)
+
+
+def favour_the_event_loop() -> None:
+    """Let the Qt thread take the GIL back from a worker within 1 ms instead of Python's default 5 ms.
+
+    A worker running pure Python (Torch-Pruning's tracing when a model opens)
+    keeps the GIL for a whole switch interval each time the Qt thread asks for
+    it, and painting asks many times per frame. Measured with
+    bench/gui_responsiveness.py (demo, 1 thread, three runs each, interleaved):
+    the longest stall while a model opens fell from 16–176 ms to 9 ms; the
+    jobs took as long as before.
+    """
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
 
 
 class JobSignals(WorkerBaseSignals):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -18,6 +19,7 @@ from secateur.app.time_left import TimeLeft
 from secateur.app.training_view import smoothed
 from secateur.app.tree_model import BAR_ROLE
 from secateur.app.window import MainWindow
+from secateur.app.worker import GIL_SWITCH_INTERVAL
 
 MAIN = threading.main_thread()
 
@@ -179,6 +181,13 @@ def test_no_torch_runs_on_the_qt_thread(qtbot, window: MainWindow, monkeypatch: 
     _run(qtbot, window, window.undo)
     assert {"forward", "Workspace.plan", "Workspace.score", "Workspace.apply", "Workspace.layer_tree"} <= set(calls)
     assert on_qt_thread == []
+
+
+def test_the_window_takes_the_gil_back_from_a_worker_within_a_millisecond(qtbot) -> None:
+    """A worker running Python hands the GIL over after 1 ms, not Python's 5 ms, when the Qt thread paints."""
+    sys.setswitchinterval(0.005)
+    qtbot.addWidget(MainWindow())
+    assert sys.getswitchinterval() == pytest.approx(GIL_SWITCH_INTERVAL) == pytest.approx(0.001)
 
 
 def test_time_left_waits_until_meaningful_and_does_not_jump() -> None:
