@@ -10,6 +10,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
+from secateur.app.plot_cache import cache_axes
+
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=True, background="w", foreground="k")
 
 ROW_WIDTH = 32  # channels per heatmap row
@@ -122,6 +124,7 @@ class HeatmapPanel(QWidget):
         self.strip_plot.setLabel("bottom", "channel")
         for axis in ("left", "bottom"):
             self.strip_plot.getAxis(axis).enableAutoSIPrefix(False)
+        cache_axes(self.plot, self.strip_plot)
         # the channel axis is labelled at its two ends, half outside the axis: pyqtgraph hides a label that
         # passes the axis's end by more than this (15 px by default: "2048" on MaxViT's overview was hidden),
         # and the layout keeps that much room on the right so the label is not cut at the widget's edge

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 
+from secateur.app.plot_cache import cache_axes
 from secateur.core.workflow.session import TrainingLog
 
 SMOOTHING = 0.9  # weight of the running average in the smoothed loss (TensorBoard's default is 0.6–0.9)
@@ -62,6 +63,7 @@ class TrainingView(pg.GraphicsLayoutWidget):
         self.loss_plot.setClipToView(True)
         for plot in (self.loss_plot, self.accuracy_plot):
             plot.disableAutoRange()
+        cache_axes(self.loss_plot, self.accuracy_plot)
         self.ranges: dict[str, tuple[float, float] | None] = {"x": None, "loss": None, "accuracy": None}
 
     def show_log(self, log: TrainingLog | None) -> None:

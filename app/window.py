@@ -40,6 +40,7 @@ from secateur.app.finetune_dialog import FinetuneChoice, FinetuneDialog
 from secateur.app.heatmap import HeatmapPanel
 from secateur.app.method_panel import MethodPanel
 from secateur.app.open_dialog import DATA_LAYOUTS, ModelRequest, OpenModelDialog, open_session
+from secateur.app.plot_cache import cache_axes
 from secateur.app.relevance_view import ChannelRelevanceView
 from secateur.app.report import human_count
 from secateur.app.results import MEASURING, ResultsView, Side, caption, metric_rows
@@ -112,6 +113,7 @@ class MainWindow(QMainWindow):
         self.sweep_line = self.curve.plot(symbol="o")
         self.curve.setRange(xRange=(0.0, 1.0), yRange=(0.0, 100.0))  # fixed axes: a growing curve redraws no ticks
         self.curve.disableAutoRange()
+        cache_axes(self.curve.getPlotItem())
         self.training = TrainingView()
         self.relevance = ChannelRelevanceView()
         tabs = QTabWidget()

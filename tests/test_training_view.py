@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from PySide6.QtGui import QImage
+from PySide6.QtWidgets import QApplication, QGraphicsItem
 
+from secateur.app.plot_cache import AXES
 from secateur.app.training_view import TrainingView, grown_range, nice_step
 from secateur.core.train.finetune import EpochRecord
 from secateur.core.workflow.session import TrainingLog
@@ -55,3 +59,37 @@ def test_plot_holds_every_point_and_keeps_its_axes_while_loss_falls(qtbot) -> No
     assert loss_high < 0.01 and _inside([loss_low, loss_high], [0.003])  # a small loss is not drawn on the floor
     accuracy_low, accuracy_high = view.accuracy_plot.viewRange()[1]
     assert accuracy_high < 101 and accuracy_low < 100  # 100 % sits inside the axis, which stops near 100
+
+
+def _pixels(view: TrainingView) -> np.ndarray:
+    image = view.grab().toImage().convertToFormat(QImage.Format.Format_RGB32)
+    rows = np.frombuffer(image.constBits(), np.uint8).reshape(image.height(), image.bytesPerLine())
+    return rows[:, : image.width() * 4].reshape(image.height(), image.width(), 4)[..., :3].astype(int)
+
+
+def test_cached_axes_draw_what_uncached_axes_draw_as_the_ranges_grow(qtbot) -> None:
+    """The axes are painted from a pixmap cache (cheap frames); after every change they show the new ticks.
+
+    An axis whose cache missed an invalidation would keep the old tick labels:
+    thousands of pixels apart from a view without the cache (one antialiased
+    pixel differs where a label's edge meets the border).
+    """
+    cached, plain = TrainingView(), TrainingView()
+    for view in (cached, plain):
+        qtbot.addWidget(view)
+        view.resize(400, 420)
+        view.show()
+    for plot in (plain.loss_plot, plain.accuracy_plot):
+        for name in AXES:
+            assert plot.getAxis(name).cacheMode() == QGraphicsItem.CacheMode.DeviceCoordinateCache
+            plot.getAxis(name).setCacheMode(QGraphicsItem.CacheMode.NoCache)
+    log = TrainingLog(steps_per_epoch=10, total_steps=20)
+    for step, loss in [(1, 0.4), (2, 0.3), (3, 2.6), (4, 9.0)]:  # the loss axis grows twice
+        log.steps.append((step, loss))
+        if step == 3:
+            log.epochs.append(EpochRecord(epoch=1, train_loss=1.0, val_accuracy=42.0, val_loss=1.0))
+        for view in (cached, plain):
+            view.show_log(log)
+        QApplication.processEvents()
+        differing = np.count_nonzero(np.abs(_pixels(cached) - _pixels(plain)).max(axis=2))
+        assert differing <= 4, f"after step {step}: {differing} pixels differ"
