@@ -25,13 +25,13 @@ from secateur.core.common.files import write_json_atomic
 from secateur.core.common.progress import Progress
 from secateur.core.common.settings import RunSettings
 from secateur.core.data.loading import DATA_FORMS, load_data
-from secateur.core.graph.layer_tree import tree_of
 from secateur.core.model.export import export_model
 from secateur.core.model.specs import SPEC_FORMS, LoadedModel, parse_model_spec
 from secateur.core.pruning.loading import load_model
 from secateur.core.pruning.params import parse_param_assignments
 from secateur.core.pruning.plan import PlanOptions, Target
 from secateur.core.pruning.registry import load_registry
+from secateur.core.pruning.workspace import tree_of
 from secateur.core.train.evaluate import evaluate
 from secateur.core.train.finetune import FinetuneConfig
 from secateur.core.workflow.compare import (

@@ -8,9 +8,10 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 from conftest import ARCHS
-from secateur.core.graph.layer_tree import LayerTree, build_layer_tree, tree_of
+from secateur.core.graph.layer_tree import LayerTree
 from secateur.core.model.specs import parse_model_spec
 from secateur.core.pruning.loading import load_model
+from secateur.core.pruning.workspace import build_layer_tree, tree_of
 
 
 def _tree(spec: str, **options: object) -> LayerTree:

@@ -18,14 +18,13 @@ from conftest import run_cli
 from secateur.core.common.errors import InputError
 from secateur.core.common.settings import RunSettings
 from secateur.core.data.loading import load_data
-from secateur.core.graph.layer_tree import tree_of
 from secateur.core.model.checkpoint import CheckpointInfo, read_checkpoint_info, save_checkpoint
 from secateur.core.model.export import export_model
 from secateur.core.model.specs import build_model, parse_model_spec
 from secateur.core.pruning.loading import load_checkpoint, load_model
 from secateur.core.pruning.plan import Target
 from secateur.core.pruning.registry import load_registry
-from secateur.core.pruning.workspace import Workspace
+from secateur.core.pruning.workspace import Workspace, tree_of
 
 MODELS = ["resnet18", "convnext_atto", "efficientnet_b0", "mobilenetv3_small_100", "vit_tiny_patch16_224"]
 SIZE = 32  # small inputs keep the tests fast; the demo data is 3×32×32 with 10 classes

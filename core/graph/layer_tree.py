@@ -1,21 +1,21 @@
 """The layer tree: every module of a model with its shape, size, cost and group.
 
 This is what ``secateur inspect`` prints and what the window's tree shows. It
-is computed once per model from one forward pass (shapes and MACs), the
-parameter tensors (sizes) and Torch-Pruning's dependency graph (groups).
+is assembled from the trace a workspace makes once per model (one forward pass
+for shapes and MACs, Torch-Pruning's dependency graph for the groups) and the
+parameter tensors (sizes): ``Workspace.layer_tree``, so the tree's groups are
+the ones the plans use.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-import torch
 from torch import nn
 
-from secateur.core.graph.blocks import BlockInfo, residual_blocks
-from secateur.core.graph.groups import GroupInfo, Reporter, build_dependency_graph, dependency_groups
-from secateur.core.graph.macs import ModuleRecord, finish_records, recording_modules
-from secateur.core.model.specs import LoadedModel, example_input
+from secateur.core.graph.blocks import BlockInfo
+from secateur.core.graph.groups import GroupInfo
+from secateur.core.graph.macs import ModuleRecord
 
 
 @dataclass
@@ -117,23 +117,6 @@ def find_classifier(model: nn.Module, records: dict) -> str | None:
     return max(candidates)[1] if candidates else None
 
 
-def build_layer_tree(
-    model: nn.Module, example: torch.Tensor, model_name: str, progress: Reporter | None = None
-) -> LayerTree:
-    """The layer tree of ``model`` for inputs shaped like ``example`` (batch of 1 is enough).
-
-    ``progress`` hears of each dependency group's root (MaxViT's take about a minute in all) and may stop it.
-    """
-    model.eval()
-    with recording_modules(model) as records:  # the graph's traced forward pass also counts the MACs
-        graph = build_dependency_graph(model, example)
-    records = finish_records(model, records, example.shape[0])
-    classifier = find_classifier(model, records)
-    groups = dependency_groups(model, graph, [classifier] if classifier else [], progress)
-    shape = tuple(example.shape[1:])
-    return assemble_layer_tree(model, shape, model_name, records, groups, classifier, residual_blocks(model))
-
-
 def assemble_layer_tree(
     model: nn.Module,
     input_shape: tuple[int, ...],
@@ -180,9 +163,3 @@ def assemble_layer_tree(
         groups=groups,
         blocks=blocks,
     )
-
-
-def tree_of(loaded: LoadedModel, device: torch.device, progress: Reporter | None = None) -> LayerTree:
-    """The layer tree of a loaded model, traced on ``device`` (what ``inspect`` and the window show)."""
-    model = loaded.model.to(device)
-    return build_layer_tree(model, example_input(loaded, 1, device), loaded.source or loaded.spec.text(), progress)

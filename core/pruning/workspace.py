@@ -26,6 +26,7 @@ from secateur.core.graph.blocks import BlockInfo, residual_blocks
 from secateur.core.graph.groups import GroupInfo, build_dependency_graph, dependency_groups
 from secateur.core.graph.layer_tree import LayerTree, assemble_layer_tree, find_classifier
 from secateur.core.graph.macs import ModuleRecord, finish_records, recording_modules
+from secateur.core.model.specs import LoadedModel
 from secateur.core.pruning.checks import check_plan, check_runs
 from secateur.core.pruning.contract import Applied, Scored
 from secateur.core.pruning.guard import changed_tensors, tensor_marks, written_tensors
@@ -440,6 +441,26 @@ class Workspace(UsesSettings):
                 "untouched (rerun with --debug for the traceback)"
             ) from error
         return Applied(pruned, plan_edits(plan), plan)
+
+
+def build_layer_tree(
+    model: nn.Module, example: torch.Tensor, model_name: str, progress: Progress = SILENT
+) -> LayerTree:
+    """The layer tree of ``model`` for inputs shaped like ``example``, traced on its device.
+
+    Traced by a workspace, as a session traces it: the groups are the ones the
+    plans use (the probe's locks included). ``progress`` hears of each
+    dependency group's root (MaxViT's take about a minute in all) and may stop it.
+    """
+    settings = RunSettings(device=example.device)
+    workspace = Workspace(model, tuple(example.shape[1:]), settings=settings, progress=progress)
+    return workspace.layer_tree(model_name, progress)
+
+
+def tree_of(loaded: LoadedModel, device: torch.device, progress: Progress = SILENT) -> LayerTree:
+    """The layer tree of a loaded model, traced on ``device`` (what ``secateur inspect`` prints)."""
+    example = torch.zeros((1, *loaded.input_shape), device=device)
+    return build_layer_tree(loaded.model, example, loaded.source or loaded.spec.text(), progress)
 
 
 def _built_in(method: MethodInfo) -> bool:
