@@ -8,6 +8,9 @@ import pyqtgraph as pg
 from secateur.app.plot_cache import cache_axes
 from secateur.core.workflow.session import TrainingLog
 
+# Room beyond the last epoch: with a grid, pyqtgraph hides a tick label that passes its axis's end at all,
+# and at 0.02 the last epoch's label ("1" of a one-epoch run) passed it and was never shown.
+EPOCH_PADDING = 0.05
 SMOOTHING = 0.9  # weight of the running average in the smoothed loss (TensorBoard's default is 0.6–0.9)
 
 
@@ -81,7 +84,7 @@ class TrainingView(pg.GraphicsLayoutWidget):
             return
         planned = log.total_steps / per_epoch if log is not None and log.total_steps else 0.0
         last = max([float(x.max()) if len(x) else 0.0, *(r.epoch for r in epochs), planned, 1.0])
-        self._set_range("x", 0.0, last, 1.0, self.loss_plot.setXRange)
+        self._set_range("x", 0.0, last, 1.0, self.loss_plot.setXRange, padding=EPOCH_PADDING)
         finite = y[np.isfinite(y)]
         if len(finite):
             top = float(finite.max())
@@ -89,8 +92,10 @@ class TrainingView(pg.GraphicsLayoutWidget):
         if accuracies:
             self._set_range("accuracy", min(accuracies), max(accuracies), 5.0, self.accuracy_plot.setYRange, 100.0)
 
-    def _set_range(self, axis: str, low: float, high: float, step: float, setter, ceiling: float = np.inf) -> None:
+    def _set_range(
+        self, axis: str, low: float, high: float, step: float, setter, ceiling: float = np.inf, padding: float = 0.02
+    ) -> None:
         grown = grown_range(self.ranges[axis], low, high, step, ceiling)
         if grown != self.ranges[axis]:
             self.ranges[axis] = grown
-            setter(*grown, padding=0.02)
+            setter(*grown, padding=padding)
