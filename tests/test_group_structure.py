@@ -25,6 +25,7 @@ from secateur.core.data.loading import DataBundle
 from secateur.core.graph import groups as groups_module
 from secateur.core.graph.macs import trace_modules
 from secateur.core.graph.trace_spy import spying_trace
+from secateur.core.pruning import checks
 from secateur.core.pruning.checks import check_group
 from secateur.core.pruning.plan import GroupPlan, PlanOptions, PruningPlan, Target
 from secateur.core.pruning.registry import load_registry
@@ -383,8 +384,13 @@ def test_the_shuffle_spy_is_active_only_while_the_model_runs() -> None:
     assert torch._C._len_torch_function_stack() == 0  # a failing forward does not leave the mode behind
 
 
-def test_a_model_broken_by_pruning_is_reported_as_such() -> None:
-    """A forward that hard-codes a width breaks after pruning: the error says pruning broke it, naming groups."""
+@pytest.mark.parametrize("meta_first", [False, True])
+def test_a_model_broken_by_pruning_is_reported_as_such(monkeypatch, meta_first: bool) -> None:
+    """A forward that hard-codes a width breaks after pruning: the error says pruning broke it, naming groups.
+
+    Checked on the meta device first (as for a large model), the break fails there too and the real run reports it.
+    """
+    monkeypatch.setattr(checks, "META_CHECK_MACS", 0 if meta_first else checks.META_CHECK_MACS)
     workspace = workspace_of(user_models.hard_coded_width())
     plan = workspace.plan(workspace.score(load_registry().method("l1")), Target("ratio", 0.5))
     with pytest.raises(WorkError) as broken:
@@ -392,6 +398,39 @@ def test_a_model_broken_by_pruning_is_reported_as_such() -> None:
     message = str(broken.value)
     assert "pruning with l1 broke the model" in message and "conv" in message
     assert "belong together" not in message
+
+
+class ValueBranch(nn.Module):
+    """Two convs; with ``peek`` the forward branches on a value, which the meta device cannot read."""
+
+    def __init__(self, peek: bool) -> None:
+        super().__init__()
+        self.peek = peek
+        self.first, self.second = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 8, 3, padding=1)
+        self.head = nn.Linear(8, 10)
+        self.devices: list[str] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.devices.append(x.device.type)
+        hidden = self.first(x)
+        if self.peek and bool(hidden.sum() > 1e9):
+            hidden = hidden * 0.5
+        return self.head(self.second(hidden).mean((2, 3)))
+
+
+@pytest.mark.parametrize("peek", [False, True])
+def test_a_large_model_is_checked_on_the_meta_device_and_run_for_real_when_that_cannot_tell(monkeypatch, peek) -> None:
+    """Above ``META_CHECK_MACS`` the pruned model's code runs on meta tensors (shapes, no arithmetic); code that
+    reads a value cannot run there, so the model then runs for real. Its own tensors stay real either way."""
+    monkeypatch.setattr(checks, "META_CHECK_MACS", 0)
+    model = ValueBranch(peek)
+    workspace = workspace_of(model)
+    plan = workspace.plan(workspace.score(load_registry().method("l1")), Target("ratio", 0.5))
+    applied = workspace.apply(plan, load_registry().method("l1"))
+    assert applied.model.devices[-2:] == (["meta", "cpu"] if peek else ["cpu", "meta"])
+    assert all(tensor.device.type == "cpu" for tensor in [*applied.model.parameters(), *applied.model.buffers()])
+    assert applied.model.first.out_channels == 8
+    assert applied.model(torch.zeros(2, *SHAPE)).shape == (2, 10)
 
 
 def test_plugins_and_checkpoints_meet_the_same_rules_through_apply_plan() -> None:

@@ -5,14 +5,19 @@ plan, or from a user's edit; surgery trusts its indices. ``check_plan``
 refuses, before anything is cut, a plan whose indices are out of range, that
 empties a group, or that breaks a group's block structure (grouped
 convolutions), naming the group, the layer and the rule. ``check_runs``
-proves the pruned model still runs on the example input, and says that
-pruning broke it, with the groups cut, when it does not: the model ran before.
+proves the pruned model still runs on the example input (a large model's code
+on meta tensors first, where every shape is checked and nothing computed), and
+says that pruning broke it, with the groups cut, when it does not: the model
+ran before.
 """
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from secateur.core.common.errors import InputError, WorkError, first_line
 from secateur.core.graph.constraints import Blocks
@@ -73,8 +78,37 @@ def cut_groups(plan: PruningPlan) -> list[str]:
     return [gid for gid, g in plan.groups.items() if g.removed] + list(plan.blocks_removed)
 
 
+# Above this many MACs per example, the pruned model's forward pass on the CPU (0.1–0.7 s: resnet50, vit_b_16
+# at one thread) costs more than running its code on the meta device (0.05–0.09 s, shapes only, no arithmetic).
+META_CHECK_MACS = 2_000_000_000
+
+
+def runs_on_meta(model: nn.Module, example: torch.Tensor) -> bool:
+    """Whether the model's forward pass goes through on the meta device: every shape checked, nothing computed.
+
+    False when anything fails, a shape or an op that has no meta kernel or
+    reads values (``.item()``); the caller then runs the model for real.
+    The model's own tensors are not touched (they are swapped for meta ones
+    during the call only).
+    """
+    named = itertools.chain(model.named_parameters(remove_duplicate=False), model.named_buffers(remove_duplicate=False))
+    tensors = {name: tensor.to("meta") for name, tensor in named}
+    try:
+        with torch.no_grad():
+            functional_call(model.eval(), tensors, (example.to("meta"),))
+    except Exception:  # a break, or code the meta device cannot run: the real forward pass decides
+        return False
+    return True
+
+
 def check_runs(model: nn.Module, example: torch.Tensor, plan: PruningPlan, method: str) -> None:
-    """Run the pruned model on the example input; if it fails, pruning broke it (the model ran before)."""
+    """Run the pruned model on the example input; if it fails, pruning broke it (the model ran before).
+
+    A large model on the CPU is first run on the meta device, which checks the
+    same shapes at a fraction of the time; only if that fails does it run for real.
+    """
+    if example.device.type == "cpu" and plan.predicted_macs >= META_CHECK_MACS and runs_on_meta(model, example):
+        return
     try:
         with torch.no_grad():
             model.eval()(example)
