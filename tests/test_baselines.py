@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+import torch_pruning as tp
 from torch import nn
 
 from secateur.core.common.settings import RunSettings
 from secateur.core.data.loading import load_data
+from secateur.core.pruning.criteria import GroupMagnitude
 from secateur.core.pruning.registry import load_registry
 from secateur.core.pruning.workspace import Workspace
 
@@ -143,3 +145,50 @@ def test_every_baseline_scores_every_demo_group(methods) -> None:
         ).scores
         assert {gid: len(v) for gid, v in scores.groups.items()} == prunable, method
     assert len(partials) == 5 * len(prunable)  # one partial result per group, streamed
+
+
+class Mixed(nn.Module):
+    """Every layer kind the magnitude criterion reads: grouped, depthwise and transposed convs, BatchNorm with
+    and without affine, Linear and LayerNorm, all with biases."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.bn = nn.BatchNorm2d(16)
+        self.grouped = nn.Conv2d(16, 16, 3, padding=1, groups=4)
+        self.plain_bn = nn.BatchNorm2d(16, affine=False)
+        self.depthwise = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.up = nn.ConvTranspose2d(16, 8, 2, stride=2)
+        self.up_bn = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 12)
+        self.norm = nn.LayerNorm(12)
+        self.head = nn.Linear(12, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn(self.stem(x)))
+        x = self.depthwise(self.plain_bn(self.grouped(x)))
+        x = torch.relu(self.up_bn(self.up(x))).mean(dim=(2, 3))
+        return self.head(self.norm(self.fc(x)))
+
+
+@pytest.mark.parametrize("p", [1, 2, 3])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("only_batchnorm", [False, True])
+def test_group_magnitude_equals_torch_prunings_importance(p: int, bias: bool, only_batchnorm: bool) -> None:
+    """Secateur's one-pass magnitude criterion against Torch-Pruning's own, group by group, on every layer kind."""
+    torch.manual_seed(0)
+    model = Mixed().eval()
+    for norm in (model.bn, model.up_bn, model.norm):
+        nn.init.uniform_(norm.weight, -1, 1)
+        nn.init.uniform_(norm.bias, -1, 1)
+    options = {"p": p, "group_reduction": "mean", "normalizer": None, "bias": bias}
+    if only_batchnorm:
+        options["target_types"] = [nn.modules.batchnorm._BatchNorm]
+    ours, reference = GroupMagnitude(**options), tp.importance.GroupMagnitudeImportance(**options)
+    groups = [group for group in _workspace(model).groups if group.handle is not None]
+    assert {"stem", "up", "fc"} <= {group.id for group in groups}
+    for group in groups:
+        expected, got = reference(group.handle), ours(group.handle)
+        assert (expected is None) == (got is None), group.id
+        if expected is not None:
+            assert got.shape == expected.shape and torch.allclose(got, expected, rtol=1e-5, atol=1e-7), group.id

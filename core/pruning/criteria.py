@@ -14,12 +14,67 @@ import torch
 import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
+from torch_pruning.pruner import function as prune_fn
 
 from secateur.core.graph.attention import per_head, projection_weights
 from secateur.core.graph.groups import GroupInfo
 from secateur.core.pruning.scoring import Scores, ScoringContext
 
 GRADIENT_CHUNK = 32  # images per forward/backward between two cancel checks (a 128-image batch takes ~2 s on one core)
+
+
+OUT_CHANNELS = (prune_fn.prune_conv_out_channels, prune_fn.prune_linear_out_channels)
+IN_CHANNELS = (prune_fn.prune_conv_in_channels, prune_fn.prune_linear_in_channels)
+NORMS = (prune_fn.prune_batchnorm_out_channels, prune_fn.prune_layernorm_out_channels)
+
+
+def _powered(weight: torch.Tensor, p: int) -> torch.Tensor:
+    """|w|^p elementwise, in one pass for the usual p (Torch-Pruning computes ``w.abs().pow(p)`` also for p = 1)."""
+    return weight.abs() if p == 1 else weight.square() if p == 2 else weight.abs().pow(p)
+
+
+def _per_channel(weight: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sum over every dimension of ``weight`` but ``dim``."""
+    return weight.sum(dim=[d for d in range(weight.dim()) if d != dim]) if weight.dim() > 1 else weight
+
+
+class GroupMagnitude(tp.importance.GroupMagnitudeImportance):
+    """Torch-Pruning's group magnitude importance: the same numbers, without copying each weight first.
+
+    Torch-Pruning indexes or transposes a weight into a copy, takes ``abs()``
+    and ``pow(p)`` of it (more copies) and then sums; on resnet50 its l1 scores
+    took 136 ms at one thread, this 66 ms (vit_b_16: 236 and 62 ms), equal to
+    within 1e-6 relative (the sums run in another order). Reduction and
+    normalisation are Torch-Pruning's own.
+    """
+
+    @torch.no_grad()
+    def __call__(self, group: tp.Group) -> torch.Tensor | None:
+        imps, roots = [], []
+        for index, (dep, idxs) in enumerate(group):
+            layer, fn = dep.layer, dep.pruning_fn
+            if not isinstance(layer, tuple(self.target_types)):
+                continue
+            transposed = bool(getattr(layer, "transposed", False))
+            if fn in OUT_CHANNELS:
+                local = _per_channel(_powered(layer.weight.data, self.p), 1 if transposed else 0)[idxs]
+            elif fn in IN_CHANNELS:
+                local = _per_channel(_powered(layer.weight.data, self.p), 0 if transposed else 1)
+                if fn == prune_fn.prune_conv_in_channels and layer.groups not in (1, layer.in_channels):
+                    local = local.repeat(layer.groups)  # as Torch-Pruning does for grouped convolutions
+                local = local[idxs]
+            elif fn in NORMS and (layer.affine if fn == NORMS[0] else layer.elementwise_affine):
+                local = _powered(layer.weight.data[idxs], self.p)
+            else:
+                continue
+            imps.append(local)
+            roots.append(group[index].root_idxs)
+            if self.bias and fn not in IN_CHANNELS and layer.bias is not None:
+                imps.append(_powered(layer.bias.data[idxs], self.p))
+                roots.append(group[index].root_idxs)
+        if not imps:
+            return None
+        return self._normalize(self._reduce(imps, roots), self.normalizer)
 
 
 def _per_group(
@@ -38,7 +93,7 @@ def _per_group(
 
 def magnitude_scores(context: ScoringContext, p: int) -> Iterator[Scores]:
     """Lp norm of each channel's weights, averaged over the group's layers."""
-    importance = tp.importance.GroupMagnitudeImportance(p=p, group_reduction="mean", normalizer=None)
+    importance = GroupMagnitude(p=p, group_reduction="mean", normalizer=None)
 
     def heads(module: nn.Module) -> torch.Tensor:
         parts = per_head(module, [w.detach() for w in projection_weights(module)])
@@ -49,7 +104,7 @@ def magnitude_scores(context: ScoringContext, p: int) -> Iterator[Scores]:
 
 def batchnorm_scale_scores(context: ScoringContext) -> Iterator[Scores]:
     """|γ| of the group's BatchNorm layers; groups without BatchNorm are not scored (so not pruned)."""
-    importance = tp.importance.GroupMagnitudeImportance(
+    importance = GroupMagnitude(
         p=1, group_reduction="mean", normalizer=None, target_types=[nn.modules.batchnorm._BatchNorm]
     )
     yield from _per_group(context, importance, "BatchNorm scales")
