@@ -78,6 +78,10 @@ def test_progress_goes_to_stderr_and_quiet_silences_it() -> None:
         (("eval", "demo", "--data", "demo", "--batch-size", "0"), "--batch-size: 0 must be at least 1"),
         (("eval", "demo"), "the following arguments are required: --data"),
         (("eval", "torchvision:resnet18", "--data", "demo"), "give --num-classes 10"),
+        (
+            ("eval", "torchvision:vit_b_16", "--num-classes", "10", "--input-size", "224", "--data", "demo"),
+            "cannot run on this data's inputs of shape (3, 32, 32) (Wrong image height! Expected 224 but got 32!)",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_a_message_and_no_traceback(args: tuple[str, ...], message: str) -> None:

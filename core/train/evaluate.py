@@ -68,7 +68,7 @@ def _run_model(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         return model(images)
     except torch.cuda.OutOfMemoryError:
         raise WorkError("CUDA ran out of memory; try a smaller --batch-size or --device cpu") from None
-    except RuntimeError as error:
+    except (RuntimeError, AssertionError, ValueError) as error:  # torchvision's ViT asserts its image size
         raise InputError(
             f"the model cannot run on this data's inputs of shape {tuple(images.shape[1:])} ({error}); "
             "check that the model and the data SPEC belong together (channels, image size, --input-size)"
