@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from torch_pruning import _helpers
+from torch_pruning import _helpers, ops
 from torch_pruning.dependency import index_mapping
 
 from conftest import ARCHS
@@ -368,6 +368,50 @@ def test_models_whose_groups_all_map_are_not_probed(monkeypatch) -> None:
     for model in (user_models.grouped_se_net(), user_models.timm_style_vit(), WidthCoupled()):
         assert any(group.prunable for group in workspace_of(model).groups)
     assert tried == []
+
+
+class _NeverCollecting:
+    """Stands in for the collection flag: every ``get_pruning_group`` recomputes the mappings, as Torch-Pruning does."""
+
+    def get(self) -> None:
+        return None
+
+    def set(self, value: object) -> None:
+        return None
+
+    def reset(self, token: object) -> None:
+        return None
+
+
+@pytest.mark.parametrize(("name", "size"), [("densenet121", 32), ("googlenet", 64), ("squeezenet1_1", 64)])
+def test_groups_are_the_same_with_the_mappings_computed_once(monkeypatch, name: str, size: int) -> None:
+    """Collecting groups computes the concat/split/reshape mappings once, not once per root: the same groups."""
+    import torchvision
+
+    options = {"aux_logits": False, "init_weights": False} if name == "googlenet" else {}
+    model = torchvision.models.get_model(name, weights=None, num_classes=10, **options).eval()
+    example = torch.zeros(1, 3, size, size)
+    concat_updates: list[int] = []
+    update = index_mapping.update_concat_index_mapping
+    monkeypatch.setattr(
+        index_mapping, "update_concat_index_mapping", lambda g, n: concat_updates.append(1) or update(g, n)
+    )
+
+    def collected() -> tuple[list[tuple], int]:
+        graph = groups_module.build_dependency_graph(model, example)
+        concat_updates.clear()
+        groups = groups_module.dependency_groups(model, graph, [])
+        return [(g.to_dict(), g.locked_because, g.out_layers) for g in groups], len(concat_updates)
+
+    once, updates_once = collected()
+    monkeypatch.setattr(groups_module, "_mapped_graphs", _NeverCollecting())
+    every_time, updates_every_time = collected()
+    assert once == every_time and any(group[0]["prunable"] for group in once)
+    concats = sum(
+        node.type == ops.OPTYPE.CONCAT
+        for node in groups_module.build_dependency_graph(model, example).module2node.values()
+    )
+    assert 0 < updates_once == concats < updates_every_time, (updates_once, concats, updates_every_time)
 
 
 def test_the_shuffle_spy_is_active_only_while_the_model_runs() -> None:
