@@ -28,6 +28,7 @@ class LayerTreeView(QTreeView):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setIndentation(12)
+        self.setEditTriggers(QTreeView.EditTrigger.NoEditTriggers)  # a row shows the model; it is never edited
         self.setSortingEnabled(True)
         self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.setItemDelegateForColumn(COLUMNS.index("importance"), ImportanceBarDelegate(self))

@@ -423,9 +423,11 @@ class MainWindow(QMainWindow):
         if "model" in names:
             self._draw_model()
         if names & {"model", "scores"}:
-            self._draw_scores()
+            self._draw_scores(heatmap=False)
         if names & {"model", "plan"}:
-            self._draw_plan()
+            self._draw_plan(heatmap=False)
+        if names & {"model", "scores", "plan"}:
+            self._draw_heatmap()  # once for both: it shows the selected group's scores and the plan's outline
         if names & {"model", "choices"}:
             self._draw_choices()
         if names & {"model", "scores", "plan"}:
@@ -453,7 +455,7 @@ class MainWindow(QMainWindow):
                 self.select_layer(selected)
         self.relevance.refresh()
 
-    def _draw_scores(self) -> None:
+    def _draw_scores(self, heatmap: bool = True) -> None:
         scores = self.session.scores if self.session is not None else None
         groups = scores.groups if scores is not None else {}
         blocks = scores.blocks if scores is not None else {}
@@ -463,19 +465,24 @@ class MainWindow(QMainWindow):
         means = {gid: float(values.mean()) for gid, values in arrays}
         top = max(means.values(), default=1.0) or 1.0
         self.tree_model.show_scores({gid: mean / top for gid, mean in means.items()}, blocks)
+        if heatmap:
+            self._draw_heatmap()
+
+    def _draw_heatmap(self) -> None:
+        """The selected layer's group with the plan's outline; with nothing selected, what to do."""
+        scores = self.session.scores if self.session is not None else None
         current = self.tree.currentIndex()
         if current.isValid():
             self._show_selected(current)
-        elif blocks and not groups:
+        elif scores is not None and scores.blocks and not scores.groups:
             self.heatmap.show_note(BLOCK_SCORES_NOTE)
         else:
             self.heatmap.show_group("", None, **self._why_empty())
 
-    def _draw_plan(self) -> None:
+    def _draw_plan(self, heatmap: bool = True) -> None:
         plan = self.session.plan if self.session is not None else None
-        current = self.tree.currentIndex()
-        if current.isValid():
-            self._show_selected(current)  # the heatmap's removed outline follows the plan
+        if heatmap:
+            self._draw_heatmap()  # the heatmap's removed outline follows the plan
         if plan is None:
             self.tree_model.show_plan({})
             self.panel.plan_info.setText(self._plan_error)

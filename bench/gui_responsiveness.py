@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import gc
 import os
 import statistics
 import sys
@@ -34,6 +35,7 @@ from secateur.app.window import MainWindow
 
 CANCEL_AFTER = (1.0,)  # seconds a method runs before Cancel is clicked (--cancel-after)
 SETTLE = 0.3  # seconds between two actions: no one clicks faster, and the last one's paints are done
+AFTERMATH = 0.15  # seconds the heartbeat keeps running after an action's end: its last redraw's paints
 QUICK = {"cka-layer": {"finetune_epochs": "0"}, "paam": {"epochs": "1"}, "hap": {"probes": "4"}}
 
 
@@ -56,6 +58,29 @@ class Heartbeat:
         self.gaps.clear()
         self._last = time.perf_counter()
         self.timer.start()
+
+
+class CollectorPauses:
+    """Records how long each of Python's garbage collections held the GIL (no thread runs meanwhile)."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[int, float]] = []  # (generation, ms)
+        self._started = 0.0
+        gc.callbacks.append(self._on_collect)
+
+    def _on_collect(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append((info["generation"], (time.perf_counter() - self._started) * 1000.0))
+
+    def longest(self) -> str:
+        """The longest pause since the last call and its generation ("-" when none ran)."""
+        pauses, self.pauses = self.pauses, []
+        if not pauses:
+            return "-"
+        generation, ms = max(pauses, key=lambda pause: pause[1])
+        return f"{ms:.1f} (gen {generation})"
 
 
 class StallSampler:
@@ -129,6 +154,7 @@ def _spin(seconds: float) -> None:
 def stalls(window: MainWindow, model: str, data: str | None, finetune_samples: int) -> None:
     heartbeat = Heartbeat()
     sampler = StallSampler(heartbeat)
+    collector = CollectorPauses()
     window.panel.picker.setCurrentText("l1")
     window.panel.target_value.setValue(0.5)
     tree_at: list[float] = []
@@ -157,19 +183,21 @@ def stalls(window: MainWindow, model: str, data: str | None, finetune_samples: i
     if data is not None:
         steps += [("sweep", window.job_done, window.sweep), ("fine-tune", window.job_done, finetune)]
     header = f"{'action':<14} {'seconds':>8} {'beats':>6} {'median gap ms':>14} {'p99 ms':>7} {'> 16 ms':>8}"
-    print(f"{header} {'longest stall ms':>17}")
+    print(f"{header} {'longest stall ms':>17} {'longest GC ms':>15}")
     for name, signal, start in steps:
         _spin(SETTLE)  # the last action's deferred paints land before this one starts, as between a person's clicks
         heartbeat.start()
+        collector.longest()  # only this action's collections count
         started = time.perf_counter()
         seconds = _wait(signal, start)
+        _spin(AFTERMATH)  # the paints of the job's last redraw come after its end is reported: they count too
         heartbeat.timer.stop()
         gaps = heartbeat.gaps or [0.0]
         p99 = sorted(gaps)[int(0.99 * (len(gaps) - 1))]
         late = sum(gap > 16 for gap in gaps)
         print(
             f"{name:<14} {seconds:>8.2f} {len(gaps):>6} {statistics.median(gaps):>14.1f} {p99:>7.1f} {late:>8}"
-            f" {max(gaps):>17.1f}"
+            f" {max(gaps):>17.1f} {collector.longest():>15}"
         )
         if name == "apply" and tree_at:
             print(f"{'':<14} Apply → new tree: {tree_at[0] - started:.2f} s")
