@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from secateur.core.common.errors import WorkError
 from secateur.core.model.demo_architectures import DemoVGG
 from secateur.core.pruning.plan import Target
 from secateur.core.pruning.registry import HOST_PACKAGE, load_registry
-from secateur.core.pruning.sharing import shared_copy, unshare
+from secateur.core.pruning.sharing import _structural_copy, shared_copy, unshare
 from secateur.core.pruning.workspace import Workspace
 from secateur.core.testing import state_hash
 
@@ -120,3 +121,46 @@ def test_a_built_in_method_that_replaces_a_tensor_of_its_model_is_named() -> Non
     method = dataclasses.replace(method, package=HOST_PACKAGE)
     with pytest.raises(WorkError, match=r"changed the model it was given to score \(features.0.bias\)"):
         workspace.score(method)
+
+
+class PlainBlock(nn.Module):
+    """What torchvision's modules hold: numbers, tuples, a list, a class, a partial, one child used twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dims = [0, 2, 3, 1]
+        self.norm_layer = functools.partial(nn.LayerNorm, eps=1e-6)
+        self.kind = nn.ReLU
+        self.act = nn.ReLU()
+        self.body = nn.Sequential(nn.Conv2d(3, 4, 3), self.act, nn.Conv2d(4, 4, 1), self.act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x).permute(*self.dims)
+
+
+def test_a_plain_model_is_copied_module_by_module_with_fresh_containers() -> None:
+    model = PlainBlock().eval()
+    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    work = _structural_copy(model, tensors)
+    assert work is not None and type(work) is PlainBlock
+    assert work.body[1] is work.body[3] is work.act is not model.act  # a module used twice stays one module
+    assert work.dims == model.dims and work.dims is not model.dims
+    work.dims[0] = 9  # a list changed on the copy (as a pruner may) stays changed on the copy only
+    assert model.dims == [0, 2, 3, 1]
+    work.dims[0] = 0
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(work(x), model(x))
+    assert _storages(shared_copy(model)) == _storages(model)
+
+
+def test_a_model_with_a_hook_or_an_unregistered_tensor_is_deep_copied() -> None:
+    hooked = PlainBlock().eval()
+    hooked.body[0].register_forward_hook(hooked.act.forward)  # bound to a module of the model
+    assert _structural_copy(hooked, {id(t): t for t in hooked.parameters()}) is None
+    work = shared_copy(hooked)
+    (hook,) = work.body[0]._forward_hooks.values()
+    assert hook.__self__ is work.act  # deepcopy rebinds a bound hook to the copy's module
+    masked = PlainBlock().eval()
+    masked.mask = torch.ones(3)  # a plain attribute, not a buffer
+    work = shared_copy(masked)
+    assert _structural_copy(masked, {}) is None and work.mask is not masked.mask

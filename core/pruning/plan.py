@@ -97,11 +97,13 @@ class GroupPlan:
     tensor (a tuple would index several dimensions); changing them changes no plan.
     """
 
-    __slots__ = ("_kept", "total")
+    __slots__ = ("_kept", "_removed", "total")
 
     def __init__(self, kept: Iterable[int], total: int) -> None:
         object.__setattr__(self, "_kept", tuple(int(index) for index in kept))
         object.__setattr__(self, "total", int(total))
+        keep = set(self._kept)  # computed once: size predictions and edit records ask for it per layer
+        object.__setattr__(self, "_removed", tuple(index for index in range(self.total) if index not in keep))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise FrozenInstanceError(f"cannot assign to field {name!r}: a GroupPlan is immutable")
@@ -112,8 +114,7 @@ class GroupPlan:
 
     @property
     def removed(self) -> list[int]:
-        keep = set(self._kept)
-        return [index for index in range(self.total) if index not in keep]
+        return list(self._removed)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, GroupPlan) and (self._kept, self.total) == (other._kept, other.total)
@@ -440,7 +441,7 @@ def _removed_per_layer(
         removed = set(plans[group.id].removed)
         for item in group.handle:
             module = item.dep.target.module
-            lost = sum(1 for root in item.root_idxs if root in removed)
+            lost = sum(map(removed.__contains__, item.root_idxs)) if removed else 0  # a root may repeat: count all
             entry = dims.setdefault(module, _LayerDims())
             if graph.is_out_channel_pruning_fn(item.dep.handler):
                 entry.out_removed += lost
