@@ -24,9 +24,10 @@ from secateur.core.graph.macs import trace_modules
 from secateur.core.model.demo_architectures import DemoVGG
 from secateur.core.pruning import latency_table as lt
 from secateur.core.pruning.halp import knapsack, latency_counts
-from secateur.core.pruning.plan import PlanOptions, Target, rounded
+from secateur.core.pruning.plan import GroupPlan, PlanOptions, PruningPlan, Target, rounded
 from secateur.core.pruning.registry import load_registry
 from secateur.core.pruning.scoring import Scores
+from secateur.core.pruning.surgery import apply_plan
 from secateur.core.pruning.workspace import Workspace
 
 MODEL_MS = 10.0
@@ -259,3 +260,45 @@ def test_a_macs_target_on_coarse_snapped_widths_is_met_by_single_groups_steps(go
     assert re.search(rf"groups stepped down a width each .* to reach {reached:.3f}", plan.notes[-1])
     pruned, _ = apply_plan(loaded.model, plan, workspace.example)
     assert model_macs(pruned, loaded.input_shape) == plan.predicted_macs
+
+
+SHOWN = 0.4  # the share of its layers' change that the whole model's time shows (the rest overlaps)
+REST_MS = 2.0
+
+
+def _linear_ms(module: nn.Linear) -> float:
+    return 1e-3 * math.ceil(module.out_features / 16) * math.ceil(module.in_features / 16)
+
+
+def overlapping(module: nn.Module, batch: torch.Tensor) -> float:
+    """A clock under which a whole model shows only ``SHOWN`` of its linear layers' time (and a fixed rest)."""
+    if isinstance(module, nn.Linear):
+        return _linear_ms(module)
+    if isinstance(module, nn.Sequential):
+        return REST_MS + SHOWN * sum(_linear_ms(m) for m in module.modules() if isinstance(m, nn.Linear))
+    return 0.0
+
+
+def _perceptron() -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(48, 128), nn.ReLU(), nn.Linear(128, 96), nn.ReLU(), nn.Linear(96, 10))
+
+
+def test_the_whole_model_fit_measures_how_much_of_the_layers_change_the_model_shows(tmp_path) -> None:
+    workspace = Workspace(_perceptron().eval(), (3, 4, 4))
+    table, _ = workspace.latency_table(1, folder=tmp_path, timer=overlapping)
+    assert table.fitted == pytest.approx(SHOWN)
+    assumed = table.base_ms / sum(table.layer_ms().values())  # as if the fixed 2 ms rest shrank with the layers
+    assert assumed > 10 * SHOWN
+    for widths in itertools.product(*(group.widths[::3] for group in table.groups.values())):
+        counts = dict(zip(table.groups, widths, strict=True))
+        plan_groups = {gid: GroupPlan(range(width), table.groups[gid].total) for gid, width in counts.items()}
+        pruned, _ = apply_plan(workspace.model, PruningPlan("t", Target("ratio", 0.5), plan_groups), workspace.example)
+        assert table.predict(counts) == pytest.approx(overlapping(pruned, workspace.example), abs=1e-9)
+    again, note = Workspace(_perceptron().eval(), (3, 4, 4)).latency_table(1, folder=tmp_path, timer=Forbidden())
+    assert again.fitted == pytest.approx(SHOWN) and "read from" in note
+
+
+def test_a_model_whose_time_does_not_follow_its_layers_keeps_the_assumed_calibration(tmp_path) -> None:
+    table, _ = _fresh_vgg().latency_table(1, folder=tmp_path, timer=staircase)  # the model's time is constant
+    assert table.fitted is None
+    assert table.calibration() == pytest.approx(table.base_ms / sum(table.layer_ms().values()))
