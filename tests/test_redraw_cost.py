@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 from test_window import _open
 from test_window_truth import _run
 
+from secateur.app.heatmap import HeatmapPanel
 from secateur.app.session_bridge import INTERVAL, SessionBridge
 from secateur.app.window import MainWindow
 
@@ -64,3 +66,22 @@ def test_the_layer_tree_joins_the_model_in_one_insertion_per_top_level_row(qtbot
     top_level = [layer for layer in tree.layers if layer.parent not in {other.name for other in tree.layers}]
     assert len(inserted) == len(top_level) < len(tree.layers)
     assert model.rowCount() == len(top_level) and len(model._rows) == len(tree.layers)
+
+
+def test_new_scores_for_the_same_group_keep_the_axes_drawn_pictures(qtbot) -> None:
+    panel = HeatmapPanel()
+    qtbot.addWidget(panel)
+    panel.resize(600, 500)
+    panel.show()
+    values = np.linspace(0.0, 1.0, 100, dtype=np.float32)
+    panel.show_group("layer1", values, [3, 4])
+    panel.show_overview([("layer1", values), ("layer2", values[:64])])
+    panel.grab()  # paints: each axis draws its picture
+    axes = [panel.plot.getAxis("left"), panel.plot.getAxis("bottom"), panel.strip_plot.getAxis("left")]
+    pictures = [axis.picture for axis in axes]
+    assert all(picture is not None for picture in pictures)
+    panel.show_group("layer1", values[::-1].copy(), [5])  # same group, same rows: same ticks
+    panel.show_overview([("layer1", values[::-1].copy()), ("layer2", values[:64])])
+    assert [axis.picture for axis in axes] == pictures
+    panel.show_group("layer3", values[:40])  # fewer rows: the left axis's ticks change, its picture is redrawn
+    assert axes[0].picture is None and "kept" not in panel.title.text()
