@@ -110,9 +110,12 @@ def architectures(names: list[str], batches: list[int], rounds: int, table: bool
             timed = dict(variants)
             options = PlanOptions(latency_batch_size=batch, latency_rounds=rounds)
             started = time.perf_counter()
-            plan = workspace.plan(scores, Target("latency", 0.5), options, "l1")
-            timed["latency"] = pruned_by(workspace, plan)
-            searches = f"timed search {time.perf_counter() - started:.0f} s"
+            try:
+                plan = workspace.plan(scores, Target("latency", 0.5), options, "l1")
+                timed["latency"] = pruned_by(workspace, plan)
+                searches = f"timed search {time.perf_counter() - started:.0f} s"
+            except InputError as refusal:  # measured reductions that jump over the goal: said, not a crash
+                searches = f"timed search refused after {time.perf_counter() - started:.0f} s: {refusal}"
             if table:  # the table is cached per device and batch size: a second run plans at once
                 started = time.perf_counter()
                 table_options = PlanOptions(latency_batch_size=batch, latency_table=True)
