@@ -63,6 +63,10 @@ from secateur.core.workflow.session import Session
 
 SWEEP_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 MAX_RECENT = 8
+PLOTTED = {"model", "scores", "plan"}  # the changes the overview strip and the heatmap show
+# A real timer, not 0: PySide's zero-delay single shot is a posted call that Qt runs in the same batch
+# as the job's end and its paints, so the window would not answer in between
+PLOTS_DELAY_MS = 1
 PREVIEW_DELAY_MS = 150  # the plan preview waits for the target to stop changing
 PROGRESS_TEXT_MARGIN = 8  # px the progress bar's style keeps on each side of its text
 BLOCK_SCORES_NOTE = "a block method: each removable block's score is the bar on its row of the tree"
@@ -87,6 +91,8 @@ class MainWindow(QMainWindow):
         self._preview_pending = False
         self._plan_error = ""
         self._shown_tree: LayerTree | None = None
+        self._plots_due = False  # the overview and heatmap wait for their turn (``_draw_plots``)
+        self._plots_later = False  # while a job's end redraws: plots a turn later, after the rest has painted
         self._started = 0.0
         self.time_left = TimeLeft()
         self.bridge = SessionBridge(self)
@@ -335,16 +341,30 @@ class MainWindow(QMainWindow):
         if job is not self.job:
             return
         self.job = None
+        seconds = time.monotonic() - self._started
         if not job.quiet:
             self._clock.stop()
-            seconds = time.monotonic() - self._started
             self.progress.setValue(0)
             self.progress.setFormat("idle")
             self.progress.setToolTip("")
             self.elapsed.setText(f"{job.name}: {seconds:.1f} s")
             if self.session is not None:
                 self.session.set_job("")
-        self.bridge.flush()  # the views show the job's last changes before its end is reported
+        self._plots_later = True  # the plots are drawn (and painted) a turn later: the window answers in between
+        try:
+            self.bridge.flush()  # the views show the job's last changes before its end is reported
+        finally:
+            self._plots_later = False
+        if self._plots_due:
+            QTimer.singleShot(PLOTS_DELAY_MS, lambda: self._report_end(job, outcome, payload, on_success, seconds))
+        else:
+            self._report_end(job, outcome, payload, on_success, seconds)
+
+    def _report_end(
+        self, job: Job, outcome: str, payload: Any, on_success: Callable[[Any], None] | None, seconds: float
+    ) -> None:
+        """Say how a job ended, once every view shows its results (the plots included)."""
+        self._draw_plots()
         if outcome == "done":
             if not job.quiet:
                 self.statusBar().showMessage(f"{job.name}: done in {seconds:.1f} s", 8000)
@@ -423,11 +443,15 @@ class MainWindow(QMainWindow):
         if "model" in names:
             self._draw_model()
         if names & {"model", "scores"}:
-            self._draw_scores(heatmap=False)
+            self._draw_scores(plots=False)
         if names & {"model", "plan"}:
             self._draw_plan(heatmap=False)
-        if names & {"model", "scores", "plan"}:
-            self._draw_heatmap()  # once for both: it shows the selected group's scores and the plan's outline
+        if names & PLOTTED:  # once for both scores and plan: the heatmap shows the scores and the plan's outline
+            self._plots_due = True
+            if self._plots_later:
+                QTimer.singleShot(PLOTS_DELAY_MS, self._draw_plots)
+            else:
+                self._draw_plots()
         if names & {"model", "choices"}:
             self._draw_choices()
         if names & {"model", "scores", "plan"}:
@@ -444,7 +468,11 @@ class MainWindow(QMainWindow):
         tree = self.session.tree if self.session is not None else None
         if tree is self._shown_tree:
             return
+        same_rows = tree is not None and self._shown_tree is not None and _rows_of(tree) == _rows_of(self._shown_tree)
         self._shown_tree = tree
+        if same_rows:  # fine-tuned or recalibrated: the same rows; rebuilding them took 9 ms on the demo
+            self.relevance.refresh()
+            return
         selected = self._selected_name()
         if tree is None:
             self.tree_model.removeRows(0, self.tree_model.rowCount())
@@ -455,18 +483,28 @@ class MainWindow(QMainWindow):
                 self.select_layer(selected)
         self.relevance.refresh()
 
-    def _draw_scores(self, heatmap: bool = True) -> None:
+    def _draw_scores(self, plots: bool = True) -> None:
+        """The tree's importance bars; with ``plots``, the overview strip and the heatmap too."""
         scores = self.session.scores if self.session is not None else None
         groups = scores.groups if scores is not None else {}
         blocks = scores.blocks if scores is not None else {}
-        arrays = [(gid, values.numpy()) for gid, values in groups.items()]
-        tree = self.session.tree if self.session is not None else None
-        self.heatmap.show_overview(arrays, {g.id: g.out_layers for g in tree.groups} if tree is not None else None)
-        means = {gid: float(values.mean()) for gid, values in arrays}
+        means = {gid: float(values.mean()) for gid, values in groups.items()}
         top = max(means.values(), default=1.0) or 1.0
         self.tree_model.show_scores({gid: mean / top for gid, mean in means.items()}, blocks)
-        if heatmap:
-            self._draw_heatmap()
+        if plots:
+            self._plots_due = True
+            self._draw_plots()
+
+    def _draw_plots(self) -> None:
+        """The overview strip and the selected group's heatmap, if a redraw left them to draw."""
+        if not self._plots_due:
+            return
+        self._plots_due = False
+        scores = self.session.scores if self.session is not None else None
+        arrays = [(gid, values.numpy()) for gid, values in scores.groups.items()] if scores is not None else []
+        tree = self.session.tree if self.session is not None else None
+        self.heatmap.show_overview(arrays, {g.id: g.out_layers for g in tree.groups} if tree is not None else None)
+        self._draw_heatmap()
 
     def _draw_heatmap(self) -> None:
         """The selected layer's group with the plan's outline; with nothing selected, what to do."""
@@ -944,6 +982,11 @@ def _in_window_terms(message: str) -> str:
     """A core message that opens with a command-line flag ("--latency-reduction 0.5: …") names the setting instead."""
     flag = re.match(r"--([a-z][a-z-]*) ", message)
     return message if flag is None else flag[1].replace("-", " ") + message[flag.end() - 1 :]
+
+
+def _rows_of(tree: LayerTree) -> tuple[object, ...]:
+    """What the layer tree's rows show of ``tree`` (its layers and its groups' sizes), to compare two trees."""
+    return tree.layers, [(group.id, group.channels, group.prunable) for group in tree.groups]
 
 
 def _size(tree: LayerTree | None) -> tuple[int | None, int | None]:

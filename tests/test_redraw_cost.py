@@ -15,6 +15,7 @@ from test_window_truth import _run
 
 from secateur.app.heatmap import HeatmapPanel
 from secateur.app.session_bridge import INTERVAL, SessionBridge
+from secateur.app.tree_model import BAR_ROLE
 from secateur.app.window import MainWindow
 
 
@@ -85,3 +86,45 @@ def test_new_scores_for_the_same_group_keep_the_axes_drawn_pictures(qtbot) -> No
     assert [axis.picture for axis in axes] == pictures
     panel.show_group("layer3", values[:40])  # fewer rows: the left axis's ticks change, its picture is redrawn
     assert axes[0].picture is None and "kept" not in panel.title.text()
+
+
+def test_recalibration_keeps_the_tree_rows_and_pruning_rebuilds_them(qtbot, window: MainWindow) -> None:
+    _open(qtbot, window, "demo-vgg")
+    window.session.data.calibration = window.session.data.calibration.subset(list(range(128)))
+    window.panel.picker.setCurrentText("l1")
+    _run(qtbot, window, window.run_method)
+    first = window.tree_model._rows["features.3"][0]
+    _run(qtbot, window, window.recalibrate)  # a new model with the same structure: the same rows, kept
+    assert window.session.history and window.tree_model._rows["features.3"][0] is first
+    assert window.tree_model._rows["features.3"][6].data(BAR_ROLE) is None  # its scores went with the old model
+    window.panel.picker.setCurrentText("l1")
+    _run(qtbot, window, window.run_method)
+    kept = len(window.session.plan.groups["features.3"].kept)
+    _run(qtbot, window, window.apply_plan)  # a pruned structure: rows rebuilt with the new channel counts
+    rebuilt = window.tree_model._rows["features.3"]
+    assert rebuilt[0] is not first
+    assert rebuilt[5].text() == f"{kept} / {kept}"
+
+
+def test_a_jobs_end_draws_its_plots_a_turn_later_and_reports_the_end_after_them(qtbot, window: MainWindow) -> None:
+    _open(qtbot, window, "demo-vgg")
+    window.panel.picker.setCurrentText("l1")
+    assert window.select_layer("features.3")
+    order: list[str] = []
+    ended, draw_plots = window._ended, window._draw_plots
+
+    def recording_end(*args, **kw) -> None:
+        order.append("end")
+        ended(*args, **kw)
+        order.append("end returned")
+
+    def recording_plots() -> None:
+        if window._plots_due:
+            order.append(f"plots, bars drawn: {window.tree_model._shown[('features.3', 'bar')] is not None}")
+        draw_plots()
+
+    window._ended, window._draw_plots = recording_end, recording_plots
+    window.job_done.connect(lambda name: order.append(f"job_done, heatmap: {window.heatmap.title.text()[:10]}"))
+    with qtbot.waitSignal(window.job_done, timeout=60_000):
+        window.run_method()
+    assert order[:4] == ["end", "end returned", "plots, bars drawn: True", "job_done, heatmap: features.3"]
