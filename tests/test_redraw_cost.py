@@ -128,3 +128,22 @@ def test_a_jobs_end_draws_its_plots_a_turn_later_and_reports_the_end_after_them(
     with qtbot.waitSignal(window.job_done, timeout=60_000):
         window.run_method()
     assert order[:4] == ["end", "end returned", "plots, bars drawn: True", "job_done, heatmap: features.3"]
+
+
+def test_the_hidden_block_view_is_drawn_when_shown(qtbot, window: MainWindow, monkeypatch) -> None:
+    _open(qtbot, window, "demo")
+    window.panel.picker.setCurrentText("l1")
+    assert window.centre.currentWidget() is window.heatmap
+    drawn: list[int] = []
+    show_blocks = window.block_view.show_blocks
+    monkeypatch.setattr(
+        window.block_view,
+        "show_blocks",
+        lambda blocks, *a, **kw: (drawn.append(len(blocks)), show_blocks(blocks, *a, **kw)),
+    )
+    _run(qtbot, window, window.run_method)
+    assert drawn == []  # hidden behind the heatmap: not drawn on every redraw
+    window.panel.picker.setCurrentText("cka-layer")
+    assert window.centre.currentWidget() is window.block_view
+    assert drawn and drawn[-1] == len(window.session.tree.blocks) > 0
+    assert list(window.block_view.items) == [block.name for block in window.session.tree.blocks]
