@@ -27,6 +27,7 @@ from secateur.core.common.errors import Cancelled, SecateurError
 from secateur.core.common.progress import Progress
 
 R = TypeVar("R")
+COLLECT_DELAY_MS = 1  # the collection before a job: after the start's own redraw and paint, before the worker
 START_DELAY_MS = 40  # the job's worker starts after the window has painted its start
 MIN_PROGRESS_INTERVAL = 0.05  # seconds between two progress signals of one stage
 GIL_SWITCH_INTERVAL = 0.001  # seconds a worker running Python holds the GIL while the Qt thread waits (default 0.005)
@@ -82,17 +83,19 @@ class Job(WorkerBase[R], Generic[R]):
     def start(self) -> None:
         """Start in the thread pool, a moment from now (``START_DELAY_MS``).
 
-        Pending cyclic garbage is collected here, on the Qt thread, first:
-        Python collects cycles in whichever thread happens to allocate, and a
-        Qt object (a closed window, a dialog) destroyed from a worker thread
-        aborts the process.
+        Pending cyclic garbage is collected on the Qt thread first, in a turn
+        of its own a moment after this call: Python collects cycles in whichever
+        thread happens to allocate, and a Qt object (a closed window, a dialog)
+        destroyed from a worker thread aborts the process.
 
         The delay lets the window lay out and paint what the job's start
         changed (the status, the progress bar, disabled controls, a tab) before
         the worker competes for the GIL: painted alongside a worker that runs
         Python, that first frame took 30–55 ms instead of about 10.
         """
-        gc.collect()
+        QTimer.singleShot(
+            COLLECT_DELAY_MS, gc.collect
+        )  # a turn of its own: 5-18 ms that the start's paint need not wait
         QTimer.singleShot(START_DELAY_MS, self._begin)
 
     def _begin(self) -> None:
