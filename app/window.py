@@ -672,7 +672,7 @@ class MainWindow(QMainWindow):
             self, "Open data", f"Data SPEC: demo (the embedded shapes), or one of\n{DATA_LAYOUTS}", text=current
         )
         if ok and spec and self.session is not None:
-            self.open(self.session.loaded.source or self.session.loaded.spec.text(), spec)
+            self.open(self.session.loaded.label, spec)
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         if event.mimeData().hasUrls():

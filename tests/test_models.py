@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -138,3 +139,11 @@ def test_user_factory_errors(tmp_path: Path) -> None:
     broken.write_text("import torch\nraise RuntimeError('boom at import')\n")
     with pytest.raises(InputError, match=r"importing .* failed: RuntimeError: boom at import"):
         _load(f"{broken}:factory")
+
+
+def test_a_loaded_model_is_named_by_what_the_user_typed_else_by_its_spec() -> None:
+    loaded = load_model(parse_model_spec("torchvision:resnet18", num_classes=10, input_size="32"))
+    typed = dataclasses.replace(loaded, source="runs/resnet18-pruned.safetensors")
+    assert typed.label == "runs/resnet18-pruned.safetensors"
+    untyped = dataclasses.replace(loaded, source="")  # built in code: named by its SPEC
+    assert untyped.label == loaded.spec.text() and "resnet18" in untyped.label

@@ -82,6 +82,11 @@ class LoadedModel:
     edits: list[dict] = field(default_factory=list)  # structural edits on top of the base, in order
     source: str = ""  # what the user typed
 
+    @property
+    def label(self) -> str:
+        """How reports, trees and the window name the model: what the user typed, else its SPEC."""
+        return self.source or self.spec.text()
+
 
 def parse_model_spec(
     text: str,

@@ -460,7 +460,7 @@ def build_layer_tree(
 def tree_of(loaded: LoadedModel, device: torch.device, progress: Progress = SILENT) -> LayerTree:
     """The layer tree of a loaded model, traced on ``device`` (what ``secateur inspect`` prints)."""
     example = torch.zeros((1, *loaded.input_shape), device=device)
-    return build_layer_tree(loaded.model, example, loaded.source or loaded.spec.text(), progress)
+    return build_layer_tree(loaded.model, example, loaded.label, progress)
 
 
 def _built_in(method: MethodInfo) -> bool:

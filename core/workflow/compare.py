@@ -243,7 +243,7 @@ class Comparison:
         """What every cell depends on besides method, parameters and target: a change recomputes them all."""
         request = self.request
         return {
-            "model": request.loaded.source or request.loaded.spec.text(),
+            "model": request.loaded.label,
             "data": request.data.spec,
             "seed": request.settings.seed,
             "device": str(request.settings.device),

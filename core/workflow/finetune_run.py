@@ -85,7 +85,7 @@ def run_finetune(
                 on_epoch(record)
         world.barrier()  # no process starts the next epoch (or exits) before the files are in place
     return {
-        "model": request.loaded.source or request.loaded.spec.text(),
+        "model": request.loaded.label,
         "data": request.data.spec,
         "out": str(out),
         "state": str(state_path(out)),

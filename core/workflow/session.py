@@ -124,11 +124,8 @@ class Session:
 
     def trace(self, progress: Progress = SILENT) -> LayerTree:
         """Trace the current model once, for its layer tree and for pruning it (``progress`` hears of it)."""
-        self.tree = self.workspace(progress).layer_tree(self._model_name(), progress)
+        self.tree = self.workspace(progress).layer_tree(self.loaded.label, progress)
         return self.tree
-
-    def _model_name(self) -> str:
-        return self.loaded.source or self.loaded.spec.text()
 
     @property
     def model(self) -> nn.Module:
@@ -362,7 +359,7 @@ class Session:
         trace gives its tree and is kept for the next score or plan.
         """
         workspace = Workspace(model, self.loaded.input_shape, self.data, self.settings, progress)
-        tree = workspace.layer_tree(self._model_name(), progress)
+        tree = workspace.layer_tree(self.loaded.label, progress)
         self.history.append(_Step(self.model, list(self.loaded.edits), method, self.metrics_after, self.tree))
         self.loaded = replace(self.loaded, model=model, edits=edits)
         self.tree = tree
