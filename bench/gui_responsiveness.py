@@ -2,8 +2,12 @@
 
 A 5 ms QTimer heartbeat runs on the Qt thread; the longest gap between two
 beats is the longest time the window could not respond (target: one frame,
-16 ms). The window opens a model, scores it with l1, previews a plan, applies
-it, sweeps and fine-tunes, all through its jobs. Then every built-in method is
+16 ms). It keeps beating for 150 ms after an action's end is reported, so the
+paints of the action's last redraw count; the last column is the longest
+garbage collection in the action (every thread waits on it).
+
+The window opens a model, scores it with l1, previews a plan, applies it,
+sweeps and fine-tunes, all through its jobs. Then every built-in method is
 started and cancelled once it has run for a second (or for each of
 `--cancel-after`'s delays, to reach its later phases): the time from the click
 to the window saying "cancelled" (target ≤ 1 s). "Apply → new tree" is the
