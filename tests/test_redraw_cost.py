@@ -147,3 +147,15 @@ def test_the_hidden_block_view_is_drawn_when_shown(qtbot, window: MainWindow, mo
     assert window.centre.currentWidget() is window.block_view
     assert drawn and drawn[-1] == len(window.session.tree.blocks) > 0
     assert list(window.block_view.items) == [block.name for block in window.session.tree.blocks]
+
+
+def test_the_clock_label_keeps_its_size_and_elides_a_long_phase(qtbot, window: MainWindow) -> None:
+    label = window.elapsed
+    size = label.size()
+    assert label.minimumSize() == label.maximumSize() == size  # fixed: a new text never lays the window out
+    long_text = "12 s · latency table: timing layers of " + "layer4.2.conv3, " * 6 + "about 30 s left"
+    window._show_elapsed(long_text)
+    assert label.size() == size and "…" in label.text() and label.toolTip() == long_text
+    assert label.fontMetrics().horizontalAdvance(label.text()) <= size.width()
+    window._show_elapsed("3 s · scoring")
+    assert label.text() == "3 s · scoring" and label.toolTip() == ""
