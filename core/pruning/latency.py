@@ -54,9 +54,21 @@ def _spread(times: tuple[float, ...]) -> str:
     return f"{statistics.median(ordered):.2f} ({low:.2f}–{high:.2f})"
 
 
+Timer = Callable[[nn.Module, torch.Tensor], float]
+"""Milliseconds of one call of a module on an input (tests inject a deterministic one)."""
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def one_call(module: nn.Module, batch: torch.Tensor) -> float:
+    """Milliseconds of one call of ``module`` on ``batch``, its device's queue drained after it."""
+    started = time.perf_counter()
+    module(batch)
+    _synchronize(batch.device)
+    return (time.perf_counter() - started) * 1000.0
 
 
 @torch.no_grad()
@@ -67,6 +79,7 @@ def time_interleaved(
     rounds: int = 15,
     warmup: int = 3,
     check: Callable[[], None] = lambda: None,
+    timer: Timer = one_call,
 ) -> TimedPair:
     """Time ``reference`` and ``candidate`` alternately, ``rounds`` times each, after warm-up.
 
@@ -83,11 +96,7 @@ def time_interleaved(
         check()
         order = (0, 1) if round_index % 2 == 0 else (1, 0)
         for which in order:
-            model = reference if which == 0 else candidate
-            started = time.perf_counter()
-            model(batch)
-            _synchronize(batch.device)
-            times[which].append((time.perf_counter() - started) * 1000.0)
+            times[which].append(timer(reference if which == 0 else candidate, batch))
     return TimedPair(tuple(times[0]), tuple(times[1]))
 
 

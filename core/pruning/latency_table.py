@@ -34,7 +34,7 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -45,6 +45,7 @@ from torch import nn
 from secateur.core.common.files import write_json_atomic
 from secateur.core.common.progress import SILENT, Progress
 from secateur.core.graph.groups import GroupInfo
+from secateur.core.pruning.latency import Timer, _synchronize, one_call, time_interleaved
 from secateur.core.pruning.plan import GroupPlan, PruningPlan, Target
 from secateur.core.pruning.surgery import apply_plan
 
@@ -54,9 +55,6 @@ FIT_RATIO = 0.5  # every timed group cut to this fraction of its width for the w
 FIT_ROUNDS = 15  # interleaved runs of the whole and the cut model for the fit
 STEP_TOLERANCE = 0.03  # a width "steps down" when it is this much faster than every wider one
 MAX_WIDTHS = 16
-
-Timer = Callable[[nn.Module, torch.Tensor], float]
-"""Milliseconds of one call of a module on an input (tests inject a deterministic one)."""
 
 
 class TableError(ValueError):
@@ -261,11 +259,6 @@ def load_cached(path: Path, key: Mapping[str, object]) -> tuple[LatencyTable | N
 # --- building -------------------------------------------------------------------
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 @torch.no_grad()
 def wall_clock(module: nn.Module, batch: torch.Tensor) -> float:
     """Milliseconds of one call: the fastest of three back-to-back calls.
@@ -274,14 +267,8 @@ def wall_clock(module: nn.Module, batch: torch.Tensor) -> float:
     a scheduler slice (milliseconds), which the fastest of three skips. The
     table then takes the median of these samples over interleaved rounds.
     """
-    fastest = math.inf
-    for _ in range(3):
-        _synchronize(batch.device)
-        started = time.perf_counter()
-        module(batch)
-        _synchronize(batch.device)
-        fastest = min(fastest, time.perf_counter() - started)
-    return fastest * 1000.0
+    _synchronize(batch.device)  # work queued before does not count
+    return min(one_call(module, batch) for _ in range(3))
 
 
 def candidate_widths(group: GroupInfo) -> tuple[int, ...]:
@@ -451,15 +438,8 @@ def fit_whole_model(
         return None
     groups = {gid: GroupPlan(range(width), table.groups[gid].total) for gid, width in widths.items()}
     cut, _ = apply_plan(model, PruningPlan("latency-table fit", Target("ratio", FIT_RATIO), groups), batch[:1])
-    whole_ms: list[float] = []
-    cut_ms: list[float] = []
-    with torch.no_grad():
-        timer(cut, batch)
-        for run in range(rounds):
-            pair = ((model, whole_ms), (cut, cut_ms))
-            for module, times in pair if run % 2 == 0 else pair[::-1]:
-                times.append(timer(module, batch))
-    change = statistics.median(cut_ms) - statistics.median(whole_ms)
+    pair = time_interleaved(model, cut, batch, rounds, warmup=1, timer=timer)
+    change = statistics.median(pair.candidate) - statistics.median(pair.reference)
     return change / layers_change if change < 0 else None
 
 
