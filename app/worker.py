@@ -93,9 +93,8 @@ class Job(WorkerBase[R], Generic[R]):
         the worker competes for the GIL: painted alongside a worker that runs
         Python, that first frame took 30–55 ms instead of about 10.
         """
-        QTimer.singleShot(
-            COLLECT_DELAY_MS, gc.collect
-        )  # a turn of its own: 5-18 ms that the start's paint need not wait
+        # in a turn of its own: the 5-18 ms it takes need not hold up the paint of the job's start
+        QTimer.singleShot(COLLECT_DELAY_MS, gc.collect)
         QTimer.singleShot(START_DELAY_MS, self._begin)
 
     def _begin(self) -> None:
