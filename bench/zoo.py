@@ -153,8 +153,10 @@ def _onnx_check(model: torch.nn.Module, input_shape: tuple[int, ...], example: t
     return ""
 
 
-def run_architecture(name: str, methods: tuple[str, ...], ratios: tuple[float, ...], done: set) -> Iterator[Cell]:
-    """Every (method, ratio) cell of one architecture not in ``done``; reload checks run at the end."""
+def run_architecture(
+    name: str, methods: tuple[str, ...], ratios: tuple[float, ...], done: set, folder: Path
+) -> Iterator[Cell]:
+    """Every (method, ratio) cell of one architecture not in ``done``, its files in ``folder``; reloads per method."""
     from secateur.core.common.errors import InputError
     from secateur.core.common.settings import RunSettings
     from secateur.core.model.checkpoint import CheckpointInfo, save_checkpoint
@@ -173,7 +175,6 @@ def run_architecture(name: str, methods: tuple[str, ...], ratios: tuple[float, .
     example = torch.randn(2, *loaded.input_shape, generator=torch.Generator().manual_seed(1))
     before = _measure(loaded.model, example[:1])
     registry = load_registry()
-    folder = Path(tempfile.mkdtemp(prefix=f"zoo-{name}-"))
     pending: list[tuple[Cell, Path]] = []
     for method_id in methods:
         todo = [ratio for ratio in ratios if (name, method_id, ratio) not in done]
@@ -226,6 +227,9 @@ def run_architecture(name: str, methods: tuple[str, ...], ratios: tuple[float, .
             if cell.status != "ok":
                 yield cell
         yield from _reloaded(folder, example, pending)  # per method, so a timeout loses one method at most
+        for _, checkpoint in pending:  # a large architecture's checkpoints would otherwise fill the disk
+            checkpoint.unlink()
+            checkpoint.with_suffix(".out").unlink()
         pending = []
 
 
@@ -301,12 +305,12 @@ def load_results() -> dict[tuple[str, str, float], dict[str, Any]]:
     return results
 
 
-def run_one(name: str, methods: tuple[str, ...], ratios: tuple[float, ...]) -> None:
+def run_one(name: str, methods: tuple[str, ...], ratios: tuple[float, ...], folder: Path) -> None:
     """Child process: run one architecture and append its cells to the results as they finish."""
     torch.set_num_threads(1)
     done = set(load_results())
     try:
-        for cell in run_architecture(name, methods, ratios, done):
+        for cell in run_architecture(name, methods, ratios, done, folder):
             _append(cell)
     except Exception as error:
         for method in methods:
@@ -329,7 +333,10 @@ def run_all(names: list[str], methods: tuple[str, ...], ratios: tuple[float, ...
         command = [sys.executable, str(Path(__file__)), "--one", name, "--methods", ",".join(methods)]
         command += ["--ratios", ",".join(map(str, ratios))]
         try:
-            subprocess.run(command, timeout=timeout, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            # the parent owns the files' folder: a child killed at its timeout cannot remove it
+            with tempfile.TemporaryDirectory(prefix=f"zoo-{name}-") as folder:
+                command += ["--folder", folder]
+                subprocess.run(command, timeout=timeout, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"})
         except subprocess.TimeoutExpired:
             results = load_results()
             for method in methods:
@@ -394,6 +401,7 @@ def main() -> None:
     parser.add_argument("--table", action="store_true", help="only write bench/zoo.md from the results")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--reload", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
     methods = tuple(args.methods.split(","))
     ratios = tuple(float(r) for r in args.ratios.split(","))
@@ -401,7 +409,7 @@ def main() -> None:
         torch.set_num_threads(1)
         print(json.dumps(reload_and_compare(Path(args.reload[0]), args.reload[1:])))
     elif args.one:
-        run_one(args.one, methods, ratios)
+        run_one(args.one, methods, ratios, Path(args.folder))
     elif args.table:
         print(write_table())
     else:
