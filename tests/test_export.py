@@ -13,6 +13,7 @@ import torch
 
 from conftest import ARCHS
 from secateur.core.common.errors import InputError
+from secateur.core.model import export
 from secateur.core.model.export import export_model
 from secateur.core.model.specs import parse_model_spec
 from secateur.core.pruning.loading import load_model
@@ -78,6 +79,22 @@ def test_onnx_has_a_dynamic_batch_axis(tmp_path: Path, spec: str) -> None:
         ).model
     path = export_model(model, loaded.input_shape, "onnx", tmp_path / "m.onnx")
     _batch_1_and_7(path, model.eval(), loaded.input_shape)
+
+
+def test_a_large_onnx_model_keeps_its_weights_beside_it_under_its_own_name(
+    tmp_path: Path, pruned_demo: torch.nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found on vit_h_14 (2.5 GB): the weights went to the temporary file's name, a new one per export."""
+    monkeypatch.setattr(export, "ONNX_INLINE_BYTES", 0)  # every model counts as large
+    for _ in range(2):  # the second export replaces both files and leaves nothing else behind
+        path = export_model(pruned_demo, (3, 32, 32), "onnx", tmp_path / "m.onnx")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data"]
+    assert (tmp_path / "m.onnx.data").stat().st_size > path.stat().st_size  # the weights are in the data file
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for name in ("m.onnx", "m.onnx.data"):  # the pair works wherever it goes
+        (tmp_path / name).rename(moved / name)
+    _batch_1_and_7(moved / "m.onnx", pruned_demo.eval(), (3, 32, 32))
 
 
 def test_torch_export_has_a_dynamic_batch_axis_and_static_batch_is_an_option(tmp_path: Path, pruned_demo) -> None:
