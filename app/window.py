@@ -93,9 +93,9 @@ class MainWindow(QMainWindow):
         self._preview_pending = False
         self._plan_error = ""
         self._shown_tree: LayerTree | None = None
-        self._plots_due = False  # the overview and heatmap wait for their turn (``_draw_plots``)
+        self._plots_due: set[str] = set()  # "overview", "heatmap": what a redraw left to draw (``_draw_due``)
         self._blocks_due = False  # the hidden block view has changes to show when it is shown
-        self._plots_later = False  # while a job's end redraws: plots a turn later, after the rest has painted
+        self._plots_later = False  # while the bridge redraws: plots in later turns, after the rest has painted
         self._started = 0.0
         self.time_left = TimeLeft()
         self.bridge = SessionBridge(self)
@@ -259,7 +259,7 @@ class MainWindow(QMainWindow):
         self.compare.cancel_requested.connect(self.cancel)
         self.compare.loading.connect(lambda: self.tabs.setCurrentWidget(self.results))
         self.device_picker.currentTextChanged.connect(self._set_device)
-        self.bridge.changed.connect(self._redraw)
+        self.bridge.changed.connect(self._redraw_changes)
         self.bridge.notice.connect(lambda text: self.statusBar().showMessage(text, 10000))
         self.bridge.job.connect(lambda _: self._update_controls())
 
@@ -368,12 +368,11 @@ class MainWindow(QMainWindow):
             self.bridge.flush()  # the views show the job's last changes before its end is reported
         finally:
             self._plots_later = False
+        report = functools.partial(self._report_end, job, outcome, payload, on_success, seconds)
         if self._plots_due:  # each plot in its own turn: the two paints together took 15-18 ms
-            self._plots_due = False
-            report = functools.partial(self._report_end, job, outcome, payload, on_success, seconds)
-            self._in_turns(self._draw_overview, self._draw_heatmap, report)
+            self._in_turns(*self._plot_steps(), report)
         else:
-            self._report_end(job, outcome, payload, on_success, seconds)
+            report()
 
     def _in_turns(self, *steps: Callable[[], None]) -> None:
         """Run ``steps`` in order, each on a timer turn of its own (``PLOTS_DELAY_MS``).
@@ -462,6 +461,24 @@ class MainWindow(QMainWindow):
 
     # --- drawing from the session ----------------------------------------------------------
 
+    def _redraw_changes(self, names: set[str]) -> None:
+        """The bridge's redraw: the plots follow in turns of their own (a job's end adds its report after them)."""
+        if self._plots_later:  # inside a job's end: it schedules the plots itself
+            self._redraw(names)
+            return
+        self._plots_later = True
+        try:
+            self._redraw(names)
+        finally:
+            self._plots_later = False
+        if self._plots_due:
+            self._in_turns(*self._plot_steps())
+
+    def draw_now(self) -> None:
+        """Show every change now, the plots included (tests, and before a screenshot)."""
+        self.bridge.flush()
+        self._draw_plots()
+
     def _redraw(self, names: set[str]) -> None:
         if "model" in names:
             self._draw_model()
@@ -470,8 +487,8 @@ class MainWindow(QMainWindow):
         if names & {"model", "plan"}:
             self._draw_plan(heatmap=False)
         if names & PLOTTED:  # once for both scores and plan: the heatmap shows the scores and the plan's outline
-            self._plots_due = True
-            if not self._plots_later:  # else the job's end draws them, in turns of their own
+            self._plots_due |= {"overview", "heatmap"}
+            if not self._plots_later:  # else they are drawn in turns of their own (``_in_turns``)
                 self._draw_plots()
         if names & {"model", "choices"}:
             self._draw_choices()
@@ -513,16 +530,26 @@ class MainWindow(QMainWindow):
         top = max(means.values(), default=1.0) or 1.0
         self.tree_model.show_scores({gid: mean / top for gid, mean in means.items()}, blocks)
         if plots:
-            self._plots_due = True
+            self._plots_due |= {"overview", "heatmap"}
             self._draw_plots()
 
     def _draw_plots(self) -> None:
         """The overview strip and the selected group's heatmap, if a redraw left them to draw."""
-        if not self._plots_due:
+        for step in self._plot_steps():
+            step()
+
+    def _plot_steps(self) -> tuple[Callable[[], None], Callable[[], None]]:
+        return functools.partial(self._draw_due, "overview"), functools.partial(self._draw_due, "heatmap")
+
+    def _draw_due(self, plot: str) -> None:
+        """Draw ``plot`` if a redraw left it to draw; a turn that comes after ``draw_now`` has nothing to do."""
+        if plot not in self._plots_due:
             return
-        self._plots_due = False
-        self._draw_overview()
-        self._draw_heatmap()
+        self._plots_due.discard(plot)
+        if plot == "overview":
+            self._draw_overview()
+        else:
+            self._draw_heatmap()
 
     def _draw_overview(self) -> None:
         """The overview strip: one row per scored group."""
@@ -1027,5 +1054,5 @@ def _size(tree: LayerTree | None) -> tuple[int | None, int | None]:
 
 def grab_png(window: MainWindow, path: str | Path) -> None:
     """Render the window to a PNG (works offscreen)."""
-    window.bridge.flush()
+    window.draw_now()
     window.grab().save(str(path), "PNG")

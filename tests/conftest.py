@@ -64,7 +64,7 @@ def scored_window(qtbot, window, model: str = "demo-vgg", method: str = "l1", ti
     window.panel.target_value.setValue(0.3)
     with qtbot.waitSignal(window.job_done, timeout=timeout_ms):
         window.run_method()
-    window.bridge.flush()
+    window.draw_now()
 
 
 @dataclass

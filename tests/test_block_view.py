@@ -25,7 +25,7 @@ def test_cka_layer_blocks_scores_and_removals_are_shown_in_the_centre(qtbot, win
     with qtbot.waitSignal(window.preview_done, timeout=TIMEOUT_MS):
         window.panel.target_kind.setCurrentIndex(2)  # "blocks"
         window.panel.target_blocks.setValue(2)
-    window.bridge.flush()
+    window.draw_now()
     session, view = window.session, window.block_view
     removed = session.plan.blocks_removed
     assert len(removed) == 2

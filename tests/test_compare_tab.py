@@ -78,7 +78,7 @@ def test_points_fill_in_a_click_loads_the_cell_and_export_writes_the_report(
     session = window.session
     assert session.model is not base and _params(session.model) == target["params"]
     assert session.tree.params == target["params"] and session.tree.macs == target["macs"]
-    window.bridge.flush()
+    window.draw_now()
     assert window.results.cell(2, 0) == "params" and window.results.cell(2, 2) == human_count(target["params"])
     assert window.results.cell(2, 1) == human_count(_params(base))
     assert window.tabs.currentWidget() is window.results

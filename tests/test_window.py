@@ -170,7 +170,7 @@ def test_block_method_fills_block_bars_live_and_removes_blocks(qtbot, window: Ma
     with qtbot.waitSignal(window.preview_done, timeout=TIMEOUT_MS):
         window.panel.target_kind.setCurrentIndex(2)  # "blocks", offered to block methods only
         window.panel.target_blocks.setValue(2)
-    window.bridge.flush()
+    window.draw_now()
     removed = window.session.plan.blocks_removed
     assert len(removed) == 2 and all(_row_of(window, n).siblingAtColumn(5).data() == "removed" for n in removed)
     with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):

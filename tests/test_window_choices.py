@@ -35,7 +35,7 @@ def _menu_action(qtbot, window: MainWindow, layer: str, text: str) -> None:
     assert action.isEnabled(), action.text()
     with qtbot.waitSignal(window.preview_done, timeout=TIMEOUT_MS):
         action.trigger()
-    window.bridge.flush()
+    window.draw_now()
 
 
 def _group(window: MainWindow):
@@ -92,11 +92,11 @@ def test_opening_another_model_clears_locks_and_overrides(qtbot, window: MainWin
     group = _group(window)
     window.set_locked(group.id, True)
     window.set_override(_group(window).id, 0.5)
-    window.bridge.flush()
+    window.draw_now()
     assert not window.tree.header().isSectionHidden(OVERRIDE)
     with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
         window.open("demo", "demo")
-    window.bridge.flush()
+    window.draw_now()
     assert window.session.locked == frozenset() and window.session.overrides == {}
     assert window.tree.header().isSectionHidden(OVERRIDE)
     texts = {window.tree_model.index(r, OVERRIDE).data() for r in range(window.tree_model.rowCount())}

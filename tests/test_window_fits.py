@@ -19,7 +19,7 @@ CELL_PADDING = 6  # the style's margins around an item's text
 def _run(qtbot, window: MainWindow, start) -> None:
     with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
         start()
-    window.bridge.flush()
+    window.draw_now()
 
 
 def _scored_demo(qtbot, window: MainWindow, method: str = "l1") -> None:

@@ -27,7 +27,7 @@ def test_a_latency_target_is_planned_on_the_worker_and_shown(qtbot, window: Main
     with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS) as done:
         _choose_latency(window, 0.4, 4)
     assert done.args == ["plan for latency"]  # a job of its own, with progress and Cancel, not a quiet preview
-    window.bridge.flush()
+    window.draw_now()
     plan = window.session.plan
     assert plan is not None and plan.target == Target("latency", 0.4)
     assert set(macs_clock.round_batches) == {4}  # measured at the panel's batch size
@@ -44,7 +44,7 @@ def test_cancelling_a_latency_plan_stops_it_and_keeps_no_plan(qtbot, window: Mai
     _choose_latency(window, 0.4, 1)
     qtbot.waitUntil(lambda: window.job is not None and window.job.name == "plan for latency", timeout=TIMEOUT_MS)
     qtbot.waitUntil(lambda: len(macs_clock.round_batches) > 0, timeout=TIMEOUT_MS)
-    window.bridge.flush()
+    window.draw_now()
     assert window.session.plan is None and window.panel.plan_info.text() == ""  # the 0.3 ratio plan is gone
     rounds_at_cancel = len(macs_clock.round_batches)
     with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
@@ -80,7 +80,7 @@ def test_a_refused_latency_target_says_so_in_the_window_s_terms(qtbot, window: M
         window.session.set_locked(group)
     with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
         _choose_latency(window, 0.95, 1)
-    window.bridge.flush()
+    window.draw_now()
     assert window.session.plan is None
     message = window.panel.plan_info.text()
     assert message.startswith("latency reduction 0.95: cannot be reached"), message  # not the flag "--latency-…"
@@ -89,7 +89,7 @@ def test_a_refused_latency_target_says_so_in_the_window_s_terms(qtbot, window: M
     assert not window.panel.apply_button.isEnabled()
     window.panel.latency_batch.setValue(2)  # another target: while it is timed, the old refusal is gone
     qtbot.waitUntil(lambda: window.job is not None and window.job.name == "plan for latency", timeout=TIMEOUT_MS)
-    window.bridge.flush()
+    window.draw_now()
     assert window.panel.plan_info.text() == ""
     with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
         pass

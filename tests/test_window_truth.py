@@ -27,7 +27,7 @@ MAIN = threading.main_thread()
 def _run(qtbot, window: MainWindow, start) -> None:
     with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
         start()
-    window.bridge.flush()
+    window.draw_now()
 
 
 def _kept_column(window: MainWindow) -> list[str]:
@@ -45,7 +45,7 @@ def test_switching_method_clears_heatmaps_bars_plan_and_apply(qtbot, window: Mai
     assert window.select_layer("features.3") and window.heatmap.image.image is not None
     assert window.panel.apply_button.isEnabled() and any(bar is not None for bar in _bars(window))
     window.panel.picker.setCurrentText("taylor")
-    window.bridge.flush()
+    window.draw_now()
     assert window.session.scores is None and window.session.plan is None
     assert window.heatmap.image.image is None and window.heatmap.strip_image.image is None
     assert all(bar is None for bar in _bars(window))
@@ -62,10 +62,10 @@ def test_switching_from_a_block_method_clears_its_removed_marks(qtbot, window: M
     _run(qtbot, window, window.run_method)
     with qtbot.waitSignal(window.preview_done, timeout=TIMEOUT_MS):
         window.panel.target_kind.setCurrentIndex(2)
-    window.bridge.flush()
+    window.draw_now()
     assert "removed" in _kept_column(window)
     window.panel.picker.setCurrentText("l1")
-    window.bridge.flush()
+    window.draw_now()
     assert "removed" not in _kept_column(window) and not window.panel.apply_button.isEnabled()
 
 
