@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QEvent, QObject, Qt
 from test_window import _open
 from test_window_truth import _run
 
@@ -18,6 +18,7 @@ from secateur.app.heatmap import HeatmapPanel
 from secateur.app.session_bridge import INTERVAL, SessionBridge
 from secateur.app.tree_model import BAR_ROLE, COLUMNS, NAME_ROLE
 from secateur.app.window import MainWindow
+from secateur.app.worker import Job
 
 
 def test_a_burst_of_changes_is_drawn_once_an_interval_after_its_first(qtbot) -> None:
@@ -200,3 +201,25 @@ def test_new_scores_reach_the_sorted_tree_in_one_notice_per_parent(qtbot, window
     changed = [name for name in scored if model.group_of(name) == groups[0]]
     assert notices == [(changed[0].rpartition(".")[0], COLUMNS.index("kept"))]  # one notice, for one parent
     assert model._rows[changed[0]][COLUMNS.index("kept")].text() == f"1 / {model._channels[groups[0]]}"
+
+
+def test_a_progress_report_posts_the_bars_paint_instead_of_painting_at_once(qtbot, window: MainWindow) -> None:
+    """QProgressBar.setValue repaints synchronously: each of a job's reports painted on its own."""
+    _open(qtbot, window, "demo")
+    paints: list[int] = []
+
+    class Counter(QObject):
+        def eventFilter(self, watched, event) -> bool:
+            if event.type() == QEvent.Type.Paint:
+                paints.append(window.progress.value())
+            return False
+
+    counter = Counter()
+    window.progress.installEventFilter(counter)
+    job = Job("stand-in", lambda progress: None)
+    window.job = job
+    qtbot.waitUntil(lambda: not window.progress.visibleRegion().isEmpty())
+    window._on_progress(job, "scoring", 3, 4)
+    assert window.progress.value() == 75 and paints == []  # not painted inside the call
+    qtbot.waitUntil(lambda: paints == [75], timeout=2000)  # but painted right after, with the new value
+    window.job = None
