@@ -7,6 +7,7 @@ together, and building the tree announced every layer's row to the views.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -16,7 +17,7 @@ from test_window_truth import _run
 
 from secateur.app.heatmap import HeatmapPanel
 from secateur.app.session_bridge import INTERVAL, SessionBridge
-from secateur.app.tree_model import BAR_ROLE, COLUMNS, NAME_ROLE
+from secateur.app.tree_model import BAR_ROLE, COLUMNS, NAME_ROLE, build_rows
 from secateur.app.window import MainWindow
 from secateur.app.worker import Job
 
@@ -65,7 +66,7 @@ def test_the_layer_tree_joins_the_model_in_one_insertion_per_top_level_row(qtbot
     model, tree = window.tree_model, window.session.tree
     inserted: list[int] = []
     model.rowsInserted.connect(lambda parent, first, last: inserted.append(last - first + 1))
-    model.set_tree(tree)
+    model.set_tree(build_rows(tree))
     top_level = [layer for layer in tree.layers if layer.parent not in {other.name for other in tree.layers}]
     assert len(inserted) == len(top_level) < len(tree.layers)
     assert model.rowCount() == len(top_level) and len(model._rows) == len(tree.layers)
@@ -223,3 +224,27 @@ def test_a_progress_report_posts_the_bars_paint_instead_of_painting_at_once(qtbo
     assert window.progress.value() == 75 and paints == []  # not painted inside the call
     qtbot.waitUntil(lambda: paints == [75], timeout=2000)  # but painted right after, with the new value
     window.job = None
+
+
+def test_the_trees_rows_are_built_on_the_worker_when_a_job_replaces_the_model(
+    qtbot, window: MainWindow, monkeypatch
+) -> None:
+    """Building resnet50's rows took 5 ms of the Qt thread at the end of open and apply."""
+    from secateur.app import window as window_module
+
+    on_qt_thread: list[bool] = []  # one entry per build
+    build = window_module.build_rows
+
+    def recording_build(tree):
+        on_qt_thread.append(threading.current_thread() is threading.main_thread())
+        return build(tree)
+
+    monkeypatch.setattr(window_module, "build_rows", recording_build)
+    _open(qtbot, window, "demo-vgg")
+    assert on_qt_thread == [False]
+    window.panel.picker.setCurrentText("l1")
+    _run(qtbot, window, window.run_method)
+    kept = len(window.session.plan.groups["features.3"].kept)
+    _run(qtbot, window, window.apply_plan)
+    assert on_qt_thread == [False, False]  # the pruned model's rows too, and the window drew those
+    assert window.tree_model._rows["features.3"][COLUMNS.index("kept")].text() == f"{kept} / {kept}"
