@@ -30,18 +30,21 @@ R = TypeVar("R")
 COLLECT_DELAY_MS = 1  # the collection before a job: after the start's own redraw and paint, before the worker
 START_DELAY_MS = 40  # the job's worker starts after the window has painted its start
 MIN_PROGRESS_INTERVAL = 0.05  # seconds between two progress signals of one stage
-GIL_SWITCH_INTERVAL = 0.001  # seconds a worker running Python holds the GIL while the Qt thread waits (default 0.005)
+GIL_SWITCH_INTERVAL = 0.0002  # seconds a worker running Python holds the GIL while the Qt thread waits (default 0.005)
 
 
 def favour_the_event_loop() -> None:
-    """Let the Qt thread take the GIL back from a worker within 1 ms instead of Python's default 5 ms.
+    """Let the Qt thread take the GIL back from a worker within 0.2 ms instead of Python's default 5 ms.
 
     A worker running pure Python (Torch-Pruning's tracing when a model opens)
     keeps the GIL for a whole switch interval each time the Qt thread asks for
-    it, and painting asks many times per frame. Measured with
-    bench/gui_responsiveness.py (demo, 1 thread, three runs each, interleaved):
-    the longest stall while a model opens fell from 16–176 ms to 9 ms; the
-    jobs took as long as before.
+    it, and painting asks many times per frame (each pyqtgraph item paints in
+    Python). Measured with bench/gui_responsiveness.py (demo, 1 thread, three
+    runs each, interleaved): at 1 ms the longest stall while a model opens fell
+    from 16–176 ms to 9 ms. At 0.2 ms against 1 ms, interleaved: resnet50's first
+    l1 score (partial scores drawn while the job plans), five pairs, 16–42 ms
+    (median 19) against 27–43 ms (median 34); the demo's fine-tuning, four
+    pairs, 21–37 ms against 18–122 ms. The jobs took as long (within the noise).
     """
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
 
