@@ -39,6 +39,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "zoo.jsonl"
+RELOAD_TIMEOUT = 3600  # seconds for one method's checkpoints to reload in a fresh process (vit_h_14: 1.8 GB each)
 TABLE = HERE / "zoo.md"
 METHODS = ("random", "l1", "l2", "bn-scale", "taylor", "intra-fusion", "pxp")
 RATIOS = (0.3, 0.7)
@@ -251,7 +252,10 @@ def _reload_in_fresh_process(folder: Path, checkpoints: list[Path]) -> dict[str,
     if not checkpoints:
         return {}
     command = [sys.executable, str(Path(__file__)), "--reload", str(folder), *[c.name for c in checkpoints]]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=RELOAD_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired:
+        return {c.name: f"the reload process took over {RELOAD_TIMEOUT} s" for c in checkpoints}
     if result.returncode != 0:
         return {c.name: f"reload process failed: {result.stderr.strip().splitlines()[-1:]}" for c in checkpoints}
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -312,6 +316,7 @@ def run_one(name: str, methods: tuple[str, ...], ratios: tuple[float, ...], fold
     try:
         for cell in run_architecture(name, methods, ratios, done, folder):
             _append(cell)
+            done.add(cell.key())  # a later failure must not overwrite a cell that finished
     except Exception as error:
         for method in methods:
             for ratio in ratios:
