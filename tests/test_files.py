@@ -60,6 +60,17 @@ def test_the_next_save_removes_what_a_killed_save_left(tmp_path: Path) -> None:
     assert remove_stale_temporaries(tmp_path) == []
 
 
+def test_the_next_save_removes_a_killed_exports_staging_folder(tmp_path: Path) -> None:
+    """A large ONNX export stages its file and weights in a folder named as a temporary file."""
+    dead = tmp_path / f".m.onnx.secateur-{_dead_pid()}-0123abcd.tmp"
+    dead.mkdir()
+    (dead / "m.onnx.data").write_bytes(b"x" * 1000)
+    mine = temporary_name(tmp_path / "m.onnx")  # this (live) process's export in progress
+    mine.mkdir()
+    assert remove_stale_temporaries(tmp_path) == [dead]
+    assert not dead.exists() and mine.is_dir()
+
+
 def test_an_interrupted_write_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt), atomic_target(tmp_path / "out.json") as temporary:
         Path(temporary).write_text("half")

@@ -3,7 +3,8 @@
 The temporary file is created with mode 0666 less the user's umask (as ``open`` would create the
 final file), so a team sharing a folder can read what Secateur writes. Its name,
 ``.NAME.secateur-PID-RANDOM.tmp``, records the writing process: a process killed mid-save leaves
-it behind, and the next save into that folder removes it once that process is gone.
+it behind, and the next save into that folder removes it once that process is gone (a folder of
+that name too: a large ONNX export stages its file and weights in one).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,17 +44,20 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete temporary files of Secateur's naming left by dead processes; returns what went."""
+    """Delete temporary files (and staging folders) of Secateur's naming left by dead processes; returns what went."""
     removed = []
     with contextlib.suppress(OSError):
         for entry in folder.iterdir():
             match = _TEMPORARY.match(entry.name)
-            if match is None or not entry.is_file():
+            if match is None or entry.is_symlink():
                 continue
             with contextlib.suppress(OSError):
                 old = time.time() - entry.stat().st_mtime > STALE_AFTER_SECONDS
                 if old or not _alive(int(match.group(1))):
-                    entry.unlink()
+                    if entry.is_dir():  # a large ONNX export's staging folder
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
                     removed.append(entry)
     return removed
 

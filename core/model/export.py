@@ -15,7 +15,7 @@ more than ``ONNX_INLINE_BYTES`` of weights keeps them in ``FILE.data`` beside
 from __future__ import annotations
 
 import os
-import tempfile
+import shutil
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from secateur.core.common.errors import InputError, WorkError
-from secateur.core.common.files import atomic_target
+from secateur.core.common.files import atomic_target, temporary_name
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2"}
 TRACE_BATCH = 2
@@ -55,11 +55,16 @@ def _onnx(model: nn.Module, example: torch.Tensor, path: str, final: Path, dynam
     # The file refers to its weights by name, so both are written under their final names in a private
     # folder beside the target, then moved in: the weights first, each through its own atomic rename.
     data = final.with_name(f"{final.name}.data")
-    with atomic_target(data) as data_temporary, tempfile.TemporaryDirectory(dir=final.parent, prefix=".") as folder:
-        staged = Path(folder) / final.name
-        program.save(staged, external_data=True)  # writes staged and staged.data
-        os.replace(staged.with_name(data.name), data_temporary)
-        os.replace(staged, path)
+    folder = temporary_name(final)  # named as a temporary file: a killed export's folder goes at the next save
+    with atomic_target(data) as data_temporary:
+        folder.mkdir()
+        try:
+            staged = folder / final.name
+            program.save(staged, external_data=True)  # writes staged and staged.data
+            os.replace(staged.with_name(data.name), data_temporary)
+            os.replace(staged, path)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _torchscript(model: nn.Module, example: torch.Tensor, path: str, final: Path, dynamic: bool) -> None:
