@@ -113,82 +113,78 @@ class LayerTreeModel(QStandardItemModel):
         """Every row's importance bar: its group's mean (already in [0, 1]), its block's score, or none."""
         top = max(block_scores.values(), default=1.0) or 1.0
         with self._one_notice() as changed:
-            self._show_scores(group_means, block_scores, top, changed)
-
-    def _show_scores(
-        self, group_means: dict[str, float], block_scores: dict[str, float], top: float, changed: list[QStandardItem]
-    ) -> None:
-        for name, row in self._rows.items():
-            group = self._group_of.get(name)
-            if group in group_means:
-                value, sort, tip = (
-                    group_means[group],
-                    group_means[group],
-                    f"mean normalised importance {group_means[group]:.3f}",
-                )
-            elif name in block_scores:
-                score = block_scores[name]
-                value, sort, tip = (
-                    max(0.0, score / top),
-                    score,
-                    f"block score {score:.4g} (higher: removing the block changes more)",
-                )
-            else:
-                value, sort, tip = None, -1.0, ""
-            if self._changed(name, "bar", value):
-                row[6].setData(value, BAR_ROLE)
-                row[6].setData(sort, SORT_ROLE)
-                row[6].setToolTip(tip)
-                changed.append(row[6])
+            for name, row in self._rows.items():
+                group = self._group_of.get(name)
+                if group in group_means:
+                    value, sort, tip = (
+                        group_means[group],
+                        group_means[group],
+                        f"mean normalised importance {group_means[group]:.3f}",
+                    )
+                elif name in block_scores:
+                    score = block_scores[name]
+                    value, sort, tip = (
+                        max(0.0, score / top),
+                        score,
+                        f"block score {score:.4g} (higher: removing the block changes more)",
+                    )
+                else:
+                    value, sort, tip = None, -1.0, ""
+                if self._changed(name, "bar", value):
+                    row[6].setData(value, BAR_ROLE)
+                    row[6].setData(sort, SORT_ROLE)
+                    row[6].setToolTip(tip)
+                    changed.append(row[6])
 
     def show_plan(self, kept: dict[str, tuple[int, int]], removed_blocks: list[str] | tuple[str, ...] = ()) -> None:
         """Kept / total channels per layer from a plan ({} for none: total / total), and its removed blocks."""
         removed = set(removed_blocks)
         with self._one_notice() as changed:
-            self._show_plan(kept, removed, changed)
-
-    def _show_plan(self, kept: dict[str, tuple[int, int]], removed: set[str], changed: list[QStandardItem]) -> None:
-        for name, row in self._rows.items():
-            group = self._group_of.get(name)
-            if name in removed:
-                text, sort, colour = "removed", 0.0, "#c0392b"
-            elif group is not None:
-                total = self._channels.get(group, 0)
-                count = kept.get(group, (total, total))[0]
-                text, sort = f"{count} / {total}", count / total if total else 1.0
-                colour = "#c0392b" if count < total else "#2c3e50"
-            else:
-                text, sort, colour = "", -1.0, "#2c3e50"
-            if self._changed(name, "kept", text):
-                row[5].setText(text)
-                row[5].setData(sort, SORT_ROLE)
-                row[5].setForeground(QColor(colour))
-                changed.append(row[5])
+            for name, row in self._rows.items():
+                group = self._group_of.get(name)
+                if name in removed:
+                    text, sort, colour = "removed", 0.0, "#c0392b"
+                elif group is not None:
+                    total = self._channels.get(group, 0)
+                    count = kept.get(group, (total, total))[0]
+                    text, sort = f"{count} / {total}", count / total if total else 1.0
+                    colour = "#c0392b" if count < total else "#2c3e50"
+                else:
+                    text, sort, colour = "", -1.0, "#2c3e50"
+                if self._changed(name, "kept", text):
+                    row[5].setText(text)
+                    row[5].setData(sort, SORT_ROLE)
+                    row[5].setForeground(QColor(colour))
+                    changed.append(row[5])
 
     def show_choices(self, locked: frozenset[str] | set[str], overrides: dict[str, float]) -> None:
         """The override column: "locked" or the group's own ratio on every row of a locked or overridden group."""
         self.has_choices = bool(locked or overrides)
-        for name, row in self._rows.items():
-            group = self._group_of.get(name)
-            ratio = overrides.get(group) if group else None
-            if group in locked:
-                text, tip = "locked", f"group {group} is locked: never pruned (--lock {group})"
-            elif ratio is not None:
-                channels = self._channels.get(group, 0)
-                text = f"prune {ratio:.0%}"
-                tip = f"group {group}: {ratio:.0%} of its {channels} channels removed, whatever the target"
-                tip += f" (--override {group}={ratio:g})"
-            else:
-                text, tip = "", ""
-            if self._changed(name, "locked", group in locked):  # each setData repaints: only what changed
-                row[0].setData(group in locked, LOCKED_ROLE)
-            if self._changed(name, "override", ratio):
-                row[0].setData(ratio, OVERRIDE_ROLE)
-            if self._changed(name, "choice", text):
-                row[7].setText(text)
-                row[7].setData(text, SORT_ROLE)
-                row[7].setToolTip(tip)
-                row[7].setForeground(QColor("#8e44ad"))
+        with self._one_notice() as changed:
+            for name, row in self._rows.items():
+                group = self._group_of.get(name)
+                ratio = overrides.get(group) if group else None
+                if group in locked:
+                    text, tip = "locked", f"group {group} is locked: never pruned (--lock {group})"
+                elif ratio is not None:
+                    channels = self._channels.get(group, 0)
+                    text = f"prune {ratio:.0%}"
+                    tip = f"group {group}: {ratio:.0%} of its {channels} channels removed, whatever the target"
+                    tip += f" (--override {group}={ratio:g})"
+                else:
+                    text, tip = "", ""
+                if self._changed(name, "locked", group in locked):  # each setData repaints: only what changed
+                    row[0].setData(group in locked, LOCKED_ROLE)
+                    changed.append(row[0])
+                if self._changed(name, "override", ratio):
+                    row[0].setData(ratio, OVERRIDE_ROLE)
+                    changed.append(row[0])
+                if self._changed(name, "choice", text):
+                    row[7].setText(text)
+                    row[7].setData(text, SORT_ROLE)
+                    row[7].setToolTip(tip)
+                    row[7].setForeground(QColor("#8e44ad"))
+                    changed.append(row[7])
 
     @contextmanager
     def _one_notice(self) -> Iterator[list[QStandardItem]]:
