@@ -109,6 +109,33 @@ def test_the_cost_is_computed_in_chunks_that_check_for_cancel(monkeypatch) -> No
         l1_cost(features, targets, cancel)
 
 
+def test_the_cost_chunks_run_on_torchs_threads_and_land_in_their_rows(monkeypatch) -> None:
+    """On two threads each chunk still writes its own rows (an uneven last chunk included)."""
+    import threading
+
+    import secateur.plugins.intra_fusion as intra_fusion
+
+    rng = torch.Generator().manual_seed(1)
+    features, targets = torch.randn(53, 30, generator=rng), torch.randn(7, 30, generator=rng)
+    monkeypatch.setattr(intra_fusion, "COST_CHUNK", 4 * 7 * 30)  # four rows per chunk, fourteen chunks
+    threads: set[int] = set()
+    real_cdist = intra_fusion.cdist
+
+    def recorded(*args, **kwargs):
+        threads.add(threading.get_ident())
+        return real_cdist(*args, **kwargs)
+
+    monkeypatch.setattr(intra_fusion, "cdist", recorded)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cost = l1_cost(features, targets)
+    finally:
+        torch.set_num_threads(before)
+    assert np.allclose(cost, torch.cdist(features.double(), targets.double(), p=1).numpy())
+    assert threading.get_ident() not in threads and 1 <= len(threads) <= 2
+
+
 @pytest.mark.parametrize("spec", ["demo", "demo-vgg"])
 def test_batchnorm_folding_keeps_the_logits(spec: str) -> None:
     loaded = load_model(parse_model_spec(spec))
