@@ -121,6 +121,8 @@ class MachineFloor:
 
     def stop(self) -> None:
         self._process.kill()
+        self._process.wait()
+        self._process.stdin.close()
 
 
 class CollectorPauses:
