@@ -100,7 +100,8 @@ class MachineFloor:
         self._process = subprocess.Popen(
             [sys.executable, "-c", MACHINE_PROBE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         for line in self._process.stdout:
@@ -122,7 +123,9 @@ class MachineFloor:
     def stop(self) -> None:
         self._process.kill()
         self._process.wait()
+        self._reader.join()  # it has read to the end of the killed probe's output
         self._process.stdin.close()
+        self._process.stdout.close()
 
 
 class CollectorPauses:
