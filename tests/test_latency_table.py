@@ -158,8 +158,11 @@ def test_plans_snap_to_the_measured_step_downs_and_land_on_their_predicted_size(
         PlanOptions(latency_table=True, round_to=8)
 
 
-def _value(scores: torch.Tensor, width: int) -> float:
-    return float(scores.sort(descending=True).values[:width].sum() / scores.mean())
+def _value(scores: torch.Tensor, width: int, size: float) -> float:
+    """A width's worth computed apart from the knapsack: MACs × (1 − (1 − share of the score kept)²)."""
+    ordered = scores.double().sort(descending=True).values
+    share = float(ordered[:width].sum() / ordered.sum())
+    return size * (1 - (1 - share) ** 2)
 
 
 def test_the_knapsack_matches_brute_force_on_small_cases() -> None:
@@ -190,17 +193,38 @@ def test_halp_keeps_the_most_importance_the_latency_budget_allows() -> None:
     generator = torch.Generator().manual_seed(0)
     scores = Scores(groups={g: torch.rand(32, generator=generator) ** (1 + i) for i, g in enumerate(steps)})
     options = PlanOptions(max_layer_ratio=0.8)
-    counts, reduction = latency_counts(groups, scores, table, 0.32, options)  # a budget no choice lands on
+    macs = {"a": 3.0, "b": 1.0, "c": 2.0}
+    counts, reduction = latency_counts(groups, scores, table, 0.32, options, macs)  # a budget no choice lands on
     candidates = [[w for w in table.groups[g].step_downs() if w >= 7] for g in steps]
     best = max(
-        sum(_value(scores.groups[g], w) for g, w in zip(steps, pick, strict=True))
+        sum(_value(scores.groups[g], w, macs[g]) for g, w in zip(steps, pick, strict=True))
         for pick in itertools.product(*candidates)
         if table.predict(dict(zip(steps, pick, strict=True))) <= 20.0 * 0.68
     )
-    assert sum(_value(scores.groups[g], counts[g]) for g in steps) == pytest.approx(best, rel=1e-6)
+    assert sum(_value(scores.groups[g], counts[g], macs[g]) for g in steps) == pytest.approx(best, rel=1e-6)
     assert reduction >= 0.32 and table.predict(counts) <= 13.6
     with pytest.raises(InputError, match=r"--latency-reduction 0.9: the latency table predicts at most 0\.\d+"):
-        latency_counts(groups, scores, table, 0.9, options)
+        latency_counts(groups, scores, table, 0.9, options, macs)
+
+
+def test_with_time_proportional_to_macs_the_knapsack_cuts_every_group_alike() -> None:
+    """Scores that only rank channels within a group: the MACs plan's uniform cut, not a stripped stream.
+
+    Summed scores normalised per group made every channel worth about 1, and the knapsack took the
+    whole cut from one group (here c to 16 of 32, keeping a and b whole: worth 80 channels against 72).
+    """
+    widths = (8, 16, 24, 32)
+    weights = {"a": 1.0, "b": 2.0, "c": 4.0}  # each group's time and MACs alike
+    layers = {g: lt.GroupLatency(32, widths, {g: tuple(w / 32 * t for w in widths)}) for g, t in weights.items()}
+    table = lt.LatencyTable({}, sum(weights.values()), layers)
+    groups = [GroupInfo(g, 32, [g], True) for g in weights]
+    scores = Scores(groups={g: torch.ones(32) for g in weights})
+    macs = {g: 1e6 * w for g, w in weights.items()}
+    counts, reduction = latency_counts(groups, scores, table, 0.24, PlanOptions(), macs)
+    assert counts == {"a": 24, "b": 24, "c": 24}
+    assert reduction == pytest.approx(0.25)
+    raw, _ = latency_counts(groups, scores, table, 0.24, PlanOptions(raw_scores=True), macs)
+    assert raw != counts  # comparable scores keep HALP's own value: the sum of what is kept
 
 
 def test_a_latency_target_by_table_lands_on_its_predicted_size(vgg, tmp_path) -> None:
@@ -222,8 +246,11 @@ def test_a_latency_target_by_table_leaves_the_users_groups_to_the_user(vgg, tmp_
     """A group locked by a member layer's name stays whole; one with the user's own ratio gets that ratio."""
     workspace, scores = vgg
     workspace.latency_table(1, folder=tmp_path, timer=staircase)
-    first, second = [group for group in workspace.groups if group.prunable][:2]
-    member = next(layer for layer in first.layers if layer != first.id)
+    ids = {group.id for group in workspace.groups}
+    prunable = [group for group in workspace.groups if group.prunable]
+    # a member that names no group itself (classifier.3 is also the locked classifier's own group)
+    first, member = next((g, layer) for g in prunable for layer in g.layers if layer not in ids)
+    second = next(group for group in prunable if group.id != first.id)
     options = PlanOptions(latency_table=True, locked=(member,), overrides={second.id: 0.5})
     plan = workspace.plan(scores, Target("latency", 0.3), options, "l1")
     assert first.id not in plan.groups or not plan.groups[first.id].removed
