@@ -10,8 +10,8 @@ budget is tightened in a few steps, each knapsack's costs taken at the widths th
 chose (and scaled, as the table's predictions are, by the model's latency over its timed layers'
 sum). Which channels go within a group is still the method's choice (``choose_kept``).
 
-What a width is worth: with scores comparable across layers (``raw_scores``: Taylor-like methods,
-as in the paper) the sum of the kept channels' scores. Other scores only rank channels within their
+What a width is worth: with scores comparable across layers (``raw_scores``: hap, pxp, paam declare
+theirs so) the sum of the kept channels' scores, as in the paper. Other scores only rank channels within their
 group, and that sum (normalised by the group's mean, every channel worth about 1) made the knapsack
 strip whole streams: on the demo at 1.5× the stem kept 8 of 32 channels and the model 46% accuracy.
 There a width keeping the share ``k`` of its group's score is worth ``M · (1 − (1 − k)²)``, ``M`` the
