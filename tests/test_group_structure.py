@@ -57,6 +57,7 @@ MODELS = {
     "split": user_models.cross_stage_split,
     "subsample": user_models.token_subsample,
     "ghost": user_models.channel_slice,
+    "ghost-even": user_models.ghost_even,  # timm's ghostnet_100: no slice, the depthwise branch concatenated
     "cached": user_models.cached_scale,  # intra-fusion's deepcopy refused the traced cache
 }
 
@@ -245,6 +246,28 @@ def test_groups_through_a_slice_are_kept_whole_with_the_reason(model_name: str, 
     workspace = workspace_of(MODELS[model_name]())
     assert sorted(g.id for g in workspace.groups if "through a slice" in g.locked_because) == sliced
     assert {g.id for g in workspace.groups if g.prunable} == prunable
+
+
+def test_a_concatenation_with_a_depthwise_convolution_of_itself_is_kept_whole_with_the_reason() -> None:
+    """timm's ghostnet_100 (its slice keeps every channel): cutting channel j of the concatenation also cut
+    channel n + j, so the pruned model had fewer channels than predicted, or no longer ran."""
+    workspace = workspace_of(MODELS["ghost-even"]())
+    reasons = {g.id: g.locked_because for g in workspace.groups}
+    assert "depthwise convolution of themselves" in reasons["dw.0"]  # the concatenation, read by a depthwise conv
+    assert {g.id for g in workspace.groups if g.prunable} == {"stem.0", "mix"}
+
+
+def test_a_group_mapped_past_a_layers_width_is_kept_whole_with_the_reason() -> None:
+    """timm's MLP-Mixer: Torch-Pruning followed the 32-channel stream into the token MLP on the transposed
+    tensor (16 wide), and scoring indexed past it; that group stays whole, the others still prune exactly."""
+    workspace = Workspace(user_models.TokenMixer().eval(), (3, 16, 16))
+    reasons = {g.id: g.locked_because for g in workspace.groups}
+    assert reasons["blocks.1.channels_out"].startswith("Torch-Pruning maps its channels past blocks.1.tokens_out's 16")
+    scores = workspace.score(load_registry().method("l1")).scores
+    plan = workspace.plan(scores, Target("ratio", 0.5), PlanOptions(), "l1")
+    pruned = workspace.apply(plan).model
+    assert sum(p.numel() for p in pruned.parameters()) == plan.predicted_params
+    assert any(group.removed for group in plan.groups.values())
 
 
 def test_a_slice_of_another_dimension_leaves_the_group_prunable() -> None:

@@ -140,3 +140,47 @@ def _cuts_as_channels(node: object) -> bool:
         return False  # Torch-Pruning 1.6's rule: not the channels of an (N, C, H, W) or (N, L, C) tensor
     size = int(sizes[op.dim])
     return slice(op.start, op.end, op.step).indices(size) != (0, size, 1)
+
+
+def concat_with_depthwise(group: tp.Group) -> bool:
+    """Whether the group holds both a concatenation and a depthwise convolution (GhostNet's ghost module).
+
+    A ghost module concatenates ``x`` with a depthwise convolution of ``x``:
+    channel ``j`` and channel ``n + j`` of the concatenation are the same
+    channel of ``x``, so Torch-Pruning's cut of either cuts both, and the
+    pruned model had fewer channels than the plan or no longer ran
+    (timm's ghostnet_100). Torch-Pruning's group does not show the two
+    channels meeting (it visits each layer once), so the rule is the
+    pattern itself: conservative, a group with both is kept whole.
+    """
+    concatenated = any(
+        node.type == tp.ops.OPTYPE.CONCAT for item in group for node in (item.dep.source, item.dep.target)
+    )
+    return concatenated and any(_is_depthwise(item.dep.target.module) for item in group)
+
+
+def _pruned_width(module: nn.Module, is_out: bool) -> int | None:
+    """The size of the dimension Torch-Pruning cuts in ``module`` (None for modules without weights of their own)."""
+    for out_name, in_name in (("out_channels", "in_channels"), ("out_features", "in_features")):
+        if hasattr(module, out_name):
+            return int(getattr(module, out_name if is_out else in_name))
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return int(module.num_features)
+    if isinstance(module, nn.LayerNorm):
+        return int(module.normalized_shape[-1])
+    return None
+
+
+def index_past_width(group: tp.Group, graph: tp.DependencyGraph) -> tuple[nn.Module, int, int] | None:
+    """A member whose mapped channel indices run past its width: (layer, width, largest index), or None.
+
+    timm's MLP-Mixer applies its token MLP to the transposed tensor; Torch-Pruning
+    followed the residual stream's 512 channels into a 196-wide token layer, and
+    scoring indexed past it ("index 196 is out of bounds for dimension 0 with size 196").
+    """
+    for item in group:
+        module = item.dep.target.module
+        width = _pruned_width(module, graph.is_out_channel_pruning_fn(item.dep.handler))
+        if width is not None and len(item.idxs) and max(int(i) for i in item.idxs) >= width:
+            return module, width, max(int(i) for i in item.idxs)
+    return None

@@ -23,7 +23,9 @@ from secateur.core.common.errors import Cancelled, InputError, first_line
 from secateur.core.graph.attention import ATTENTION_TYPES, HEADS_SUFFIX, head_internal, is_attention
 from secateur.core.graph.constraints import (
     Blocks,
+    concat_with_depthwise,
     group_blocks,
+    index_past_width,
     passes_shuffle,
     passes_slice,
     passes_split,
@@ -90,6 +92,18 @@ def _lock_reason(model: nn.Module, graph: tp.DependencyGraph, group: tp.Group, n
         return "its channels pass through a torch.split or chunk, whose sizes are fixed in the model's code"
     if passes_slice(group):
         return "its channels pass through a slice (x[:, a:b]), whose bounds are fixed in the model's code"
+    past = index_past_width(group, graph)
+    if past is not None:
+        layer, width, index = past
+        return (
+            f"Torch-Pruning maps its channels past {names.get(layer, 'a layer')}'s {width} (index {index}): "
+            "a transpose or reshape it does not follow"
+        )
+    if concat_with_depthwise(group):
+        return (
+            "its channels are concatenated with a depthwise convolution of themselves (GhostNet's ghost module), "
+            "so cutting one channel would cut another with it"
+        )
     return ""
 
 

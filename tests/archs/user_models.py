@@ -312,6 +312,30 @@ def channel_slice(num_classes: int = 10) -> nn.Module:
     return ChannelSlice(num_classes)
 
 
+class GhostEven(nn.Module):
+    """timm's ghostnet_100: the ghost module's slice keeps every channel (no slice is traced), and a
+    depthwise convolution reads the concatenation, so the concatenation's width is a group of its own;
+    a plain stem stream and the last 1×1 convolution stay prunable beside it."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.primary = nn.Sequential(nn.Conv2d(8, 6, 1), nn.BatchNorm2d(6), nn.ReLU())
+        self.cheap = nn.Sequential(nn.Conv2d(6, 6, 3, padding=1, groups=6), nn.BatchNorm2d(6), nn.ReLU())
+        self.dw = nn.Sequential(nn.Conv2d(12, 12, 3, padding=1, groups=12), nn.BatchNorm2d(12))
+        self.mix = nn.Conv2d(12, 16, 1)
+        self.head = nn.Linear(16, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        primary = self.primary(self.stem(x))
+        ghost = torch.cat([primary, self.cheap(primary)], dim=1)
+        return self.head(self.mix(self.dw(ghost)).mean(dim=(2, 3)))
+
+
+def ghost_even(num_classes: int = 10) -> nn.Module:
+    return GhostEven(num_classes)
+
+
 class CachedScale(nn.Module):
     """LeViT's attention-bias cache: in eval mode a tensor derived from a parameter is kept per device."""
 
@@ -335,3 +359,31 @@ class CachedScale(nn.Module):
 
 def cached_scale(num_classes: int = 10) -> nn.Module:
     return CachedScale(num_classes)
+
+
+class _MixerBlock(nn.Module):
+    def __init__(self, dim: int, tokens: int) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.tokens_in, self.tokens_out = nn.Linear(tokens, 8), nn.Linear(8, tokens)
+        self.channels_in, self.channels_out = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mixed = self.tokens_out(torch.relu(self.tokens_in(self.norm1(x).transpose(1, 2))))
+        x = x + mixed.transpose(1, 2)
+        return x + self.channels_out(torch.relu(self.channels_in(self.norm2(x))))
+
+
+class TokenMixer(nn.Module):
+    """timm's MLP-Mixer in small: a token MLP on the transposed (B, C, N) tensor, 32 channels over 16 tokens."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 4, stride=4)
+        self.blocks = nn.Sequential(_MixerBlock(32, 16), _MixerBlock(32, 16))
+        self.norm = nn.LayerNorm(32)
+        self.head = nn.Linear(32, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x).flatten(2).transpose(1, 2)
+        return self.head(self.norm(self.blocks(x)).mean(1))
