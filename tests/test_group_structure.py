@@ -270,6 +270,31 @@ def test_a_group_mapped_past_a_layers_width_is_kept_whole_with_the_reason() -> N
     assert any(group.removed for group in plan.groups.values())
 
 
+def test_a_bare_per_channel_vector_is_predicted_cut_with_its_group() -> None:
+    """timm's ConvNeXt scales each block by a bare 1-D ``gamma``: it was counted whole, 552 parameters over
+    the pruned convnext_atto (10 bug cells in the zoo)."""
+
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 16, 3, padding=1)
+            self.mix = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+            self.gamma = nn.Parameter(torch.rand(16))
+            self.head = nn.Linear(16, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.stem(x)
+            x = x + self.mix(x) * self.gamma[:, None, None]
+            return self.head(x.mean(dim=(2, 3)))
+
+    workspace = workspace_of(Scaled().eval())
+    scores = workspace.score(load_registry().method("l1")).scores
+    plan = workspace.plan(scores, Target("ratio", 0.5), PlanOptions(), "l1")
+    pruned = workspace.apply(plan).model
+    assert pruned.gamma.shape == (8,)
+    assert sum(p.numel() for p in pruned.parameters()) == plan.predicted_params
+
+
 def test_a_slice_of_another_dimension_leaves_the_group_prunable() -> None:
     class SpatialCrop(nn.Module):
         def __init__(self) -> None:

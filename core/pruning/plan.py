@@ -517,10 +517,10 @@ def predict_size(
         for parameter_name, parameter in module.named_parameters(recurse=False):
             if parameter_name == "weight" and isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
                 params += round(parameter.numel() * weight_scale * head)
+            elif parameter in dims:  # a bare nn.Parameter in a group (a class token, ConvNeXt's 1-D gamma)
+                params += _bare_parameter_size(graph, parameter, dims[parameter].out_removed)
             elif parameter.dim() == 1:  # biases and per-channel vectors run along the output channels
                 params += round((parameter.numel() - entry.out_removed) * (1.0 if keeps_bias else head))
-            elif parameter in dims:  # a bare nn.Parameter (a class token, position embeddings) in a group
-                params += _bare_parameter_size(graph, parameter, dims[parameter].out_removed)
             else:
                 params += round(parameter.numel() * head)
         macs += round(own_macs.get(name, 0) * macs_scale * head)
