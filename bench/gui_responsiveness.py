@@ -76,9 +76,9 @@ class Heartbeat:
 
 
 MACHINE_PROBE = """
-import sys, time
-gaps, last = [], time.monotonic()
-while not sys.stdin.closed:
+import time
+last = time.monotonic()
+while True:  # until the bench kills it
     time.sleep(0.005)
     now = time.monotonic()
     if now - last > 0.008:

@@ -113,7 +113,7 @@ def l1_cost(features: torch.Tensor, targets: torch.Tensor, check: Callable[[], N
     checks let Cancel stop it within a chunk (about a tenth of a second).
     SciPy's ``cityblock`` gives the same numbers as ``torch.cdist(p=1)`` in
     about half the time (one thread, 8192 features), and releases the GIL, so
-    the chunks run on as many threads as torch may use (2.3× on two cores).
+    the chunks run on as many threads as torch may use (1024 × 717 × 8192: 4.4 → 2.0 s on two cores).
     """
     features, targets = features.double().numpy(), targets.double().numpy()
     rows = max(1, COST_CHUNK // max(1, targets.shape[0] * features.shape[1]))

@@ -181,6 +181,7 @@ def index_past_width(group: tp.Group, graph: tp.DependencyGraph) -> tuple[nn.Mod
     for item in group:
         module = item.dep.target.module
         width = _pruned_width(module, graph.is_out_channel_pruning_fn(item.dep.handler))
-        if width is not None and len(item.idxs) and max(int(i) for i in item.idxs) >= width:
-            return module, width, max(int(i) for i in item.idxs)
+        largest = max((int(index) for index in item.idxs), default=-1)
+        if width is not None and largest >= width:
+            return module, width, largest
     return None

@@ -309,8 +309,8 @@ class Workspace(UsesSettings):
         free = [group for group in prepared.groups if group.id in table.groups and group.id in scores.groups]
         fixed = user_fixed_groups(prepared.groups, options)
         free = [group for group in free if group.id not in fixed]
-        macs = {group.id: sum(prepared.own_macs.get(name, 0) for name in group.layers) for group in free}
-        counts, reduction = latency_counts(free, scores, table, target.value, options, macs)
+        group_macs = {group.id: sum(prepared.own_macs.get(name, 0) for name in group.layers) for group in free}
+        counts, reduction = latency_counts(free, scores, table, target.value, options, group_macs)
         plans, notes = decide_channels(prepared.groups, scores, 0.0, options, counts)
         params, macs = predict_size(prepared.model, prepared.graph, prepared.groups, plans, prepared.own_macs)
         halp = (
