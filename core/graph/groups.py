@@ -17,6 +17,7 @@ from functools import partial
 import torch
 import torch_pruning as tp
 from torch import nn
+from torch_pruning.dependency import group as tp_group
 from torch_pruning.dependency import index_mapping
 
 from secateur.core.common.errors import Cancelled, InputError, first_line
@@ -267,6 +268,34 @@ def _bounded(call: Callable[[object, list], list]) -> Callable[[object, list], l
 
 
 _patch_once(index_mapping._FlattenIndexMapping, "__call__", _bounded)
+
+
+# Far more dependencies than any real group holds (maxvit_t's largest has 3,122, vit_h_14's 1,324): a
+# group past this is Torch-Pruning revisiting the same layers with ever new index sets.
+MAX_GROUP_ITEMS = 10_000
+
+
+def _capped(add_dep: Callable[[tp.Group, object, list], None]) -> Callable[[tp.Group, object, list], None]:
+    """Torch-Pruning 1.6's ``Group.add_dep``, refusing to grow a group past ``MAX_GROUP_ITEMS`` while mapping it.
+
+    timm's rexnet_100 adds each block's output to a slice of its input and
+    concatenates the rest: each path through the blocks reaches the layers with
+    other indices, so the group grows with the number of paths (50 k
+    dependencies after 200 s for its first root, each checked against all the
+    others), and collecting its groups ran for 45 minutes without an end.
+    Refused, the root is reported and kept whole like any other root
+    Torch-Pruning cannot map.
+    """
+
+    def capped(group: tp.Group, dep: object, idxs: list) -> None:
+        if _mapping.get() is not None and len(group.items) >= MAX_GROUP_ITEMS:
+            raise OverflowError(f"the group reaches more than {MAX_GROUP_ITEMS} layer dependencies")
+        add_dep(group, dep, idxs)
+
+    return capped
+
+
+_patch_once(tp_group.Group, "add_dep", _capped)
 
 
 # The graphs whose index mappings are up to date while groups are collected (nothing is cut meanwhile).

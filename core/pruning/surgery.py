@@ -20,6 +20,7 @@ from secateur.core.common.errors import InputError, WorkError, first_line
 from secateur.core.graph.attention import HEADS_SUFFIX, head_edit_replay, replace_module
 from secateur.core.graph.blocks import block_bypass
 from secateur.core.graph.groups import build_dependency_graph, dependency_groups
+from secateur.core.graph.width_attributes import sync_width_attributes, width_attributes
 from secateur.core.pruning.checks import check_group
 from secateur.core.pruning.contract import EditReplayer
 from secateur.core.pruning.plan import GroupPlan, PruningPlan
@@ -67,6 +68,7 @@ def prune_channel_groups(model: nn.Module, graph: tp.DependencyGraph, removed_by
     """Remove channels from the groups rooted at the named layers, in place, through ``graph``."""
     modules = dict(model.named_modules())
     names = {module: name for name, module in modules.items()}
+    widths = width_attributes(model)
     for group_id, removed in removed_by_group.items():
         if not removed:
             continue
@@ -80,6 +82,7 @@ def prune_channel_groups(model: nn.Module, graph: tp.DependencyGraph, removed_by
             raise
         except Exception as error:
             raise SurgeryFailed(group_id, _failing_layer(error, names) or group_id, error) from error
+    sync_width_attributes(widths)
 
 
 def _failing_layer(error: BaseException, names: dict[nn.Module, str]) -> str:

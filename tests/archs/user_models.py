@@ -387,3 +387,65 @@ class TokenMixer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x).flatten(2).transpose(1, 2)
         return self.head(self.norm(self.blocks(x)).mean(1))
+
+
+class _ShapedScale(nn.Module):
+    """timm's metaformer ``Scale``: the width is repeated in a plain ``shape`` attribute that forward reads."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.shape = (dim, 1, 1)
+        self.scale = nn.Parameter(torch.linspace(0.5, 1.5, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale.view(self.shape)
+
+
+class ShapedScaleNet(nn.Module):
+    """timm's poolformer in small: a residual stream and an inner MLP, each scaled through ``Scale``."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.fc1, self.fc2 = nn.Conv2d(16, 32, 1), nn.Conv2d(32, 16, 1)
+        self.inner_scale, self.res_scale = _ShapedScale(32), _ShapedScale(16)
+        self.head = nn.Linear(16, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = self.res_scale(x) + self.fc2(self.inner_scale(torch.relu(self.fc1(x))))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def shaped_scale_net(num_classes: int = 10) -> nn.Module:
+    return ShapedScaleNet(num_classes)
+
+
+class _SliceResidual(nn.Module):
+    """timm's rexnet block: the output is added to a slice of it as wide as the input, the rest concatenated."""
+
+    def __init__(self, channels_in: int, channels_out: int) -> None:
+        super().__init__()
+        self.channels_in = channels_in
+        self.conv = nn.Sequential(nn.Conv2d(channels_in, channels_out, 1), nn.BatchNorm2d(channels_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv(x)
+        return torch.cat([out[:, : self.channels_in] + x, out[:, self.channels_in :]], dim=1)
+
+
+class SliceResidualNet(nn.Module):
+    """timm's rexnet_100 in small: each block widens the stream by two channels through a slice and a concatenation."""
+
+    def __init__(self, num_classes: int = 10, blocks: int = 4) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.blocks = nn.Sequential(*(_SliceResidual(8 + 2 * b, 10 + 2 * b) for b in range(blocks)))
+        self.head = nn.Linear(8 + 2 * blocks, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)).mean(dim=(2, 3)))
+
+
+def slice_residual_net(num_classes: int = 10) -> nn.Module:
+    return SliceResidualNet(num_classes)
