@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--latency-table",
         action="store_true",
         help="time each group's layers at a few widths (cached per device) and keep channel counts where latency "
-        "steps down; with --latency-reduction, plan by the table (HALP knapsack) instead of timing candidates",
+        "steps down; with --latency-reduction, plan by the table (HALP knapsack), timed and corrected to ±3 points",
     )
     prune.add_argument("--max-layer-ratio", type=float, default=0.9, help="at most this fraction of a layer goes (0.9)")
     prune.add_argument("--min-channels", type=_positive_int, default=1, help="keep at least this many channels (1)")

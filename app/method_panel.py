@@ -93,8 +93,8 @@ class MethodPanel(QWidget):
         self.latency_table = QCheckBox("plan from the latency table (HALP)")
         self.latency_table.setToolTip(
             "time each group's layers once at a few widths (cached per device), snap channel counts to the widths "
-            "where latency steps down and keep the most importance under the budget; unchecked: time candidate "
-            "pruned models"
+            "where latency steps down and keep the most importance under the budget, then time that plan and "
+            "correct it to within ±3 points; unchecked: time candidate pruned models at one channel ratio"
         )
         self.global_ranking = QCheckBox("rank channels globally")
         self.recalibrate = QCheckBox("recalibrate BatchNorm after apply")

@@ -22,6 +22,7 @@ from secateur.core.common.progress import Progress
 from secateur.core.graph.groups import GroupInfo
 from secateur.core.graph.macs import trace_modules
 from secateur.core.model.demo_architectures import DemoVGG
+from secateur.core.pruning import latency
 from secateur.core.pruning import latency_table as lt
 from secateur.core.pruning.halp import knapsack, latency_counts
 from secateur.core.pruning.plan import GroupPlan, PlanOptions, PruningPlan, Target, rounded
@@ -227,13 +228,19 @@ def test_with_time_proportional_to_macs_the_knapsack_cuts_every_group_alike() ->
     assert raw != counts  # comparable scores keep HALP's own value: the sum of what is kept
 
 
-def test_a_latency_target_by_table_lands_on_its_predicted_size(vgg, tmp_path) -> None:
+def test_a_latency_target_by_table_is_met_by_measurement_and_lands_on_its_predicted_size(
+    vgg, tmp_path, macs_clock
+) -> None:
+    """The table predicts, the measurement decides: the table's staircase clock and the measuring clock (MACs)
+    disagree here, as the demo's real table and its measured plans did (33.7% predicted, 25-29% measured), so
+    the knapsack's own goal is corrected until the measured reduction is within 3 points."""
     workspace, scores = vgg
-    table, _ = workspace.latency_table(1, folder=tmp_path, timer=staircase)
+    workspace.latency_table(1, folder=tmp_path, timer=staircase)
     plan = workspace.plan(scores, Target("latency", 0.3), PlanOptions(latency_table=True), "l1")
-    assert "HALP knapsack on the latency table" in plan.notes[-1]
-    counts = {gid: len(g.kept) for gid, g in plan.groups.items()}
-    assert 1 - table.predict(counts) / table.base_ms >= 0.27
+    assert "HALP knapsack on the latency table" in plan.notes[-2]
+    assert plan.notes[-1].startswith("latency target 0.3: table goal ") and "ms before" in plan.notes[-1]
+    assert abs(1 - plan.predicted_macs / workspace.macs - 0.3) <= latency.LATENCY_TOLERANCE  # what was measured
+    assert len(macs_clock.reductions) > 1 and abs(macs_clock.reductions[0] - 0.3) > latency.LATENCY_TOLERANCE / 2
     pruned = workspace.apply(plan).model
     assert sum(p.numel() for p in pruned.parameters()) == plan.predicted_params
     assert trace_modules(pruned, workspace.example)[""].macs == plan.predicted_macs
@@ -242,7 +249,7 @@ def test_a_latency_target_by_table_lands_on_its_predicted_size(vgg, tmp_path) ->
         assert not group.removed or values[group.kept].min() >= values[group.removed].max()
 
 
-def test_a_latency_target_by_table_leaves_the_users_groups_to_the_user(vgg, tmp_path) -> None:
+def test_a_latency_target_by_table_leaves_the_users_groups_to_the_user(vgg, tmp_path, macs_clock) -> None:
     """A group locked by a member layer's name stays whole; one with the user's own ratio gets that ratio."""
     workspace, scores = vgg
     workspace.latency_table(1, folder=tmp_path, timer=staircase)

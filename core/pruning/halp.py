@@ -103,6 +103,30 @@ def _group_costs(
     return costs
 
 
+def _allowed_widths(group: GroupInfo, table: LatencyTable, options: PlanOptions) -> tuple[int, ...]:
+    """The table's step-down widths of a group that keep at least the plan's floor (full width always)."""
+    floor = fewest_kept(group.channels, options)
+    return tuple(w for w in table.groups[group.id].step_downs() if w >= floor)
+
+
+def _choices(
+    groups: list[GroupInfo], scores: Scores, table: LatencyTable, options: PlanOptions, macs: Mapping[str, float]
+) -> dict[str, tuple[tuple[int, ...], list[float]]]:
+    """Each group's widths the knapsack may pick (the table's step-downs above the floor) and their values."""
+    choices = {}
+    for group in groups:
+        widths = _allowed_widths(group, table, options)
+        size = max(float(macs.get(group.id, 0.0)), 1.0)
+        choices[group.id] = (widths, _values(group, scores, widths, options.raw_scores, size))
+    return choices
+
+
+def table_reach(groups: list[GroupInfo], table: LatencyTable, options: PlanOptions) -> float:
+    """The most latency the table predicts these groups can save, each at its narrowest allowed width."""
+    narrowest = {group.id: _allowed_widths(group, table, options)[0] for group in groups}
+    return 1.0 - table.predict(narrowest) / table.base_ms
+
+
 def latency_counts(
     groups: list[GroupInfo],
     scores: Scores,
@@ -110,19 +134,18 @@ def latency_counts(
     goal: float,
     options: PlanOptions,
     macs: Mapping[str, float],
+    refuse_short: bool = True,
 ) -> tuple[dict[str, int], float]:
     """Channels kept per group so that the table predicts ``goal`` less latency, and the predicted reduction.
+
+    Short of the goal by more than 3 points, it refuses (``refuse_short``) or
+    returns what it reached (a search that measures the plans).
 
     ``groups`` are those the knapsack may narrow (scored, unlocked, not
     overridden, in the table); every other group stays whole. ``macs``: each
     group's layers' MACs, what its scores are weighed by unless they are raw.
     """
-    choices = {}
-    for group in groups:
-        floor = fewest_kept(group.channels, options)
-        widths = tuple(w for w in table.groups[group.id].step_downs() if w >= floor)
-        size = max(float(macs.get(group.id, 0.0)), 1.0)
-        choices[group.id] = (widths, _values(group, scores, widths, options.raw_scores, size))
+    choices = _choices(groups, scores, table, options, macs)
     current = {group.id: group.channels for group in groups}
     for fraction in SCHEDULE:
         budget = table.base_ms * (1.0 - goal * fraction)
@@ -135,9 +158,8 @@ def latency_counts(
             break
         current = {gid: widths[option] for (gid, (widths, _)), option in zip(choices.items(), picked, strict=True)}
     reduction = 1.0 - table.predict(current) / table.base_ms
-    if reduction < goal - 0.03:
-        smallest = {gid: widths[0] for gid, (widths, _) in choices.items()}
-        most = 1.0 - table.predict(smallest) / table.base_ms
+    if refuse_short and reduction < goal - 0.03:
+        most = table_reach(groups, table, options)
         raise InputError(
             f"--latency-reduction {goal}: the latency table predicts at most {most:.3f} less latency with these "
             f"limits (reached {reduction:.3f}); raise --max-layer-ratio or aim lower"

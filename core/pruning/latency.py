@@ -105,56 +105,68 @@ def plan_for_latency(
     example: torch.Tensor,
     plan_at: Callable[[float], PruningPlan],
     target: Target,
-    max_ratio: float,
+    max_value: float,
     batch_size: int = 1,
     progress: Progress = SILENT,
     rounds: int = 15,
+    start: float | None = None,
+    knob: str = "channel ratio",
 ) -> PruningPlan:
     """The plan whose measured latency reduction is within ±3 points of ``target.value``.
 
-    ``plan_at(ratio)`` makes the method's plan at a channel ratio; each
-    candidate is applied to a copy of ``model`` and timed against it.
+    ``plan_at(value)`` makes the method's plan at a value of ``knob`` in
+    [0, ``max_value``] (a channel ratio, or the latency table's own goal),
+    whose reduction grows with it; each candidate is applied to a copy of
+    ``model`` and timed against it. The search measures ``start`` first when
+    given (the table's prediction is usually close), else the largest value,
+    and bisects from there.
     """
     goal = target.value
     batch = torch.randn((batch_size, *example.shape[1:]), generator=torch.Generator().manual_seed(0))
     batch = batch.to(example.device)
     measured: list[tuple[float, PruningPlan, TimedPair]] = []
 
-    def measure(ratio: float) -> float:
+    def measure(value: float) -> float:
         progress.check()
-        plan = plan_at(ratio)
+        plan = plan_at(value)
         pruned, _ = apply_plan(model, plan, example)
         pair = time_interleaved(model, pruned, batch, rounds, check=progress.check)
-        measured.append((ratio, plan, pair))
+        measured.append((value, plan, pair))
         progress("latency target: timing candidate plans", len(measured), MAX_CANDIDATES)
         return pair.reduction
 
-    low, high = 0.0, max_ratio
+    def close() -> bool:
+        return any(abs(pair.reduction - goal) <= LATENCY_TOLERANCE / 2 for _, _, pair in measured)
+
+    low, high = 0.0, max_value
     progress("latency target: timing candidate plans", 0, MAX_CANDIDATES)  # a candidate can take seconds
-    if measure(high) < goal - LATENCY_TOLERANCE:
-        best = max(pair.reduction for _, _, pair in measured)
-        raise InputError(
-            f"--latency-reduction {goal}: cannot be reached with these scores and limits; the most removed "
-            f"(ratio {max_ratio}) measured {best:.3f} less latency "
-            "(aim lower, or let more of a layer go: --max-layer-ratio)"
-        )
-    while len(measured) < MAX_CANDIDATES:
+    if start is not None:
+        if measure(start) > goal:
+            high = start
+        else:
+            low = start
+    if high == max_value and not close():  # is the goal reachable at all?
+        most = measured[-1][2].reduction if start == max_value else measure(max_value)
+        if most < goal - LATENCY_TOLERANCE:
+            raise InputError(
+                f"--latency-reduction {goal}: cannot be reached with these scores and limits; the most removed "
+                f"({knob} {max_value:.3g}) measured {most:.3f} less latency "
+                "(aim lower, or let more of a layer go: --max-layer-ratio)"
+            )
+    while len(measured) < MAX_CANDIDATES and not close():
         middle = (low + high) / 2
-        reduction = measure(middle)
-        if abs(reduction - goal) <= LATENCY_TOLERANCE / 2:
-            break
-        if reduction < goal:
+        if measure(middle) < goal:
             low = middle
         else:
             high = middle
-    ratio, plan, pair = min(measured, key=lambda item: (abs(item[2].reduction - goal), item[0]))
+    value, plan, pair = min(measured, key=lambda item: (abs(item[2].reduction - goal), item[0]))
     if abs(pair.reduction - goal) > LATENCY_TOLERANCE:
-        raise InputError(_missed(goal, [(ratio, pair.reduction) for ratio, _, pair in measured]))
-    note = f"latency target {goal}: channel ratio {ratio:.3f}; " + pair.describe(batch_size, example.device)
+        raise InputError(_missed(goal, [(value, pair.reduction) for value, _, pair in measured], knob))
+    note = f"latency target {goal}: {knob} {value:.3f}; " + pair.describe(batch_size, example.device)
     return plan.with_notes(note)
 
 
-def _missed(goal: float, reductions: list[tuple[float, float]]) -> str:
+def _missed(goal: float, reductions: list[tuple[float, float]], knob: str) -> str:
     """Why no candidate came within tolerance: the measured reduction jumps across the goal between two ratios.
 
     On the demo at batch 1, channel ratio 0.373 measured 27% less latency and
@@ -167,13 +179,14 @@ def _missed(goal: float, reductions: list[tuple[float, float]]) -> str:
     if below is None or above is None:
         ratio, reduction = min(reductions, key=lambda item: abs(item[1] - goal))
         return (
-            f"--latency-reduction {goal:.3g}: the nearest measured reduction is {reduction:.3f} at channel ratio "
+            f"--latency-reduction {goal:.3g}: the nearest measured reduction is {reduction:.3f} at {knob} "
             f"{ratio:.3f}; aim for another target, or time more runs: --latency-runs"
         )
+    by_table = "plan from the latency table (--latency-table), which mixes widths per layer, "
+    table_hint = by_table if knob == "channel ratio" else ""
     return (
-        f"--latency-reduction {goal:.3g}: the measured reduction jumps from {below[1]:.3f} at channel ratio "
-        f"{below[0]:.3f} to {above[1]:.3f} at {above[0]:.3f}, so no ratio in between is within ±{LATENCY_TOLERANCE} "
+        f"--latency-reduction {goal:.3g}: the measured reduction jumps from {below[1]:.3f} at {knob} "
+        f"{below[0]:.3f} to {above[1]:.3f} at {above[0]:.3f}, so no {knob} in between is within ±{LATENCY_TOLERANCE} "
         f"(the kernels change with the channel counts, or the timings are noisy); aim for {below[1]:.2f} or "
-        f"{above[1]:.2f}, plan from the latency table (--latency-table), which mixes widths per layer, "
-        "or time more runs: --latency-runs"
+        f"{above[1]:.2f}, {table_hint}or time more runs: --latency-runs"
     )
