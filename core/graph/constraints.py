@@ -181,7 +181,10 @@ def index_past_width(group: tp.Group, graph: tp.DependencyGraph) -> tuple[nn.Mod
     for item in group:
         module = item.dep.target.module
         width = _pruned_width(module, graph.is_out_channel_pruning_fn(item.dep.handler))
-        largest = max((int(index) for index in item.idxs), default=-1)
-        if width is not None and largest >= width:
+        if width is None or not item.idxs:
+            continue
+        largest = max(item.idxs)  # in C: the indices are ints, or (index, root index) pairs, compared index first
+        largest = int(largest[0] if isinstance(largest, tuple) else largest)
+        if largest >= width:
             return module, width, largest
     return None
