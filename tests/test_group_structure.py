@@ -259,12 +259,20 @@ def test_a_concatenation_with_a_depthwise_convolution_of_itself_is_kept_whole_wi
     assert {g.id for g in workspace.groups if g.prunable} == {"stem.0", "mix"}
 
 
-def test_a_group_mapped_past_a_layers_width_is_kept_whole_with_the_reason() -> None:
-    """timm's MLP-Mixer: Torch-Pruning followed the 32-channel stream into the token MLP on the transposed
-    tensor (16 wide), and scoring indexed past it; that group stays whole, the others still prune exactly."""
-    workspace = Workspace(user_models.TokenMixer().eval(), (3, 16, 16))
+@pytest.mark.parametrize(
+    ("channels", "reason"),
+    [
+        (32, "Torch-Pruning maps its channels past blocks.1.tokens_out's 16 (index 31)"),  # fewer tokens
+        (8, "Torch-Pruning maps its 8 channels onto blocks.1.tokens_out's 16, with no concatenation"),  # more
+    ],
+)
+def test_a_group_mapped_through_a_transpose_is_kept_whole_with_the_reason(channels: int, reason: str) -> None:
+    """timm's MLP-Mixer: Torch-Pruning followed the channel stream into the token MLP on the transposed tensor
+    (16 tokens). With 32 channels scoring indexed past the token layer; with 8 the cut took tokens and the
+    pruned model no longer ran. That group stays whole, the others still prune exactly."""
+    workspace = Workspace(user_models.TokenMixer(channels=channels).eval(), (3, 16, 16))
     reasons = {g.id: g.locked_because for g in workspace.groups}
-    assert reasons["blocks.1.channels_out"].startswith("Torch-Pruning maps its channels past blocks.1.tokens_out's 16")
+    assert reasons["blocks.1.channels_out"].startswith(reason)
     scores = workspace.score(load_registry().method("l1")).scores
     plan = workspace.plan(scores, Target("ratio", 0.5), PlanOptions(), "l1")
     pruned = workspace.apply(plan).model

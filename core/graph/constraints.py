@@ -188,3 +188,33 @@ def index_past_width(group: tp.Group, graph: tp.DependencyGraph) -> tuple[nn.Mod
         if largest >= width:
             return module, width, largest
     return None
+
+
+# Nodes past which a group's channels are only part of a member's width (a flatten instead maps them to all of it).
+_PARTIAL = {
+    tp.ops.OPTYPE.CONCAT, tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.SLICE, tp.ops.OPTYPE.UNBIND, tp.ops.OPTYPE.EXPAND,
+}  # fmt: skip
+
+
+def width_mismatch(group: tp.Group, graph: tp.DependencyGraph) -> tuple[nn.Module, int, int] | None:
+    """A member wider or narrower than the indices mapped into it, with no concatenation or split between.
+
+    (layer, its width, the group's channels), or None; ``group`` holds all of its
+    root's channels. timm's MLP-Mixer with more tokens than channels: Torch-Pruning
+    reads the transpose before the token MLP as the identity and maps an
+    8-channel group onto the token layer's 16 inputs; cutting channels cut tokens,
+    and the pruned model no longer ran. A flatten before a Linear maps the
+    channels onto all of its inputs; only concatenations, splits and slices
+    leave part of a member outside the group.
+    """
+    if any(node.type in _PARTIAL for item in group for node in (item.dep.source, item.dep.target)):
+        return None
+    channels = _pruned_width(group[0].dep.target.module, True)
+    if channels is None:
+        return None
+    for item in group:
+        module = item.dep.target.module
+        width = _pruned_width(module, graph.is_out_channel_pruning_fn(item.dep.handler))
+        if width is not None and width != len(item.idxs):
+            return module, width, channels
+    return None

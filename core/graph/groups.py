@@ -30,6 +30,7 @@ from secateur.core.graph.constraints import (
     passes_shuffle,
     passes_slice,
     passes_split,
+    width_mismatch,
 )
 from secateur.core.graph.timm_layers import timm_attention_lock
 from secateur.core.graph.trace_spy import spying_trace
@@ -427,6 +428,15 @@ def dependency_groups(
             note = f"group {names[root]} kept whole: {timm_lock}"
             groups.append(GroupInfo(names[root], channels, members, False, out_layers, None, timm_lock))
             groups[-1].plan_note = note
+            continue
+        mismatch = width_mismatch(group, graph)
+        if mismatch is not None:  # last: a group another rule locks says that rule's reason
+            layer, width, _ = mismatch
+            reason = (
+                f"Torch-Pruning maps its {channels} channels onto {names.get(layer, 'a layer')}'s {width}, with no "
+                "concatenation, split or slice between: a transpose it reads as the identity"
+            )
+            groups.append(GroupInfo(names[root], channels, members, False, out_layers, None, reason))
             continue
         groups.append(GroupInfo(names[root], channels, members, True, out_layers, group, blocks=blocks))
     for name, module in model.named_modules():

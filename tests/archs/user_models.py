@@ -377,12 +377,12 @@ class _MixerBlock(nn.Module):
 class TokenMixer(nn.Module):
     """timm's MLP-Mixer in small: a token MLP on the transposed (B, C, N) tensor, 32 channels over 16 tokens."""
 
-    def __init__(self, num_classes: int = 10) -> None:
+    def __init__(self, num_classes: int = 10, channels: int = 32) -> None:
         super().__init__()
-        self.stem = nn.Conv2d(3, 32, 4, stride=4)
-        self.blocks = nn.Sequential(_MixerBlock(32, 16), _MixerBlock(32, 16))
-        self.norm = nn.LayerNorm(32)
-        self.head = nn.Linear(32, num_classes)
+        self.stem = nn.Conv2d(3, channels, 4, stride=4)
+        self.blocks = nn.Sequential(_MixerBlock(channels, 16), _MixerBlock(channels, 16))
+        self.norm = nn.LayerNorm(channels)
+        self.head = nn.Linear(channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x).flatten(2).transpose(1, 2)
