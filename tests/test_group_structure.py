@@ -631,3 +631,13 @@ def test_a_group_that_grows_without_end_is_kept_whole_with_the_reason(monkeypatc
     capped = sorted(gid for gid, reason in reasons.items() if "more than 200 layer dependencies" in reason)
     assert capped == ["blocks.1.conv.0", "blocks.2.conv.0", "blocks.3.conv.0"]
     assert "through a slice" in reasons["blocks.0.conv.0"]
+
+
+def test_a_known_layers_tuples_are_not_taken_for_widths() -> None:
+    """A Conv1d of 3 outputs and kernel 3 has ``kernel_size == (3,)`` beside a bias of 3: not a width to follow."""
+    from secateur.core.graph.width_attributes import width_attributes
+
+    model = nn.Sequential(nn.Conv1d(4, 3, 3), user_models._ShapedScale(3))
+    assert [(type(found.module).__name__, found.attribute) for found in width_attributes(model)] == [
+        ("_ShapedScale", "shape")
+    ]

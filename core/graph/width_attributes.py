@@ -13,6 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from torch import nn
+from torch_pruning import ops
+
+# Layers whose own pruners keep their attributes; their tuples (a Conv1d's ``kernel_size == (3,)`` beside a
+# bias of 3) are not widths.
+KNOWN_LAYERS = (
+    ops.TORCH_CONV, ops.TORCH_BATCHNORM, ops.TORCH_LAYERNORM, ops.TORCH_GROUPNORM, ops.TORCH_INSTANCENORM,
+    ops.TORCH_PRELU, ops.TORCH_LINEAR, ops.TORCH_EMBED, ops.TORCH_LSTM, nn.MultiheadAttention,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -34,9 +42,14 @@ def _width_position(value: object, width: int) -> int | None:
 
 
 def width_attributes(model: nn.Module) -> list[WidthAttribute]:
-    """Every shape-like tuple attribute of a module whose one non-1 entry is the length of its own 1-D parameter."""
+    """Every shape-like tuple attribute of a module whose one non-1 entry is the length of its own 1-D parameter.
+
+    Only modules Torch-Pruning does not know: it cuts their parameters as bare tensors.
+    """
     found: list[WidthAttribute] = []
     for module in model.modules():
+        if isinstance(module, KNOWN_LAYERS):
+            continue
         vectors = {name: p.numel() for name, p in module.named_parameters(recurse=False) if p.dim() == 1}
         if not vectors:
             continue
