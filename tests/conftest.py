@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -100,3 +102,18 @@ def macs_clock(monkeypatch: pytest.MonkeyPatch) -> MacsClock:
 
     monkeypatch.setattr(latency, "time_interleaved", timed)
     return clock
+
+
+MODEL_MS = 10.0
+
+
+def staircase(module: nn.Module, batch: torch.Tensor) -> float:
+    """A clock whose layers cost by channel counts rounded up to 16 (as a GPU's tiles would)."""
+    if isinstance(module, nn.modules.conv._ConvNd):
+        per_group = module.in_channels // module.groups
+        return 1e-3 * math.ceil(module.out_channels / 16) * math.ceil(per_group / 16) * batch.shape[-1]
+    if isinstance(module, nn.Linear):
+        return 1e-3 * math.ceil(module.out_features / 16) * math.ceil(module.in_features / 16)
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return 1e-4 * math.ceil(module.num_features / 16)
+    return MODEL_MS

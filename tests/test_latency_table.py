@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import run_cli
+from conftest import MODEL_MS, run_cli, staircase
 from secateur.core.common.errors import Cancelled, InputError
 from secateur.core.common.progress import Progress
 from secateur.core.graph.groups import GroupInfo
@@ -30,20 +30,6 @@ from secateur.core.pruning.registry import load_registry
 from secateur.core.pruning.scoring import Scores
 from secateur.core.pruning.surgery import apply_plan
 from secateur.core.pruning.workspace import Workspace
-
-MODEL_MS = 10.0
-
-
-def staircase(module: nn.Module, batch: torch.Tensor) -> float:
-    """A clock whose layers cost by channel counts rounded up to 16 (as a GPU's tiles would)."""
-    if isinstance(module, nn.modules.conv._ConvNd):
-        per_group = module.in_channels // module.groups
-        return 1e-3 * math.ceil(module.out_channels / 16) * math.ceil(per_group / 16) * batch.shape[-1]
-    if isinstance(module, nn.Linear):
-        return 1e-3 * math.ceil(module.out_features / 16) * math.ceil(module.in_features / 16)
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        return 1e-4 * math.ceil(module.num_features / 16)
-    return MODEL_MS
 
 
 class Forbidden:

@@ -7,7 +7,7 @@ tests do not depend on the machine's load.
 
 from __future__ import annotations
 
-from conftest import scored_window
+from conftest import scored_window, staircase
 from secateur.app.window import MainWindow
 from secateur.core.pruning import latency
 from secateur.core.pruning.plan import PlanOptions, Target
@@ -37,6 +37,24 @@ def test_a_latency_target_is_planned_on_the_worker_and_shown(qtbot, window: Main
     assert {gid: g.kept for gid, g in plan.groups.items()} == {gid: g.kept for gid, g in expected.groups.items()}
     assert abs(1 - plan.predicted_macs / window.session.tree.macs - 0.4) <= latency.LATENCY_TOLERANCE + 1e-9
     assert "measured latency at batch 4" in window.panel.plan_info.text()
+
+
+def test_a_latency_target_by_table_is_timed_on_the_worker_and_shown(
+    qtbot, window: MainWindow, macs_clock, tmp_path
+) -> None:
+    """The table's plan is checked by timing too: the window shows the knapsack's note and the measured one."""
+    scored_window(qtbot, window)
+    window.session.workspace().latency_table(1, folder=tmp_path, timer=staircase)  # the table, not timed here
+    window.panel.latency_table.setChecked(True)
+    with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS) as done:
+        _choose_latency(window, 0.3, 1)
+    assert done.args == ["plan for latency"]
+    window.draw_now()
+    plan = window.session.plan
+    assert plan is not None and plan.target == Target("latency", 0.3) and macs_clock.reductions
+    assert abs(1 - plan.predicted_macs / window.session.tree.macs - 0.3) <= latency.LATENCY_TOLERANCE + 1e-9
+    assert "HALP knapsack on the latency table" in plan.notes[-2] and "table goal" in plan.notes[-1]
+    assert "measured latency at batch 1" in window.panel.plan_info.text()
 
 
 def test_cancelling_a_latency_plan_stops_it_and_keeps_no_plan(qtbot, window: MainWindow, macs_clock) -> None:
