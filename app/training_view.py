@@ -79,10 +79,13 @@ class TrainingView(pg.GraphicsLayoutWidget):
         epochs = log.epochs if log is not None else []
         accuracies = [r.val_accuracy for r in epochs]
         self.accuracy.setData([r.epoch for r in epochs], accuracies)
+        planned = log.total_steps / per_epoch if log is not None and log.total_steps else 0.0
+        planned = max(planned, float(log.planned_epochs) if log is not None else 0.0)
         if not len(x) and not epochs:
             self.ranges = dict.fromkeys(self.ranges)  # a new run starts on fresh axes
+            if planned:  # its epochs, at once: each axis whose range moves repaints its labels (a frame's time)
+                self._set_range("x", 0.0, planned, 1.0, self.loss_plot.setXRange, padding=EPOCH_PADDING)
             return
-        planned = log.total_steps / per_epoch if log is not None and log.total_steps else 0.0
         last = max([float(x.max()) if len(x) else 0.0, *(r.epoch for r in epochs), planned, 1.0])
         self._set_range("x", 0.0, last, 1.0, self.loss_plot.setXRange, padding=EPOCH_PADDING)
         finite = y[np.isfinite(y)]

@@ -62,6 +62,18 @@ def test_plot_holds_every_point_and_keeps_its_axes_while_loss_falls(qtbot) -> No
     assert accuracy_high < 101 and accuracy_low < 100  # 100 % sits inside the axis, which stops near 100
 
 
+def test_a_new_run_sets_its_epochs_axis_before_the_first_step(qtbot) -> None:
+    """Each axis whose range moves repaints its labels, a frame's time on the Qt thread while the worker trains:
+    the epochs are known at the start, so the first loss moves the loss axis alone."""
+    view = TrainingView()
+    qtbot.addWidget(view)
+    view.show_log(TrainingLog(planned_epochs=3))
+    x_range = view.loss_plot.viewRange()[0]
+    assert x_range[0] <= 0 and x_range[1] == pytest.approx(3.0, abs=0.2)
+    view.show_log(TrainingLog(steps_per_epoch=10, total_steps=30, planned_epochs=3, steps=[(1, 2.3)]))
+    assert view.loss_plot.viewRange()[0] == x_range and _inside(view.loss_plot.viewRange()[1], [2.3])
+
+
 def _pixels(view: TrainingView) -> np.ndarray:
     image = view.grab().toImage().convertToFormat(QImage.Format.Format_RGB32)
     rows = np.frombuffer(image.constBits(), np.uint8).reshape(image.height(), image.bytesPerLine())

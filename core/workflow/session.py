@@ -82,6 +82,7 @@ class TrainingLog:
     epochs: list[EpochRecord] = field(default_factory=list)
     steps_per_epoch: int = 0
     total_steps: int = 0  # the whole run's steps, when known (fine-tuning): the plot's x axis is fixed to it
+    planned_epochs: int = 0  # known before the first step, so the plot's x axis is set once, at the start
 
 
 @dataclass
@@ -483,7 +484,7 @@ class Session:
             raise InputError(f"--batch-size {batch_size}: must be at least 1")
         if self.data is None:
             raise InputError("open a data set first: fine-tuning needs one")
-        self.training = TrainingLog()
+        self.training = TrainingLog(planned_epochs=config.epochs)
         self.events.training.emit()
 
         def step(done: int, total: int, loss: float) -> None:
