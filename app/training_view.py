@@ -85,6 +85,8 @@ class TrainingView(pg.GraphicsLayoutWidget):
             self.ranges = dict.fromkeys(self.ranges)  # a new run starts on fresh axes
             if planned:  # its epochs, at once: each axis whose range moves repaints its labels (a frame's time)
                 self._set_range("x", 0.0, planned, 1.0, self.loss_plot.setXRange, padding=EPOCH_PADDING)
+                # a percent axis until the first epoch's accuracy (minutes away) sets its own range
+                self.accuracy_plot.setYRange(0.0, 100.0, padding=0.02)
             return
         last = max([float(x.max()) if len(x) else 0.0, *(r.epoch for r in epochs), planned, 1.0])
         self._set_range("x", 0.0, last, 1.0, self.loss_plot.setXRange, padding=EPOCH_PADDING)

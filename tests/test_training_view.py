@@ -70,8 +70,14 @@ def test_a_new_run_sets_its_epochs_axis_before_the_first_step(qtbot) -> None:
     view.show_log(TrainingLog(planned_epochs=3))
     x_range = view.loss_plot.viewRange()[0]
     assert x_range[0] <= 0 and x_range[1] == pytest.approx(3.0, abs=0.2)
+    assert _inside(view.accuracy_plot.viewRange()[1], [0.0, 100.0])  # percent, not pyqtgraph's 0–1
     view.show_log(TrainingLog(steps_per_epoch=10, total_steps=30, planned_epochs=3, steps=[(1, 2.3)]))
     assert view.loss_plot.viewRange()[0] == x_range and _inside(view.loss_plot.viewRange()[1], [2.3])
+    first = TrainingLog(steps_per_epoch=10, total_steps=30, planned_epochs=3, steps=[(1, 2.3)])
+    first.epochs = [EpochRecord(epoch=1, train_loss=1.9, val_accuracy=61.0, val_loss=1.2)]
+    view.show_log(first)
+    low, high = view.accuracy_plot.viewRange()[1]
+    assert 50 < low <= 61 <= high < 70  # the first accuracy sets the axis's own range
 
 
 def _pixels(view: TrainingView) -> np.ndarray:
