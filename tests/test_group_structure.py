@@ -472,18 +472,21 @@ def test_groups_are_the_same_with_the_mappings_computed_once(monkeypatch, name: 
     assert 0 < updates_once == concats < updates_every_time, (updates_once, concats, updates_every_time)
 
 
-def test_the_shuffle_spy_is_active_only_while_the_model_runs() -> None:
+def test_the_spy_reads_shuffles_and_concatenation_sizes_from_the_pass_and_leaves_no_hook() -> None:
     model = user_models.shuffle_net()
-    depth_inside: list[int] = []
-    model.depthwise.register_forward_hook(lambda *_: depth_inside.append(torch._C._len_torch_function_stack()))
-    with spying_trace(model) as spy:
+    with torch.enable_grad(), spying_trace(model) as spy:
         model(torch.zeros(1, 3, 8, 8))
-        depth_after = torch._C._len_torch_function_stack()
-    assert depth_inside == [1] and depth_after == 0 and spy.shuffles()  # seen while running, gone after
-    model.depthwise.register_forward_hook(lambda *_: (_ for _ in ()).throw(RuntimeError("broken layer")))
-    with pytest.raises(RuntimeError, match="broken layer"), spying_trace(model):
-        model(torch.zeros(1, 3, 8, 8))
-    assert torch._C._len_torch_function_stack() == 0  # a failing forward does not leave the mode behind
+    assert not model._forward_hooks and spy.forward_done
+    view, transpose = spy.shuffles()  # one shuffle: its view and its transpose
+    assert (view.name(), transpose.name()) == ("ViewBackward0", "TransposeBackward0")
+    tracked = torch.zeros(1, 5, 4, 4, requires_grad=True) * 2
+    with torch.enable_grad():
+        joined = torch.cat([tracked, torch.ones(1, 3, 4, 4), tracked[:, :2]], dim=-3)  # a constant in the middle
+    assert spy.joined_sizes(joined.grad_fn) == [5, 3, 2]
+    assert spy.joined_sizes(tracked.grad_fn) is None  # not a concatenation
+    with torch.enable_grad():
+        two_constants = torch.cat([tracked, torch.ones(1, 3, 4, 4), torch.ones(1, 1, 4, 4)], dim=1)
+    assert spy.joined_sizes(two_constants.grad_fn) is None  # two unknowns: no guess
 
 
 @pytest.mark.parametrize("meta_first", [False, True])
