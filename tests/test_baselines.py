@@ -192,3 +192,19 @@ def test_group_magnitude_equals_torch_prunings_importance(p: int, bias: bool, on
         assert (expected is None) == (got is None), group.id
         if expected is not None:
             assert got.shape == expected.shape and torch.allclose(got, expected, rtol=1e-5, atol=1e-7), group.id
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "max"])
+def test_group_magnitude_reduces_items_in_order_or_not_as_torch_pruning_does(reduction: str) -> None:
+    """The in-order fast path and the scatter for permuted roots, partial roots and unmapped (None) roots."""
+    generator = torch.Generator().manual_seed(0)
+    scores = [torch.rand(6, generator=generator) for _ in range(5)]
+    roots = [list(range(6)), [5, 4, 3, 2, 1, 0], [0, 2, 4, 1, 3, 5], [0, None, 2, 3, 4, 5], list(range(6))]
+    options = {"p": 1, "group_reduction": reduction, "normalizer": None}
+    ours, reference = GroupMagnitude(**options), tp.importance.GroupMagnitudeImportance(**options)
+    expected = reference._reduce([s.clone() for s in scores], roots)
+    got = ours._reduce([s.clone() for s in scores], roots)
+    assert torch.equal(got, expected)  # the same additions in the same order: equal bits
+    if reduction != "max":  # the maximum is Torch-Pruning's own code
+        in_order = ours._reduce([scores[0], scores[4]], [roots[0], roots[4]])
+        assert torch.equal(in_order, (scores[0] + scores[4]) / (2 if reduction == "mean" else 1))

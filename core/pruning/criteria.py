@@ -9,6 +9,7 @@ way Torch-Pruning's group importances do (``group_reduction="mean"``,
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import cache
 
 import torch
 import torch.nn.functional as F
@@ -38,15 +39,51 @@ def _per_channel(weight: torch.Tensor, dim: int) -> torch.Tensor:
     return weight.sum(dim=[d for d in range(weight.dim()) if d != dim]) if weight.dim() > 1 else weight
 
 
+@cache
+def _in_order(length: int) -> list[int]:
+    """0, 1, …, length − 1: the indices of an item that covers its layer in order (compared, never changed)."""
+    return list(range(length))
+
+
+def _covers(idxs: list[int], length: int) -> bool:
+    """Whether ``idxs`` are all ``length`` positions in order (a list comparison in C, no tensor made)."""
+    return len(idxs) == length and idxs == _in_order(length)
+
+
+def _select(values: torch.Tensor, idxs: list[int]) -> torch.Tensor:
+    """``values[idxs]``, without the gather and its index tensor when ``idxs`` take every value in order."""
+    return values if _covers(idxs, len(values)) else values[idxs]
+
+
 class GroupMagnitude(tp.importance.GroupMagnitudeImportance):
     """Torch-Pruning's group magnitude importance: the same numbers, without copying each weight first.
 
     Torch-Pruning indexes or transposes a weight into a copy, takes ``abs()``
     and ``pow(p)`` of it (more copies) and then sums; on resnet50 its l1 scores
     took 136 ms at one thread, this 66 ms (vit_b_16: 236 and 62 ms), equal to
-    within 1e-6 relative (the sums run in another order). Reduction and
-    normalisation are Torch-Pruning's own.
+    within 1e-6 relative (the sums run in another order). Normalisation is
+    Torch-Pruning's own, and so is every reduction but the mean and the sum,
+    which skip the index tensors of items that cover the group in order
+    (every item of mobilenet_v2's groups: its l1 scores 21.8 → 7.8 ms, resnet50 74.8 → 43.1 ms,
+    medians of 21 interleaved, one thread).
     """
+
+    def _reduce(self, group_imp: list[torch.Tensor], group_idxs: list[list[int]]) -> torch.Tensor:
+        """Torch-Pruning's mean or sum of the items' scores at their root indices, in place where in order."""
+        if self.group_reduction not in ("mean", "sum") or not group_imp:
+            return super()._reduce(group_imp, group_idxs)
+        reduced = torch.zeros_like(group_imp[0], dtype=torch.float32)
+        counted = 0
+        for imp, root_idxs in zip(group_imp, group_idxs, strict=True):
+            imp = imp.to(reduced.device, dtype=reduced.dtype)
+            if _covers(root_idxs, len(reduced)):
+                reduced += imp
+            elif any(index is None for index in root_idxs):
+                continue  # as Torch-Pruning: an item it could not map back to the root is left out
+            else:
+                reduced.scatter_add_(0, torch.tensor(root_idxs, device=imp.device), imp)
+            counted += 1
+        return reduced / counted if self.group_reduction == "mean" else reduced
 
     @torch.no_grad()
     def __call__(self, group: tp.Group) -> torch.Tensor | None:
@@ -57,20 +94,20 @@ class GroupMagnitude(tp.importance.GroupMagnitudeImportance):
                 continue
             transposed = bool(getattr(layer, "transposed", False))
             if fn in OUT_CHANNELS:
-                local = _per_channel(_powered(layer.weight.data, self.p), 1 if transposed else 0)[idxs]
+                local = _select(_per_channel(_powered(layer.weight.data, self.p), 1 if transposed else 0), idxs)
             elif fn in IN_CHANNELS:
                 local = _per_channel(_powered(layer.weight.data, self.p), 0 if transposed else 1)
                 if fn == prune_fn.prune_conv_in_channels and layer.groups not in (1, layer.in_channels):
                     local = local.repeat(layer.groups)  # as Torch-Pruning does for grouped convolutions
-                local = local[idxs]
+                local = _select(local, idxs)
             elif fn in NORMS and (layer.affine if fn == NORMS[0] else layer.elementwise_affine):
-                local = _powered(layer.weight.data[idxs], self.p)
+                local = _powered(_select(layer.weight.data, idxs), self.p)
             else:
                 continue
             imps.append(local)
             roots.append(group[index].root_idxs)
             if self.bias and fn not in IN_CHANNELS and layer.bias is not None:
-                imps.append(_powered(layer.bias.data[idxs], self.p))
+                imps.append(_powered(_select(layer.bias.data, idxs), self.p))
                 roots.append(group[index].root_idxs)
         if not imps:
             return None
