@@ -11,6 +11,7 @@ projection.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -130,13 +131,15 @@ def is_attention(module: nn.Module) -> bool:
     return isinstance(module, ATTENTION_TYPES) or is_fused_qkv_attention(module)
 
 
-def head_internal(model: nn.Module, name: str, is_out: bool) -> str | None:
-    """The fused-qkv attention whose heads' dimensions this channel dependency cuts (qkv outputs, proj inputs)."""
+def head_internal(modules: Mapping[str, nn.Module], name: str, is_out: bool) -> str | None:
+    """The fused-qkv attention whose heads' dimensions this channel dependency cuts (qkv outputs, proj inputs).
+
+    ``modules``: the model's modules by name, the model itself as "".
+    """
     parent_name, _, child = name.rpartition(".")
     if child not in ("qkv", "proj", "gate", "norm"):
         return None
-    parent = model.get_submodule(parent_name) if parent_name else model
-    if not looks_fused_qkv(parent):
+    if not looks_fused_qkv(modules[parent_name]):
         return None
     return parent_name if (child == "proj") != is_out else None
 

@@ -9,7 +9,7 @@ itself: it asks ``torch_pruning.DependencyGraph``.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import partial
@@ -66,25 +66,27 @@ class GroupInfo:
         return result
 
 
-def _attention_member(model: nn.Module, name: str | None) -> str | None:
+def _attention_member(modules: Mapping[str, nn.Module], name: str | None) -> str | None:
     """The attention layer that ``name`` is, or whose projection it is; else None."""
     if name is None:
         return None
     for candidate in (name, name.rpartition(".")[0]):
-        if candidate and isinstance(model.get_submodule(candidate), ATTENTION_TYPES):
+        if candidate and isinstance(modules[candidate], ATTENTION_TYPES):
             return candidate
     return None
 
 
-def _lock_reason(model: nn.Module, graph: tp.DependencyGraph, group: tp.Group, names: dict[nn.Module, str]) -> str:
+def _lock_reason(
+    modules: Mapping[str, nn.Module], graph: tp.DependencyGraph, group: tp.Group, names: dict[nn.Module, str]
+) -> str:
     """Why a group's channels cannot be cut one by one ("" when they can)."""
     for item in group:
         name = names.get(item.dep.target.module)
-        attention = _attention_member(model, name)
+        attention = _attention_member(modules, name)
         if attention:
             return f"the attention embedding of {attention} (its channels go by whole heads)"
-        fused = head_internal(model, name, graph.is_out_channel_pruning_fn(item.dep.handler)) if name else None
-        if fused and is_attention(model.get_submodule(fused)):
+        fused = head_internal(modules, name, graph.is_out_channel_pruning_fn(item.dep.handler)) if name else None
+        if fused and is_attention(modules[fused]):
             return f"the heads of {fused} (cut by whole heads in the {fused}{HEADS_SUFFIX} group)"
         if fused:
             return f"the heads of {fused}, whose per-head tensors (such as a position bias) Secateur cannot cut yet"
@@ -391,6 +393,7 @@ def dependency_groups(
 ) -> list[GroupInfo]:
     """Every prunable group, then one locked group per layer in ``locked`` (the classifier)."""
     names = {module: name for name, module in model.named_modules()}
+    modules = dict(model.named_modules(remove_duplicate=False))  # by name, in a dict: get_submodule walks the path
     locked_modules = [model.get_submodule(name) for name in locked]
     groups: list[GroupInfo] = []
     token = _mapped_graphs.set(set())  # nothing is cut while the groups are collected
@@ -417,13 +420,13 @@ def dependency_groups(
             if graph.is_out_channel_pruning_fn(item.dep.handler) and name not in out_layers:
                 out_layers.append(name)
         channels = len(group[0].idxs)
-        reason = _lock_reason(model, graph, group, names)
+        reason = _lock_reason(modules, graph, group, names)
         blocks, unbalanced = (None, "") if reason else group_blocks(group, graph, names, channels)
         reason = reason or unbalanced
         if reason:
             groups.append(GroupInfo(names[root], channels, members, False, out_layers, None, reason))
             continue
-        timm_lock = next(filter(None, (timm_attention_lock(model, name) for name in members)), "")
+        timm_lock = next(filter(None, (timm_attention_lock(modules, name) for name in members)), "")
         if timm_lock:
             note = f"group {names[root]} kept whole: {timm_lock}"
             groups.append(GroupInfo(names[root], channels, members, False, out_layers, None, timm_lock))

@@ -10,6 +10,8 @@ groups that touch them locked, and the plan names them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from torch import nn
 
 from secateur.core.graph.attention import is_attention
@@ -22,12 +24,15 @@ def is_timm_attention(module: nn.Module) -> bool:
     return hasattr(module, "num_heads") and any(hasattr(module, name) for name in ("qkv", "q", "q_proj"))
 
 
-def timm_attention_lock(model: nn.Module, name: str | None) -> str:
-    """Why the group holding layer ``name`` is locked, if ``name`` is (in) a timm attention layer; else ''."""
+def timm_attention_lock(modules: Mapping[str, nn.Module], name: str | None) -> str:
+    """Why the group holding layer ``name`` is locked, if ``name`` is (in) a timm attention layer; else ''.
+
+    ``modules``: the model's modules by name.
+    """
     if not name:
         return ""
     for candidate in (name, name.rpartition(".")[0]):
-        if candidate and is_timm_attention(model.get_submodule(candidate)):
+        if candidate and is_timm_attention(modules[candidate]):
             return (
                 f"timm attention {candidate}: its q/k/v channels go by whole heads, and this variant of "
                 "timm's layout is not one Secateur prunes by heads; locked"
