@@ -9,7 +9,6 @@ way Torch-Pruning's group importances do (``group_reduction="mean"``,
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from functools import cache
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +18,7 @@ from torch_pruning.pruner import function as prune_fn
 
 from secateur.core.graph.attention import per_head, projection_weights
 from secateur.core.graph.groups import GroupInfo
+from secateur.core.graph.indices import covers_in_order
 from secateur.core.pruning.scoring import Scores, ScoringContext
 
 GRADIENT_CHUNK = 32  # images per forward/backward between two cancel checks (a 128-image batch takes ~2 s on one core)
@@ -39,20 +39,9 @@ def _per_channel(weight: torch.Tensor, dim: int) -> torch.Tensor:
     return weight.sum(dim=[d for d in range(weight.dim()) if d != dim]) if weight.dim() > 1 else weight
 
 
-@cache
-def _in_order(length: int) -> list[int]:
-    """0, 1, …, length − 1: the indices of an item that covers its layer in order (compared, never changed)."""
-    return list(range(length))
-
-
-def _covers(idxs: list[int], length: int) -> bool:
-    """Whether ``idxs`` are all ``length`` positions in order (a list comparison in C, no tensor made)."""
-    return len(idxs) == length and idxs == _in_order(length)
-
-
 def _select(values: torch.Tensor, idxs: list[int]) -> torch.Tensor:
     """``values[idxs]``, without the gather and its index tensor when ``idxs`` take every value in order."""
-    return values if _covers(idxs, len(values)) else values[idxs]
+    return values if covers_in_order(idxs, len(values)) else values[idxs]
 
 
 class GroupMagnitude(tp.importance.GroupMagnitudeImportance):
@@ -76,7 +65,7 @@ class GroupMagnitude(tp.importance.GroupMagnitudeImportance):
         counted = 0
         for imp, root_idxs in zip(group_imp, group_idxs, strict=True):
             imp = imp.to(reduced.device, dtype=reduced.dtype)
-            if _covers(root_idxs, len(reduced)):
+            if covers_in_order(root_idxs, len(reduced)):
                 reduced += imp
             elif any(index is None for index in root_idxs):
                 continue  # as Torch-Pruning: an item it could not map back to the root is left out

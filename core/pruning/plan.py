@@ -30,6 +30,7 @@ from secateur.core.graph.attention import head_scaled
 from secateur.core.graph.blocks import BlockInfo, stage_of
 from secateur.core.graph.constraints import Blocks
 from secateur.core.graph.groups import GroupInfo
+from secateur.core.graph.indices import covers_in_order
 from secateur.core.pruning.scoring import Scores
 
 MACS_TOLERANCE = 0.02
@@ -441,7 +442,10 @@ def _removed_per_layer(
         removed = set(plans[group.id].removed)
         for item in group.handle:
             module = item.dep.target.module
-            lost = sum(map(removed.__contains__, item.root_idxs)) if removed else 0  # a root may repeat: count all
+            if covers_in_order(item.root_idxs, group.channels):
+                lost = len(removed)
+            else:
+                lost = sum(map(removed.__contains__, item.root_idxs)) if removed else 0  # a root may repeat: count all
             entry = dims.setdefault(module, _LayerDims())
             if graph.is_out_channel_pruning_fn(item.dep.handler):
                 entry.out_removed += lost
