@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
+from PySide6.QtGui import QFontMetrics
 
 from secateur.app.plot_cache import cache_axes
 from secateur.core.workflow.session import TrainingLog
@@ -11,6 +12,8 @@ from secateur.core.workflow.session import TrainingLog
 # Room beyond the last epoch: with a grid, pyqtgraph hides a tick label that passes its axis's end at all,
 # and at 0.02 the last epoch's label ("1" of a one-epoch run) passed it and was never shown.
 EPOCH_PADDING = 0.05
+WIDEST_LABEL = "0.00005"  # the value axes' room: a loss near 1e-4 has labels this long; accuracy "100" fits
+ACCURACY_MARGIN = 1.0  # percent points between the lowest (highest) accuracy and the axis's rounded end
 SMOOTHING = 0.9  # weight of the running average in the smoothed loss (TensorBoard's default is 0.6–0.9)
 
 
@@ -67,7 +70,23 @@ class TrainingView(pg.GraphicsLayoutWidget):
         for plot in (self.loss_plot, self.accuracy_plot):
             plot.disableAutoRange()
         cache_axes(self.loss_plot, self.accuracy_plot)
+        self._fix_value_widths()
         self.ranges: dict[str, tuple[float, float] | None] = {"x": None, "loss": None, "accuracy": None}
+
+    def _fix_value_widths(self) -> None:
+        """Give both value axes one fixed width, room for a label as long as WIDEST_LABEL.
+
+        pyqtgraph sizes an axis to its labels after painting them: the first
+        paint of a run ("0" … "1" where "100" was) shrank the loss axis, which
+        laid the plot out again and painted every axis a second time in the
+        next frame (30 ms of stalls at a fine-tune's start). Fixed and equal,
+        the widths never move, and the two plots' epochs line up.
+        """
+        for plot in (self.loss_plot, self.accuracy_plot):
+            axis = plot.getAxis("left")
+            font = axis.style["tickFont"] or axis.font()
+            width = QFontMetrics(font).horizontalAdvance(WIDEST_LABEL) + 2
+            axis.setStyle(autoExpandTextSpace=False, tickTextWidth=width)
 
     def show_log(self, log: TrainingLog | None) -> None:
         steps = log.steps if log is not None else []
@@ -95,7 +114,9 @@ class TrainingView(pg.GraphicsLayoutWidget):
             top = float(finite.max())
             self._set_range("loss", 0.0, top, nice_step(top), self.loss_plot.setYRange)
         if accuracies:
-            self._set_range("accuracy", min(accuracies), max(accuracies), 5.0, self.accuracy_plot.setYRange, 100.0)
+            # a point's margin from the edges: a marker at a multiple of 5 (or at 100 %) sat half outside the plot
+            low, high = min(accuracies) - ACCURACY_MARGIN, max(accuracies) + ACCURACY_MARGIN
+            self._set_range("accuracy", low, high, 5.0, self.accuracy_plot.setYRange, 100.0, padding=0.05)
 
     def _set_range(
         self, axis: str, low: float, high: float, step: float, setter, ceiling: float = np.inf, padding: float = 0.02

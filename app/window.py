@@ -60,7 +60,7 @@ from secateur.core.pruning.plan import PlanOptions, Target
 from secateur.core.pruning.registry import Registry, load_registry
 from secateur.core.train.finetune import FinetuneConfig
 from secateur.core.workflow.finetune_run import torchrun_command, torchrun_text
-from secateur.core.workflow.session import Session
+from secateur.core.workflow.session import Session, TrainingLog
 
 SWEEP_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 MAX_RECENT = 8
@@ -923,7 +923,6 @@ class MainWindow(QMainWindow):
         if isinstance(choice, int):
             choice = FinetuneChoice(FinetuneConfig(epochs=choice))
         config = choice.config
-        self.tabs.setCurrentWidget(self.training)
 
         def done(result) -> None:
             self.statusBar().showMessage(f"fine-tuned: best epoch {result.best_epoch}", 8000)
@@ -931,7 +930,12 @@ class MainWindow(QMainWindow):
         def job(progress: Progress):
             return session.finetune(config, progress, batch_size=choice.batch_size, seed=choice.seed)
 
-        self._run(f"fine-tune {config.epochs} epoch(s)", job, done)
+        started = self._run(f"fine-tune {config.epochs} epoch(s)", job, done)
+        if started is None:
+            return
+        if started is self.job:  # the session starts the run's log on the worker now: its axes, before the tab shows
+            self.training.show_log(TrainingLog(planned_epochs=config.epochs))  # one first paint, not two
+        self.tabs.setCurrentWidget(self.training)
 
     def cluster_command(self, processes: int, epochs: int) -> str:
         """The ``torchrun`` line that fine-tunes the current model on a cluster node (the model as saved)."""

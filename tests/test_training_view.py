@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pyqtgraph as pg
 import pytest
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QApplication, QGraphicsItem
-from test_window_fits import _drawn_labels
+from test_window_fits import _drawn_labels, draw_specs
 
 from secateur.app.plot_cache import AXES
 from secateur.app.training_view import TrainingView, grown_range, nice_step
@@ -114,6 +115,33 @@ def test_cached_axes_draw_what_uncached_axes_draw_as_the_ranges_grow(qtbot) -> N
         assert differing <= 4, f"after step {step}: {differing} pixels differ"
 
 
+def _drawn_lines(axis) -> int:
+    return len(draw_specs(axis)[1])
+
+
+def test_the_grid_draws_labelled_ticks_and_one_level_between_with_every_label(qtbot) -> None:
+    """pyqtgraph's third tick level drew most of the grid's lines (each with its own pen), faint to invisible."""
+    ours, default = TrainingView(), TrainingView()
+    for view in (ours, default):
+        qtbot.addWidget(view)
+        view.resize(420, 560)
+        view.show()
+        log = TrainingLog(steps_per_epoch=10, total_steps=70)
+        log.steps = [(step, 4.0 / step) for step in range(1, 71)]
+        log.epochs = [EpochRecord(epoch=e, train_loss=1.0, val_accuracy=40.0 + e, val_loss=1.0) for e in range(1, 8)]
+        view.show_log(log)
+    axes = [plot.getAxis(name) for plot in (ours.loss_plot, ours.accuracy_plot) for name in AXES]
+    defaults = [plot.getAxis(name) for plot in (default.loss_plot, default.accuracy_plot) for name in AXES]
+    for axis in defaults:
+        axis.setStyle(maxTickLevel=2)  # pyqtgraph's own
+    QApplication.processEvents()
+    for axis, reference in zip(axes, defaults, strict=True):
+        labels = _drawn_labels(axis)
+        assert labels == _drawn_labels(reference) and labels
+        lines = _drawn_lines(axis)
+        assert len(labels) <= lines <= 3 * len(labels) and 3 * lines < _drawn_lines(reference), (labels, lines)
+
+
 @pytest.mark.parametrize("epochs", [1, 3, 12])
 def test_the_last_epoch_is_labelled_on_both_plots(qtbot, epochs: int) -> None:
     """With a grid, pyqtgraph hides a label passing its axis's end: a one-epoch run's "1" was never shown."""
@@ -129,3 +157,44 @@ def test_the_last_epoch_is_labelled_on_both_plots(qtbot, epochs: int) -> None:
     for plot in (view.loss_plot, view.accuracy_plot):
         labels = _drawn_labels(plot.getAxis("bottom"))
         assert any(float(label) == epochs for label in labels), (epochs, labels)
+
+
+def test_the_value_axes_keep_one_width_as_their_labels_change(qtbot) -> None:
+    """pyqtgraph shrank an axis to its labels after painting them ("100" → "12"), laying the plot out again."""
+    view = TrainingView()
+    qtbot.addWidget(view)
+    view.resize(420, 560)
+    view.show()
+    log = TrainingLog(planned_epochs=2)
+    view.show_log(log)
+    QApplication.processEvents()
+    view.grab()  # painted: pyqtgraph measures its labels when it paints them
+    widths = {plot.getAxis("left").width() for plot in (view.loss_plot, view.accuracy_plot)}
+    log.steps_per_epoch, log.total_steps = 10, 20
+    log.steps = [(step, 0.001 * step) for step in range(1, 11)]
+    log.epochs = [EpochRecord(epoch=1, train_loss=1.0, val_accuracy=12.5, val_loss=1.0)]
+    view.show_log(log)
+    QApplication.processEvents()
+    view.grab()
+    assert _drawn_labels(view.accuracy_plot.getAxis("left"))[0] != "0"  # the labels did change
+    after = {plot.getAxis("left").width() for plot in (view.loss_plot, view.accuracy_plot)}
+    assert len(widths) == 1 and after == widths  # one width for both, unchanged
+
+
+@pytest.mark.parametrize("accuracies", [[10.0, 40.0], [60.0, 100.0]])
+def test_accuracy_markers_are_drawn_whole_inside_the_plot(qtbot, accuracies: list[float]) -> None:
+    """A marker at a multiple of 5 (or at 100 %) sat on the axis's rounded end, half outside the plot."""
+    view = TrainingView()
+    qtbot.addWidget(view)
+    view.resize(420, 560)
+    view.show()
+    log = TrainingLog(steps_per_epoch=10, total_steps=20, steps=[(1, 1.0)])
+    log.epochs = [EpochRecord(epoch=e, train_loss=1, val_accuracy=a, val_loss=1) for e, a in enumerate(accuracies, 1)]
+    view.show_log(log)
+    QApplication.processEvents()
+    box = view.accuracy_plot.vb
+    radius = view.accuracy.opts["symbolSize"] / 2
+    for value in (min(accuracies), max(accuracies)):
+        y = box.mapViewToScene(pg.Point(1.0, value)).y()
+        top, bottom = box.mapViewToScene(pg.Point(1.0, box.viewRange()[1][1])).y(), box.sceneBoundingRect().bottom()
+        assert top + radius <= y <= bottom - radius, (value, top, y, bottom)

@@ -14,6 +14,7 @@ from conftest import run_cli
 from secateur.app.tree_model import BAR_ROLE, NAME_ROLE, SORT_ROLE
 from secateur.app.window import MainWindow
 from secateur.core.testing import state_hash
+from secateur.core.workflow.session import TrainingLog
 
 TIMEOUT_MS = 600_000  # generous: the test machine is shared and often loaded
 
@@ -140,8 +141,11 @@ def test_finetuning_plots_each_epoch_and_can_be_undone(qtbot, window: MainWindow
     _open(qtbot, window, "demo-vgg")
     small_training_set(window)
     before = window.session.model
+    window.training.show_log(TrainingLog(planned_epochs=7))  # an earlier run's axes
     with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
         window.finetune(1)
+        # this run's epochs before the tab's first paint (the worker's first event came a frame later: two paints)
+        assert window.tabs.currentWidget() is window.training and window.training.ranges["x"] == (0.0, 1.0)
     log = window.session.training
     assert len(log.epochs) == 1 and len(log.steps) == log.steps_per_epoch > 1
     assert len(window.training.smooth.getData()[0]) == len(log.steps)

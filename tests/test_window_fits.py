@@ -99,15 +99,19 @@ def test_action_buttons_stay_in_view_and_in_place_for_every_method(qtbot, window
     assert all(len(places) == 1 for places in seen.values()), seen  # the form's length never moves them
 
 
-def _drawn_labels(axis) -> list[str]:
-    """The tick labels pyqtgraph would paint on ``axis`` now (it leaves out those it would clip)."""
+def draw_specs(axis) -> tuple:
+    """What pyqtgraph would paint on ``axis`` now: (axis line, tick lines, labels)."""
     image = QImage(10, 10, QImage.Format.Format_ARGB32)
     painter = QPainter(image)
     try:
-        _, _, texts = axis.generateDrawSpecs(painter)
+        return axis.generateDrawSpecs(painter)
     finally:
         painter.end()
-    return [text for _, _, text in texts]
+
+
+def _drawn_labels(axis) -> list[str]:
+    """The tick labels pyqtgraph would paint on ``axis`` now (it leaves out those it would clip)."""
+    return [text for _, _, text in draw_specs(axis)[2]]
 
 
 def test_overview_rows_are_labelled_and_a_click_selects_the_group(qtbot, window: MainWindow) -> None:
