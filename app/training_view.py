@@ -13,7 +13,9 @@ from secateur.core.workflow.session import TrainingLog
 # and at 0.02 the last epoch's label ("1" of a one-epoch run) passed it and was never shown.
 EPOCH_PADDING = 0.05
 WIDEST_LABEL = "0.00005"  # the value axes' room: a loss near 1e-4 has labels this long; accuracy "100" fits
+LOSS_MARGIN = 0.05  # of the highest loss, between it and the top of the loss axis
 ACCURACY_MARGIN = 1.0  # percent points between the lowest (highest) accuracy and the axis's rounded end
+SMOOTH_COLOUR = "#c0392b"
 SMOOTHING = 0.9  # weight of the running average in the smoothed loss (TensorBoard's default is 0.6–0.9)
 
 
@@ -63,7 +65,8 @@ class TrainingView(pg.GraphicsLayoutWidget):
             plot.setLabel("bottom", "epoch")
             plot.showGrid(x=True, y=True, alpha=0.2)
         self.raw = self.loss_plot.plot(pen=pg.mkPen("#bbbbbb"))
-        self.smooth = self.loss_plot.plot(pen=pg.mkPen("#c0392b", width=2))
+        smooth_pen = pg.mkPen(SMOOTH_COLOUR, width=2)
+        self.smooth = self.loss_plot.plot(pen=smooth_pen, symbolBrush=SMOOTH_COLOUR, symbolPen=None)
         self.accuracy = self.accuracy_plot.plot(pen=pg.mkPen("#2c6fbb", width=2), symbol="o", symbolBrush="#2c6fbb")
         self.loss_plot.setDownsampling(auto=True, mode="peak")  # thousands of steps, a few hundred pixels
         self.loss_plot.setClipToView(True)
@@ -94,6 +97,9 @@ class TrainingView(pg.GraphicsLayoutWidget):
         x = np.array([step for step, _ in steps], dtype=np.float64) / per_epoch
         y = np.array([loss for _, loss in steps], dtype=np.float64)
         self.raw.setData(x, y)
+        lone = "o" if len(x) == 1 else None  # a line through one point draws nothing: the first loss is a dot
+        if self.smooth.opts["symbol"] != lone:
+            self.smooth.setSymbol(lone)
         self.smooth.setData(x, smoothed(y))
         epochs = log.epochs if log is not None else []
         accuracies = [r.val_accuracy for r in epochs]
@@ -111,7 +117,7 @@ class TrainingView(pg.GraphicsLayoutWidget):
         self._set_range("x", 0.0, last, 1.0, self.loss_plot.setXRange, padding=EPOCH_PADDING)
         finite = y[np.isfinite(y)]
         if len(finite):
-            top = float(finite.max())
+            top = float(finite.max()) * (1 + LOSS_MARGIN)  # the highest loss's marker not on the axis's end
             self._set_range("loss", 0.0, top, nice_step(top), self.loss_plot.setYRange)
         if accuracies:
             # a point's margin from the edges: a marker at a multiple of 5 (or at 100 %) sat half outside the plot

@@ -198,3 +198,23 @@ def test_accuracy_markers_are_drawn_whole_inside_the_plot(qtbot, accuracies: lis
         y = box.mapViewToScene(pg.Point(1.0, value)).y()
         top, bottom = box.mapViewToScene(pg.Point(1.0, box.viewRange()[1][1])).y(), box.sceneBoundingRect().bottom()
         assert top + radius <= y <= bottom - radius, (value, top, y, bottom)
+
+
+def test_the_first_loss_is_drawn_as_a_dot_until_there_is_a_line(qtbot) -> None:
+    """A line through one point draws nothing: a run's first step left the loss plot empty."""
+    view = TrainingView()
+    qtbot.addWidget(view)
+    view.resize(420, 560)
+    view.show()
+    red = np.array([0x2B, 0x39, 0xC0])  # as _pixels reads it: blue, green, red
+
+    def red_pixels() -> int:
+        QApplication.processEvents()
+        return int(np.count_nonzero(np.abs(_pixels(view) - red).max(axis=2) < 40))
+
+    log = TrainingLog(steps_per_epoch=10, total_steps=20, steps=[(1, 1.0)])
+    view.show_log(log)
+    assert red_pixels() > 10
+    log.steps.append((2, 0.9))
+    view.show_log(log)
+    assert view.smooth.opts["symbol"] is None and red_pixels() > 10  # a line now, no dots
