@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from secateur.core.common.devices import resolve_device
+from secateur.core.common.devices import moved_to, resolve_device
 from secateur.core.common.errors import InputError
 
 
@@ -22,3 +22,11 @@ def test_missing_cuda_is_refused_not_replaced() -> None:
 def test_unknown_device_names_the_accepted_values() -> None:
     with pytest.raises(InputError, match="expected auto, cpu, cuda, cuda:N or mps"):
         resolve_device("gpu")
+
+
+def test_moved_to_keeps_a_module_already_there_and_moves_one_that_is_not() -> None:
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    weight = module[0].weight
+    assert moved_to(module, torch.device("cpu")) is module and module[0].weight is weight
+    moved = moved_to(module, torch.device("meta"))
+    assert {tensor.device.type for tensor in (*moved.parameters(), *moved.buffers())} == {"meta"}

@@ -18,6 +18,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from secateur.core.common.devices import moved_to
 from secateur.core.common.errors import InputError, WorkError
 from secateur.core.common.progress import SILENT, Progress
 from secateur.core.common.settings import RunSettings, UsesSettings
@@ -97,7 +98,7 @@ class Workspace(UsesSettings):
     progress: InitVar[Progress] = SILENT  # hears of the first preparation (a minute on MaxViT) and may stop it
 
     def __post_init__(self, progress: Progress) -> None:
-        self.model = self.model.eval().to(self.device)
+        self.model = moved_to(self.model.eval(), self.device)
         self.example = torch.zeros((1, *self.input_shape), device=self.device)
         self.params = sum(p.numel() for p in self.model.parameters())
         self._prepared: _Prepared | None = None
