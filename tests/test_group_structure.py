@@ -479,6 +479,15 @@ def test_the_spy_reads_shuffles_and_concatenation_sizes_from_the_pass_and_leaves
     assert not model._forward_hooks and spy.forward_done
     view, transpose = spy.shuffles()  # one shuffle: its view and its transpose
     assert (view.name(), transpose.name()) == ("ViewBackward0", "TransposeBackward0")
+
+    class Outputs(dict):  # a model output class of its own (as Hugging Face's ModelOutput)
+        pass
+
+    wrapped = nn.Sequential(model)
+    wrapped.register_forward_hook(lambda module, args, output: Outputs(logits=output))
+    with torch.enable_grad(), spying_trace(wrapped) as spy:
+        wrapped(torch.zeros(1, 3, 8, 8))
+    assert len(spy.shuffles()) == 2  # walked from the dict's values
     tracked = torch.zeros(1, 5, 4, 4, requires_grad=True) * 2
     with torch.enable_grad():
         joined = torch.cat([tracked, torch.ones(1, 3, 4, 4), tracked[:, :2]], dim=-3)  # a constant in the middle

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from torch import nn
-from torch.utils._pytree import tree_leaves
+from torch_pruning.utils import flatten_as_list
 
 _VIEWS = ("ViewBackward0", "UnsafeViewBackward0", "ReshapeAliasBackward0")
 
@@ -117,7 +117,9 @@ def spying_trace(model: nn.Module) -> Iterator[_TraceSpy]:
     spy = _TraceSpy()
 
     def leave(module: nn.Module, args: tuple, output: object) -> None:
-        spy.outputs += [leaf.grad_fn for leaf in tree_leaves(output) if getattr(leaf, "grad_fn", None) is not None]
+        # the outputs Torch-Pruning walks from, found the way it finds them (a dict subclass's values included)
+        leaves = flatten_as_list(output)
+        spy.outputs += [leaf.grad_fn for leaf in leaves if getattr(leaf, "grad_fn", None) is not None]
         spy.forward_done = True
 
     handle = model.register_forward_hook(leave)
