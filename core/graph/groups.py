@@ -20,7 +20,9 @@ from torch import nn
 from torch_pruning.dependency import group as tp_group
 from torch_pruning.dependency import index_mapping
 
+from secateur.core.common.collector import collector_paused
 from secateur.core.common.errors import Cancelled, InputError, first_line
+from secateur.core.graph import group_index  # noqa: F401  (Torch-Pruning's group lookups, indexed)
 from secateur.core.graph.attention import ATTENTION_TYPES, HEADS_SUFFIX, head_internal, is_attention
 from secateur.core.graph.constraints import (
     Blocks,
@@ -32,7 +34,9 @@ from secateur.core.graph.constraints import (
     passes_split,
     width_mismatch,
 )
+from secateur.core.graph.indices import gathered, spread
 from secateur.core.graph.timm_layers import timm_attention_lock
+from secateur.core.graph.tp_patch import patch_once
 from secateur.core.graph.trace_spy import spying_trace
 
 
@@ -210,17 +214,8 @@ def _sized(update: Callable[[tp.DependencyGraph, object], None]) -> Callable[[tp
     return sized
 
 
-def _patch_once(owner: object, name: str, wrap: Callable[[Callable], Callable]) -> None:
-    """Replace ``owner.name`` by ``wrap(owner.name)``, once however often this module is imported or reloaded."""
-    original = getattr(owner, name)
-    if getattr(original, "secateur_patch", None) != wrap.__name__:
-        patched = wrap(original)
-        patched.secateur_patch = wrap.__name__  # type: ignore[attr-defined]
-        setattr(owner, name, patched)
-
-
-_patch_once(index_mapping, "update_reshape_index_mapping", _tolerant)
-_patch_once(index_mapping, "update_concat_index_mapping", _sized)
+patch_once(index_mapping, "update_reshape_index_mapping", _tolerant)
+patch_once(index_mapping, "update_concat_index_mapping", _sized)
 
 
 # More indices than any real layer has: a flatten that maps a group past this is compounding
@@ -242,7 +237,7 @@ _mapping: ContextVar[_Mapping | None] = ContextVar("mapping", default=None)
 
 
 def _bounded(call: Callable[[object, list], list]) -> Callable[[object, list], list]:
-    """Torch-Pruning 1.6's flatten mapping, refusing to expand a group past ``MAX_MAPPED_INDICES``.
+    """Torch-Pruning 1.6's flatten mapping, made in C loops, and refusing to expand a group past ``MAX_MAPPED_INDICES``.
 
     Through Swin's window partition and patch merging every flatten multiplies
     the indices again: tracing swin_t's groups ran for more than 25 minutes and
@@ -250,27 +245,30 @@ def _bounded(call: Callable[[object, list], list]) -> Callable[[object, list], l
     partitions no single flatten is that large, but the mapping passes about
     100 k indices around and around (maxvit_t: over 16 minutes and 18 GB for
     one group). Refused, the root is reported and kept whole like any other
-    root Torch-Pruning cannot map.
+    root Torch-Pruning cannot map. The lists are Torch-Pruning's, made by
+    ``indices.spread`` and ``indices.gathered`` (``call`` is not needed).
     """
 
     def bounded(mapping: object, idxs: list) -> list:
-        expanded = len(idxs) * mapping._stride  # type: ignore[attr-defined]
-        if not mapping.reverse:  # type: ignore[attr-defined]
-            if expanded > MAX_MAPPED_INDICES:
-                raise OverflowError(f"a flatten would map {len(idxs)} indices to {expanded}")
-            mapping_now = _mapping.get()
-            if mapping_now is not None:
-                if mapping_now.check is not None:
-                    mapping_now.check()  # MaxViT's refused groups take seconds: Cancel lands between flattens
-                mapping_now.mapped += expanded
-                if mapping_now.mapped > MAX_MAPPED_INDICES:
-                    raise OverflowError(f"the group's flattens map more than {MAX_MAPPED_INDICES} indices in all")
-        return call(mapping, idxs)
+        stride = mapping._stride  # type: ignore[attr-defined]
+        if mapping.reverse:  # type: ignore[attr-defined]
+            return gathered(idxs, stride)
+        expanded = len(idxs) * stride
+        if expanded > MAX_MAPPED_INDICES:
+            raise OverflowError(f"a flatten would map {len(idxs)} indices to {expanded}")
+        mapping_now = _mapping.get()
+        if mapping_now is not None:
+            if mapping_now.check is not None:
+                mapping_now.check()  # MaxViT's refused groups take seconds: Cancel lands between flattens
+            mapping_now.mapped += expanded
+            if mapping_now.mapped > MAX_MAPPED_INDICES:
+                raise OverflowError(f"the group's flattens map more than {MAX_MAPPED_INDICES} indices in all")
+        return spread(idxs, stride)
 
     return bounded
 
 
-_patch_once(index_mapping._FlattenIndexMapping, "__call__", _bounded)
+patch_once(index_mapping._FlattenIndexMapping, "__call__", _bounded)
 
 
 # Far more dependencies than any real group holds (maxvit_t's largest has 3,122, vit_h_14's 1,324): a
@@ -298,7 +296,7 @@ def _capped(add_dep: Callable[[tp.Group, object, list], None]) -> Callable[[tp.G
     return capped
 
 
-_patch_once(tp_group.Group, "add_dep", _capped)
+patch_once(tp_group.Group, "add_dep", _capped)
 
 
 # The graphs whose index mappings are up to date while groups are collected (nothing is cut meanwhile).
@@ -329,7 +327,7 @@ def _once_while_collecting(update: Callable[[tp.DependencyGraph], None]) -> Call
     return once
 
 
-_patch_once(index_mapping, "update_index_mapping", _once_while_collecting)
+patch_once(index_mapping, "update_index_mapping", _once_while_collecting)
 
 
 _ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
@@ -345,7 +343,8 @@ def _mapped_group(
     token = _mapping.set(_Mapping(check=check))
     try:
         channels = list(range(pruner.get_out_channels(root)))  # type: ignore[attr-defined]
-        return graph.get_pruning_group(root, pruner.prune_out_channels, channels), ""  # type: ignore[attr-defined]
+        with collector_paused():  # a refused group makes 500 k index tuples, and no cycles
+            return graph.get_pruning_group(root, pruner.prune_out_channels, channels), ""  # type: ignore[attr-defined]
     except Cancelled:
         raise
     except Exception as error:  # Torch-Pruning's index mapping failed on this root
