@@ -67,7 +67,8 @@ MAX_RECENT = 8
 PLOTTED = {"model", "scores", "plan"}  # the changes the overview strip and the heatmap show
 # A real timer, not 0: PySide's zero-delay single shot is a posted call that Qt runs in the same batch
 # as the job's end and its paints, so the window would not answer in between
-PLOTS_DELAY_MS = 1
+LATER_TURN_MS = 1
+TAB_SWITCH_DELAY_MS = 10  # under a frame: the loop serves what came due meanwhile (at 1 ms the paint often ran first)
 ELAPSED_ROOM = "000 s · fine-tuning: about 000 s left"  # the clock label's fixed width: its usual widest text
 PREVIEW_DELAY_MS = 150  # the plan preview waits for the target to stop changing
 PROGRESS_TEXT_MARGIN = 8  # px the progress bar's style keeps on each side of its text
@@ -380,12 +381,12 @@ class MainWindow(QMainWindow):
             report()
 
     def _in_turns(self, *steps: Callable[[], None]) -> None:
-        """Run ``steps`` in order, each on a timer turn of its own (``PLOTS_DELAY_MS``).
+        """Run ``steps`` in order, each on a timer turn of its own (``LATER_TURN_MS``).
 
         What a step changes is painted in its own batch of events, and the window answers between steps.
         """
         if steps:
-            QTimer.singleShot(PLOTS_DELAY_MS, self, lambda: (steps[0](), self._in_turns(*steps[1:])))
+            QTimer.singleShot(LATER_TURN_MS, self, lambda: (steps[0](), self._in_turns(*steps[1:])))
 
     def _report_end(
         self, job: Job, outcome: str, payload: Any, on_success: Callable[[Any], None] | None, seconds: float
@@ -935,7 +936,9 @@ class MainWindow(QMainWindow):
             return
         if started is self.job:  # the session starts the run's log on the worker now: its axes, before the tab shows
             self.training.show_log(TrainingLog(planned_epochs=config.epochs))  # one first paint, not two
-        self.tabs.setCurrentWidget(self.training)
+        # the tab's first paint (9-14 ms) in a later turn of the event loop: painted at once, after this call's
+        # 5 ms, the window could not answer for 21-27 ms (offscreen, 2 cores); apart, 17-20 ms
+        QTimer.singleShot(TAB_SWITCH_DELAY_MS, self, functools.partial(self.tabs.setCurrentWidget, self.training))
 
     def cluster_command(self, processes: int, epochs: int) -> str:
         """The ``torchrun`` line that fine-tunes the current model on a cluster node (the model as saved)."""

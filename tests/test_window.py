@@ -144,8 +144,10 @@ def test_finetuning_plots_each_epoch_and_can_be_undone(qtbot, window: MainWindow
     window.training.show_log(TrainingLog(planned_epochs=7))  # an earlier run's axes
     with qtbot.waitSignal(window.job_done, timeout=TIMEOUT_MS):
         window.finetune(1)
-        # this run's epochs before the tab's first paint (the worker's first event came a frame later: two paints)
-        assert window.tabs.currentWidget() is window.training and window.training.ranges["x"] == (0.0, 1.0)
+        # this run's epochs before the tab's first paint (the worker's first event came a frame later: two paints),
+        # and that paint in a later turn of the event loop than this call
+        assert window.tabs.currentWidget() is not window.training and window.training.ranges["x"] == (0.0, 1.0)
+        qtbot.waitUntil(lambda: window.tabs.currentWidget() is window.training, timeout=1000)
     log = window.session.training
     assert len(log.epochs) == 1 and len(log.steps) == log.steps_per_epoch > 1
     assert len(window.training.smooth.getData()[0]) == len(log.steps)
