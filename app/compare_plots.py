@@ -17,6 +17,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QWidget
 
 from secateur.app.plot_cache import cache_axes
+from secateur.app.plot_grid import add_tick_grid
 from secateur.core.workflow.compare import final_accuracy, target_label
 
 # the exported report's colours (matplotlib's default cycle) and markers ("osD^v<>phX"), in the same order:
@@ -58,7 +59,7 @@ class ComparePlots(pg.GraphicsLayoutWidget):
         self.plots["latency"].setLabel("bottom", "latency (ms)")
         self.plots["latency"].setYLink(self.plots["macs"])
         for plot in self.plots.values():
-            plot.showGrid(x=True, y=True, alpha=0.3)
+            add_tick_grid(plot, alpha=0.3)
         cache_axes(*self.plots.values())
         self.scatters: dict[tuple[str, str], pg.ScatterPlotItem] = {}  # (axis, method) → its points
         self._lines: dict[tuple[str, str], pg.PlotDataItem] = {}

@@ -1,15 +1,12 @@
-"""Plot axes painted from a cached pixmap, with the grid at labelled ticks and between them, not at every minor step.
+"""Plot axes painted from a cached pixmap, with ticks at labelled values and one level between them.
 
-An axis that draws its plot's grid covers the whole plot, so each new point of a
-curve made Qt replay the axis's recorded text and lines: about 2.5 ms per axis,
-6–7 ms per frame for the Fine-tuning tab's four axes (0.6 ms with the cache),
-and with a worker holding the GIL that frame stretched to 20–30 ms. Qt redraws
-the cached pixmap when the axis itself changes (its range, its size).
-
-That redraw draws each grid line with its own pen: pyqtgraph's three tick levels
-made 23–38 lines per axis, and the Fine-tuning tab's repaint after a range change
-took 16.6 ms (12 of them grid lines, most of them at the third level, faint to
-invisible at a grid alpha of 0.2). Two levels draw 5–8 lines per axis: 5.9 ms.
+Each new point of a curve made Qt replay every axis's recorded text and lines:
+about 2.5 ms per axis when the axes drew the grid (and so covered the plot),
+6–7 ms per frame for the Fine-tuning tab's four axes, 0.6 ms with the cache;
+with a worker holding the GIL that frame stretched to 20–30 ms. Qt redraws the
+cached pixmap when the axis itself changes (its range, its size). The grid is
+now an item of its own (``plot_grid``), at the same two levels of ticks:
+pyqtgraph's third level made 23–38 grid lines per axis, most faint to invisible.
 """
 
 from __future__ import annotations

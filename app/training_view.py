@@ -7,6 +7,7 @@ import pyqtgraph as pg
 from PySide6.QtGui import QFontMetrics
 
 from secateur.app.plot_cache import cache_axes
+from secateur.app.plot_grid import add_tick_grid
 from secateur.core.workflow.session import TrainingLog
 
 # Room beyond the last epoch: with a grid, pyqtgraph hides a tick label that passes its axis's end at all,
@@ -63,7 +64,7 @@ class TrainingView(pg.GraphicsLayoutWidget):
         self.accuracy_plot.setXLink(self.loss_plot)
         for plot in (self.loss_plot, self.accuracy_plot):
             plot.setLabel("bottom", "epoch")
-            plot.showGrid(x=True, y=True, alpha=0.2)
+            add_tick_grid(plot, alpha=0.2)
         self.raw = self.loss_plot.plot(pen=pg.mkPen("#bbbbbb"))
         smooth_pen = pg.mkPen(SMOOTH_COLOUR, width=2)
         self.smooth = self.loss_plot.plot(pen=smooth_pen, symbolBrush=SMOOTH_COLOUR, symbolPen=None)

@@ -10,6 +10,7 @@ from PySide6.QtWidgets import QApplication, QGraphicsItem
 from test_window_fits import _drawn_labels, draw_specs
 
 from secateur.app.plot_cache import AXES
+from secateur.app.plot_grid import TickGrid
 from secateur.app.training_view import TrainingView, grown_range, nice_step
 from secateur.core.train.finetune import EpochRecord
 from secateur.core.workflow.session import TrainingLog
@@ -119,7 +120,7 @@ def _drawn_lines(axis) -> int:
     return len(draw_specs(axis)[1])
 
 
-def test_the_grid_draws_labelled_ticks_and_one_level_between_with_every_label(qtbot) -> None:
+def test_the_axes_tick_their_labels_and_one_level_between_with_every_label(qtbot) -> None:
     """pyqtgraph's third tick level drew most of the grid's lines (each with its own pen), faint to invisible."""
     ours, default = TrainingView(), TrainingView()
     for view in (ours, default):
@@ -218,3 +219,37 @@ def test_the_first_loss_is_drawn_as_a_dot_until_there_is_a_line(qtbot) -> None:
     log.steps.append((2, 0.9))
     view.show_log(log)
     assert view.smooth.opts["symbol"] is None and red_pixels() > 10  # a line now, no dots
+
+
+def test_the_grid_is_one_item_with_lines_at_the_axes_ticks_and_the_axes_stay_strips(qtbot) -> None:
+    """A grid drawn by the axes made each axis cover its plot: four plot-sized pixmaps to fill on a first paint."""
+    view = TrainingView()
+    qtbot.addWidget(view)
+    view.resize(420, 560)
+    view.show()
+    log = TrainingLog(steps_per_epoch=10, total_steps=30)
+    log.steps = [(step, 2.0 / step) for step in range(1, 11)]
+    log.epochs = [EpochRecord(epoch=1, train_loss=1.0, val_accuracy=61.0, val_loss=1.0)]
+    view.show_log(log)
+    QApplication.processEvents()
+    pixels = _pixels(view)
+    for plot in (view.loss_plot, view.accuracy_plot):
+        (grid,) = [item for item in plot.items if isinstance(item, TickGrid)]
+        box = plot.getViewBox().sceneBoundingRect()
+        for name in AXES:
+            axis = plot.getAxis(name)
+            strip = axis.mapRectToScene(axis.boundingRect())
+            assert strip.width() * strip.height() < 0.25 * box.width() * box.height(), name  # beside, not over
+            values = grid.tick_values()[name]
+            labels = {round(float(text), 6) for text in _drawn_labels(axis)}
+            assert {round(v, 6) for v in values[0]} <= labels <= {round(v, 6) for v in values[0] + values[1]}
+        x_ticks = grid.tick_values()["bottom"]
+        between = (x_ticks[0][0] + min(v for v in x_ticks[0] + x_ticks[1] if v > x_ticks[0][0])) / 2
+        middle_y = plot.getViewBox().viewRect().center().y()
+        shades = {}
+        for x in (x_ticks[0][1], x_ticks[1][0], between):  # a labelled tick, one between, and no tick
+            point = plot.getViewBox().mapViewToScene(pg.Point(x, middle_y))
+            columns = pixels[int(box.top()) + 2 : int(box.bottom()) - 2, round(point.x()) - 1 : round(point.x()) + 2]
+            shades[x] = float(np.median(columns.sum(axis=2), axis=0).min())  # white is 765; a line, one column
+        labelled, minor, empty = shades.values()
+        assert labelled < minor < empty == 765, shades  # darker at a labelled tick than between levels
