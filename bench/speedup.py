@@ -22,7 +22,9 @@ with fewer MACs removed than the MACs plan needs.
 around its measured speed, all after BatchNorm recalibration, no fine-tuning.
 
     .venv/bin/python bench/speedup.py [--models resnet50,mobilenet_v2,vit_b_16] [--batches 1,32]
-        [--threads 2] [--rounds 15] [--table] [--demo]
+        [--threads 2] [--rounds 15] [--table] [--demo] [--device cpu|cuda]
+
+On a CUDA machine, the issue's rows: ``--device cuda --batches 1,64 --table``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ import torch_pruning as tp
 import torchvision
 from torch import nn
 
+from secateur.core.common.devices import DEVICE_CHOICES, resolve_device
 from secateur.core.common.errors import InputError
+from secateur.core.common.settings import RunSettings
 from secateur.core.data.loading import load_data
 from secateur.core.model.specs import parse_model_spec
 from secateur.core.pruning.latency import TimedPair, _spread, time_interleaved
@@ -92,21 +96,23 @@ def row(name: str, batch: int, variant: str, removed: float, pair: TimedPair) ->
     )
 
 
-def architectures(names: list[str], batches: list[int], rounds: int, table: bool) -> None:
+def architectures(names: list[str], batches: list[int], rounds: int, table: bool, device: torch.device) -> None:
+    """Every variant of each model, timed on ``device`` (the latency plans measure their candidates there too)."""
     l1 = load_registry().method("l1")
     print(f"{'model':<13} {'batch':>5} {'variant':<14} {'MACs -':>7} {'before ms (p10–p90)':>22} "
           f"{'after ms (p10–p90)':>22} {'speed-up':>8}")  # fmt: skip
     for name in names:
         model = torchvision.models.get_model(name, weights=None).eval()
-        workspace = Workspace(model, SHAPE)
+        reference = tp_uniform(model, name, 0.5)  # on the CPU, before the workspace moves the model
+        reference_removed = 1 - model_macs(reference, SHAPE) / model_macs(model, SHAPE)
+        workspace = Workspace(model, SHAPE, settings=RunSettings(device=device))
         scores = workspace.score(l1).scores
-        reference = tp_uniform(model, name, 0.5)
         variants = {
-            "tp-uniform": (reference, 1 - model_macs(reference, SHAPE) / workspace.macs),
+            "tp-uniform": (reference.to(device), reference_removed),
             "macs": pruned_by(workspace, workspace.plan(scores, Target("macs", 0.5), PlanOptions(round_to=8), "l1")),
         }
         for batch in batches:
-            example = torch.randn(batch, *SHAPE, generator=torch.Generator().manual_seed(0))
+            example = torch.randn(batch, *SHAPE, generator=torch.Generator().manual_seed(0)).to(device)
             timed = dict(variants)
             options = PlanOptions(latency_batch_size=batch, latency_rounds=rounds)
             started = time.perf_counter()
@@ -175,12 +181,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=15, help="interleaved timed rounds per pair")
     parser.add_argument("--table", action="store_true", help="also the latency-table (HALP) plan")
-    parser.add_argument("--demo", action="store_true", help="also the demo accuracy row")
+    parser.add_argument("--demo", action="store_true", help="also the demo accuracy row (on the CPU)")
+    parser.add_argument("--device", default="cpu", help=f"where the models are timed: {DEVICE_CHOICES}")
     args = parser.parse_args()
+    device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
-    print(f"CPU, {args.threads} torch threads, {args.rounds} interleaved rounds per pair, torch {torch.__version__}")
+    where = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+    rounds = f"{args.rounds} interleaved rounds per pair"
+    print(f"{where}, {args.threads} torch CPU threads, {rounds}, torch {torch.__version__}")
     if args.models:
-        architectures(args.models.split(","), [int(b) for b in args.batches.split(",")], args.rounds, args.table)
+        batches = [int(b) for b in args.batches.split(",")]
+        architectures(args.models.split(","), batches, args.rounds, args.table, device)
     if args.demo:
         demo_accuracy(args.rounds)
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from secateur.core.common.devices import synchronize
 from secateur.core.common.errors import InputError
 from secateur.core.common.progress import SILENT, Progress
 from secateur.core.pruning.plan import PruningPlan, Target
@@ -58,16 +59,11 @@ Timer = Callable[[nn.Module, torch.Tensor], float]
 """Milliseconds of one call of a module on an input (tests inject a deterministic one)."""
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def one_call(module: nn.Module, batch: torch.Tensor) -> float:
     """Milliseconds of one call of ``module`` on ``batch``, its device's queue drained after it."""
     started = time.perf_counter()
     module(batch)
-    _synchronize(batch.device)
+    synchronize(batch.device)
     return (time.perf_counter() - started) * 1000.0
 
 
@@ -90,7 +86,7 @@ def time_interleaved(
     for _ in range(warmup):
         reference(batch)
         candidate(batch)
-    _synchronize(batch.device)
+    synchronize(batch.device)
     times: dict[int, list[float]] = {0: [], 1: []}
     for round_index in range(rounds):
         check()

@@ -42,10 +42,11 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from secateur.core.common.devices import synchronize
 from secateur.core.common.files import write_json_atomic
 from secateur.core.common.progress import SILENT, Progress
 from secateur.core.graph.groups import GroupInfo
-from secateur.core.pruning.latency import Timer, _synchronize, one_call, time_interleaved
+from secateur.core.pruning.latency import Timer, one_call, time_interleaved
 from secateur.core.pruning.plan import GroupPlan, PruningPlan, Target
 from secateur.core.pruning.surgery import apply_plan
 
@@ -267,7 +268,7 @@ def wall_clock(module: nn.Module, batch: torch.Tensor) -> float:
     a scheduler slice (milliseconds), which the fastest of three skips. The
     table then takes the median of these samples over interleaved rounds.
     """
-    _synchronize(batch.device)  # work queued before does not count
+    synchronize(batch.device)  # work queued before does not count
     return min(one_call(module, batch) for _ in range(3))
 
 
