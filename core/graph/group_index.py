@@ -63,32 +63,45 @@ def _indexed_check(has_pruning_op: Callable[[Group, object, list], bool]) -> Cal
     return indexed
 
 
+class _Slots:
+    """Where each (layer, handler) sits in a group's item list, valid while the list keeps its length."""
+
+    __slots__ = ("count", "items", "where")
+
+    def __init__(self, items: list) -> None:
+        self.items = items
+        self.count = len(items)
+        self.where = {(item.dep.target, item.dep.handler): i for i, item in reversed(list(enumerate(items)))}
+
+    def current(self, items: list) -> bool:
+        return items is self.items and len(items) == self.count
+
+
 def _indexed_merge(add_and_merge: Callable[[Group, object, list], None]) -> Callable[[Group, object, list], None]:
     """``Group.add_and_merge`` handed only the item on the same layer (or none), found through a dict.
 
     Torch-Pruning's own method then merges the indices as it always does: it is
-    called on a one-item view of the group whose item list is the real one's
-    matching slot, so its scan finds that item at once.
+    called on a one-item group holding the matching item, so its scan finds it
+    at once, and the merged item goes back into that slot. With two items on one
+    layer (``add_dep`` allows it) the first takes the merge, as in Torch-Pruning.
     """
 
     def indexed(group: Group, dep: object, idxs: list) -> None:
-        positions = getattr(group, "_secateur_positions", None)
-        if positions is None or positions[0] is not group._group or positions[1] != len(group._group):
-            slots = {(item.dep.target, item.dep.handler): i for i, item in reversed(list(enumerate(group._group)))}
-            positions = [group._group, len(group._group), slots]
-        slots = positions[2]
+        slots = getattr(group, "_secateur_slots", None)
+        if slots is None or not slots.current(group._group):
+            slots = _Slots(group._group)
+            group._secateur_slots = slots
         key = (dep.target, dep.handler)  # type: ignore[attr-defined]
-        slot = slots.get(key)
+        slot = slots.where.get(key)
         if slot is None:
             group.add_dep(dep, idxs)
-            slots[key] = len(group._group) - 1
+            slots.where[key] = len(group._group) - 1
         else:
             alone = Group()
             alone._group = [group._group[slot]]
             add_and_merge(alone, dep, idxs)
             group._group[slot] = alone._group[0]
-        positions[1] = len(group._group)
-        group._secateur_positions = positions
+        slots.count = len(group._group)
 
     return indexed
 
