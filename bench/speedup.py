@@ -184,7 +184,10 @@ def main() -> None:
     parser.add_argument("--demo", action="store_true", help="also the demo accuracy row (on the CPU)")
     parser.add_argument("--device", default="cpu", help=f"where the models are timed: {DEVICE_CHOICES}")
     args = parser.parse_args()
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except InputError as error:
+        parser.error(str(error))
     torch.set_num_threads(args.threads)
     where = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
     rounds = f"{args.rounds} interleaved rounds per pair"
