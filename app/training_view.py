@@ -10,7 +10,7 @@ from secateur.app.plot_cache import cache_axes
 from secateur.app.plot_grid import add_tick_grid
 from secateur.core.workflow.session import TrainingLog
 
-# Room beyond the last epoch: with a grid, pyqtgraph hides a tick label that passes its axis's end at all,
+# Room beyond the last epoch: pyqtgraph hides a tick label that passes its axis's end at all,
 # and at 0.02 the last epoch's label ("1" of a one-epoch run) passed it and was never shown.
 EPOCH_PADDING = 0.05
 WIDEST_LABEL = "0.00005"  # the value axes' room: a loss near 1e-4 has labels this long; accuracy "100" fits

@@ -121,7 +121,8 @@ def _drawn_lines(axis) -> int:
 
 
 def test_the_axes_tick_their_labels_and_one_level_between_with_every_label(qtbot) -> None:
-    """pyqtgraph's third tick level drew most of the grid's lines (each with its own pen), faint to invisible."""
+    """pyqtgraph's third tick level drew most of the grid's lines (each with its own pen), faint to invisible;
+    the grid item draws at the axes' levels, so two levels here are two levels of grid."""
     ours, default = TrainingView(), TrainingView()
     for view in (ours, default):
         qtbot.addWidget(view)
